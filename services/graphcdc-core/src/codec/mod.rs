@@ -1,0 +1,222 @@
+//! Encoding and decoding of the event contract.
+//!
+//! A record value is either Confluent wire format (byte 0 = magic 0, 4-byte big-endian
+//! schema id, Avro binary) or plain JSON of the same shape; [`Codec::decode_change`]
+//! tells them apart by the first byte. Writer schemas come from a [`SchemaRegistry`]:
+//! the bundled schemas under fixed local ids, extra local files, or a
+//! Confluent-compatible registry over HTTP.
+
+pub mod avro;
+mod registry;
+
+pub use registry::{RegistryConfig, SchemaRegistry, CHANGE_EVENT_ID, ENTITY_STATE_ID};
+
+use crate::error::{PoisonError, PoisonKind};
+use crate::event::{ChangeEvent, EntityState};
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use std::sync::Arc;
+
+/// Text of `schemas/change-event.avsc`.
+pub const CHANGE_EVENT_SCHEMA: &str = include_str!("../../../../schemas/change-event.avsc");
+/// Text of `schemas/entity-state.avsc`.
+pub const ENTITY_STATE_SCHEMA: &str = include_str!("../../../../schemas/entity-state.avsc");
+
+/// Subject names used with a Confluent-compatible registry (TopicNameStrategy style).
+pub const CHANGE_EVENT_SUBJECT: &str = "graphcdc.ChangeEvent";
+/// Subject of the entity state schema.
+pub const ENTITY_STATE_SUBJECT: &str = "graphcdc.EntityState";
+
+/// Magic byte of the Confluent wire format.
+const MAGIC: u8 = 0;
+
+/// Which serialisation a producer writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Confluent wire format: magic byte, schema id, Avro binary.
+    Avro,
+    /// Plain JSON.
+    Json,
+}
+
+/// Decoder/encoder of change events and entity states.
+pub struct Codec {
+    registry: SchemaRegistry,
+    change_schema: Arc<Schema>,
+    state_schema: Arc<Schema>,
+}
+
+impl Codec {
+    /// A codec over `registry`, reading with the bundled schemas.
+    pub fn new(registry: SchemaRegistry) -> Self {
+        Codec {
+            registry,
+            change_schema: Arc::new(
+                Schema::parse_str(CHANGE_EVENT_SCHEMA).expect("bundled schema"),
+            ),
+            state_schema: Arc::new(Schema::parse_str(ENTITY_STATE_SCHEMA).expect("bundled schema")),
+        }
+    }
+
+    /// A codec with only the bundled schemas and no HTTP registry.
+    pub fn local() -> Self {
+        Codec::new(SchemaRegistry::local())
+    }
+
+    /// Decode a change event from a record value.
+    ///
+    /// # Errors
+    /// A [`PoisonError`] for bytes that are neither format, an unknown schema id, or data
+    /// that does not resolve against the reader schema. A registry that cannot be reached
+    /// is reported as `Err(Err(..))`: retry, do not DLQ.
+    pub async fn decode_change(&self, bytes: &[u8]) -> Result<ChangeEvent, DecodeError> {
+        match Self::detect(bytes)? {
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| {
+                DecodeError::Poison(PoisonError::new(
+                    PoisonKind::Undecodable,
+                    format!("invalid JSON change event: {e}"),
+                ))
+            }),
+            Format::Avro => {
+                let value = self.read_avro(bytes, &self.change_schema).await?;
+                avro::change_from_value(value).map_err(schema_mismatch)
+            }
+        }
+    }
+
+    /// Decode an entity state (a non-null value of the state topic).
+    ///
+    /// # Errors
+    /// As [`Codec::decode_change`].
+    pub async fn decode_state(&self, bytes: &[u8]) -> Result<EntityState, DecodeError> {
+        match Self::detect(bytes)? {
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| {
+                DecodeError::Poison(PoisonError::new(
+                    PoisonKind::Undecodable,
+                    format!("invalid JSON entity state: {e}"),
+                ))
+            }),
+            Format::Avro => {
+                let value = self.read_avro(bytes, &self.state_schema).await?;
+                avro::state_from_value(value).map_err(schema_mismatch)
+            }
+        }
+    }
+
+    /// Encode a change event in `format`.
+    ///
+    /// # Errors
+    /// Fails only when an HTTP registry refuses or cannot register the schema.
+    pub async fn encode_change(
+        &self,
+        event: &ChangeEvent,
+        format: Format,
+    ) -> anyhow::Result<Vec<u8>> {
+        match format {
+            Format::Json => Ok(serde_json::to_vec(event)?),
+            Format::Avro => {
+                let id = self
+                    .registry
+                    .id_for(CHANGE_EVENT_SUBJECT, CHANGE_EVENT_SCHEMA)
+                    .await?;
+                write_wire(id, &self.change_schema, avro::change_to_value(event))
+            }
+        }
+    }
+
+    /// Encode an entity state in `format`.
+    ///
+    /// # Errors
+    /// As [`Codec::encode_change`].
+    pub async fn encode_state(
+        &self,
+        state: &EntityState,
+        format: Format,
+    ) -> anyhow::Result<Vec<u8>> {
+        match format {
+            Format::Json => Ok(serde_json::to_vec(state)?),
+            Format::Avro => {
+                let id = self
+                    .registry
+                    .id_for(ENTITY_STATE_SUBJECT, ENTITY_STATE_SCHEMA)
+                    .await?;
+                write_wire(id, &self.state_schema, avro::state_to_value(state))
+            }
+        }
+    }
+
+    /// Which format `bytes` is in, by its first byte.
+    pub fn detect(bytes: &[u8]) -> Result<Format, PoisonError> {
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(&MAGIC) if bytes.len() > 5 => Ok(Format::Avro),
+            Some(b'{') => Ok(Format::Json),
+            Some(first) => Err(PoisonError::new(
+                PoisonKind::Undecodable,
+                format!(
+                    "neither Confluent wire format nor JSON: first byte 0x{first:02x}, {} bytes",
+                    bytes.len()
+                ),
+            )),
+            None => Err(PoisonError::new(
+                PoisonKind::Undecodable,
+                "empty record value",
+            )),
+        }
+    }
+
+    async fn read_avro(
+        &self,
+        bytes: &[u8],
+        reader_schema: &Schema,
+    ) -> Result<apache_avro::types::Value, DecodeError> {
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let writer = self.registry.schema(id).await?;
+        let mut body = &bytes[5..];
+        let value = GenericDatumReader::builder(&writer)
+            .reader_schema(reader_schema)
+            .build()
+            .and_then(|reader| reader.read_value(&mut body))
+            .map_err(|e| schema_mismatch(format!("schema id {id}: {e}")))?;
+        if !body.is_empty() {
+            return Err(schema_mismatch(format!(
+                "schema id {id}: {} trailing bytes after the record",
+                body.len()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// Why a record value could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are bad: send the record to the DLQ.
+    #[error(transparent)]
+    Poison(#[from] PoisonError),
+    /// The schema registry could not be reached: retry later.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+}
+
+fn schema_mismatch(message: impl Into<String>) -> DecodeError {
+    DecodeError::Poison(PoisonError::new(PoisonKind::SchemaMismatch, message))
+}
+
+fn write_wire(
+    id: u32,
+    schema: &Schema,
+    value: apache_avro::types::Value,
+) -> anyhow::Result<Vec<u8>> {
+    let body = GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(value)?;
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+use super::*;
+use crate::event::{CaptureMode, EntityKind, Op, PropertyValue, RelationshipEnds, Source};
+use std::collections::BTreeMap;
+
+fn sample() -> ChangeEvent {
+    let mut properties = BTreeMap::new();
+    properties.insert("text".into(), PropertyValue::String("hello".into()));
+    properties.insert("n".into(), PropertyValue::Long(7));
+    properties.insert("score".into(), PropertyValue::Double(0.5));
+    properties.insert("ok".into(), PropertyValue::Bool(true));
+    properties.insert("none".into(), PropertyValue::Null);
+    properties.insert(
+        "tags".into(),
+        PropertyValue::List(vec![
+            PropertyValue::String("a".into()),
+            PropertyValue::Long(2),
+        ]),
+    );
+    ChangeEvent {
+        event_id: "e-1".into(),
+        kind: EntityKind::Relationship,
+        key: "rel-1".into(),
+        labels: vec![],
+        relationship: Some(RelationshipEnds {
+            rel_type: "MENTIONS".into(),
+            start_key: "c1".into(),
+            end_key: "e1".into(),
+        }),
+        op: Op::Upsert,
+        version: 42,
+        commit_time_ms: 1_700_000_000_123,
+        properties,
+        vector: Some(vec![0.25, -1.0, 3.5]),
+        source: Source {
+            db: "neo4j".into(),
+            mode: CaptureMode::Outbox,
+        },
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+    }
+}
+
+#[tokio::test]
+async fn avro_wire_format_round_trips_every_field() {
+    let codec = Codec::local();
+    let event = sample();
+    let bytes = codec.encode_change(&event, Format::Avro).await.unwrap();
+    assert_eq!(bytes[0], 0, "magic byte");
+    assert_eq!(
+        u32::from_be_bytes(bytes[1..5].try_into().unwrap()),
+        CHANGE_EVENT_ID
+    );
+    assert_eq!(codec.decode_change(&bytes).await.unwrap(), event);
+}
+
+#[tokio::test]
+async fn json_round_trips_and_is_detected_by_first_byte() {
+    let codec = Codec::local();
+    let event = sample();
+    let bytes = codec.encode_change(&event, Format::Json).await.unwrap();
+    assert_eq!(Codec::detect(&bytes).unwrap(), Format::Json);
+    assert_eq!(codec.decode_change(&bytes).await.unwrap(), event);
+}
+
+#[tokio::test]
+async fn state_round_trips_in_both_formats() {
+    let codec = Codec::local();
+    let state = sample().to_state().unwrap();
+    for format in [Format::Avro, Format::Json] {
+        let bytes = codec.encode_state(&state, format).await.unwrap();
+        assert_eq!(codec.decode_state(&bytes).await.unwrap(), state);
+    }
+}
+
+#[tokio::test]
+async fn garbage_unknown_ids_and_truncation_are_poison() {
+    let codec = Codec::local();
+    let poison_kind = |r: Result<ChangeEvent, DecodeError>| match r {
+        Err(DecodeError::Poison(p)) => p.kind,
+        other => panic!("expected poison, got {other:?}"),
+    };
+    assert_eq!(
+        poison_kind(codec.decode_change(b"not json").await),
+        PoisonKind::Undecodable
+    );
+    assert_eq!(
+        poison_kind(codec.decode_change(b"").await),
+        PoisonKind::Undecodable
+    );
+    assert_eq!(
+        poison_kind(codec.decode_change(b"{\"key\":1}").await),
+        PoisonKind::Undecodable
+    );
+    assert_eq!(
+        poison_kind(codec.decode_change(&[0, 0, 0, 0, 99, 1, 2]).await),
+        PoisonKind::SchemaMismatch
+    );
+    let mut bytes = codec.encode_change(&sample(), Format::Avro).await.unwrap();
+    bytes.truncate(bytes.len() / 2);
+    assert_eq!(
+        poison_kind(codec.decode_change(&bytes).await),
+        PoisonKind::SchemaMismatch
+    );
+}
+
+/// The bundled change-event schema plus one optional field, as a future writer adds it.
+fn schema_with_added_field() -> Schema {
+    let mut json: serde_json::Value = serde_json::from_str(CHANGE_EVENT_SCHEMA).unwrap();
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(
+            {"name": "tenant", "type": ["null", "string"], "default": null}
+        ));
+    Schema::parse_str(&json.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn old_reader_reads_data_written_with_an_added_optional_field() {
+    let new_schema = schema_with_added_field();
+    let codec = Codec::local();
+    codec.registry.add(7, new_schema.clone());
+    let event = sample();
+    let apache_avro::types::Value::Record(mut fields) = avro::change_to_value(&event) else {
+        unreachable!()
+    };
+    fields.push((
+        "tenant".into(),
+        apache_avro::types::Value::Union(
+            1,
+            Box::new(apache_avro::types::Value::String("t1".into())),
+        ),
+    ));
+    let bytes = write_wire(7, &new_schema, apache_avro::types::Value::Record(fields)).unwrap();
+    assert_eq!(codec.decode_change(&bytes).await.unwrap(), event);
+}
+
+#[tokio::test]
+async fn new_reader_reads_data_written_with_the_old_schema() {
+    let old_codec = Codec::local();
+    let bytes = old_codec
+        .encode_change(&sample(), Format::Avro)
+        .await
+        .unwrap();
+    let new_schema = schema_with_added_field();
+    let mut body = &bytes[5..];
+    let value = GenericDatumReader::builder(&old_codec.change_schema)
+        .reader_schema(&new_schema)
+        .build()
+        .unwrap()
+        .read_value(&mut body)
+        .unwrap();
+    let apache_avro::types::Value::Record(fields) = value else {
+        unreachable!()
+    };
+    let tenant = fields.iter().find(|(name, _)| name == "tenant").unwrap();
+    assert_eq!(
+        tenant.1,
+        apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null))
+    );
+    let known: Vec<_> = fields
+        .into_iter()
+        .filter(|(name, _)| name != "tenant")
+        .collect();
+    assert_eq!(
+        avro::change_from_value(apache_avro::types::Value::Record(known)).unwrap(),
+        sample()
+    );
+}
+
+/// A one-route Confluent-compatible registry on a real socket.
+async fn serve_registry(id: u32, schema: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = socket.read(&mut buf).await.unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (status, body) = if request.starts_with(&format!("GET /schemas/ids/{id} ")) {
+                (
+                    "200 OK",
+                    serde_json::json!({ "schema": schema }).to_string(),
+                )
+            } else {
+                ("404 Not Found", r#"{"error_code":40403}"#.to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn http_registry_resolves_unknown_ids_and_404_is_poison() {
+    let url = serve_registry(31, schema_with_added_field().canonical_form()).await;
+    let config = RegistryConfig {
+        url: Some(url),
+        local_schemas: Default::default(),
+    };
+    let codec = Codec::new(SchemaRegistry::from_config(&config).unwrap());
+    let new_schema = schema_with_added_field();
+    let apache_avro::types::Value::Record(mut fields) = avro::change_to_value(&sample()) else {
+        unreachable!()
+    };
+    fields.push((
+        "tenant".into(),
+        apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+    ));
+    let bytes = write_wire(31, &new_schema, apache_avro::types::Value::Record(fields)).unwrap();
+    assert_eq!(codec.decode_change(&bytes).await.unwrap(), sample());
+    let mut unknown = bytes.clone();
+    unknown[4] = 32;
+    assert!(matches!(
+        codec.decode_change(&unknown).await,
+        Err(DecodeError::Poison(PoisonError {
+            kind: PoisonKind::SchemaMismatch,
+            ..
+        }))
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_registry_is_retriable_not_poison() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let config = RegistryConfig {
+        url: Some(url),
+        local_schemas: Default::default(),
+    };
+    let codec = Codec::new(SchemaRegistry::from_config(&config).unwrap());
+    assert!(matches!(
+        codec.decode_change(&[0, 0, 0, 0, 40, 1, 2]).await,
+        Err(DecodeError::RegistryUnavailable(_))
+    ));
+}

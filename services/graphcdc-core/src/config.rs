@@ -1,0 +1,435 @@
+//! Configuration: a TOML file plus `GRAPHCDC_…` environment overrides, validated at
+//! start so that a bad field fails the process with its name in the error.
+//!
+//! Environment overrides use `__` between levels, e.g.
+//! `GRAPHCDC_KAFKA__BOOTSTRAP_SERVERS=broker:9092` or `GRAPHCDC_SINK__URL=http://q:6334`.
+
+use crate::codec::RegistryConfig;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration of a graphcdc process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub processor: ProcessorConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// Which labels / relationship types go to which collection, and how.
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+}
+
+/// Kafka connection and topic names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Consumer group of the processor; one group per sink.
+    pub group_id: String,
+    /// History of changes (cleanup.policy=delete).
+    pub changes_topic: String,
+    /// Latest state per key (cleanup.policy=compact).
+    pub state_topic: String,
+    /// Poison events with Kafka Connect error headers.
+    pub dlq_topic: String,
+    /// Extra librdkafka properties (SASL, TLS, timeouts), passed through as given.
+    pub properties: BTreeMap<String, Secret>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "localhost:9092".into(),
+            group_id: "graphcdc-qdrant".into(),
+            changes_topic: "graph.changes".into(),
+            state_topic: "graph.state".into(),
+            dlq_topic: "graph.changes.dlq".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Batching, limits and retry policy of the processor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// A batch is applied once it holds this many events…
+    pub batch_max_events: usize,
+    /// …or once its first event has waited this long.
+    pub batch_max_wait_ms: u64,
+    /// Mapped payloads larger than this (JSON bytes) go to the DLQ.
+    pub max_payload_bytes: usize,
+    /// First retry delay after a transient failure.
+    pub retry_initial_ms: u64,
+    /// Cap of the exponential backoff.
+    pub retry_max_ms: u64,
+    /// Consecutive failures after which the circuit opens (process reports not ready).
+    pub breaker_threshold: u32,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            batch_max_events: 500,
+            batch_max_wait_ms: 50,
+            max_payload_bytes: 64 * 1024,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            breaker_threshold: 5,
+        }
+    }
+}
+
+/// Which vector store the processor writes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Embedded Qdrant (qdrant-edge) in a local directory: demo, tests, small setups.
+    Embedded {
+        /// Directory holding one sub-directory per collection.
+        path: PathBuf,
+    },
+    /// A Qdrant server over gRPC: the production path.
+    Qdrant {
+        /// gRPC URL, e.g. `http://localhost:6334`.
+        url: String,
+        #[serde(default)]
+        api_key: Option<Secret>,
+        /// Per-request timeout.
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig::Embedded {
+            path: PathBuf::from(".graphcdc-data/qdrant"),
+        }
+    }
+}
+
+/// Vector distance of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    Cosine,
+    Dot,
+    Euclid,
+    Manhattan,
+}
+
+/// How entities with one label (or relationships of one type) become points.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Node label this mapping applies to (exactly one of `label`, `relationship_type`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Relationship type this mapping applies to.
+    #[serde(default)]
+    pub relationship_type: Option<String>,
+    /// Target collection.
+    pub collection: String,
+    /// Property holding the entity key, used when the event's `key` is empty.
+    #[serde(default = "default_key_property")]
+    pub key_property: String,
+    /// Property holding the embedding, used when the event has no `vector`; never copied
+    /// into the payload.
+    #[serde(default)]
+    pub vector_property: Option<String>,
+    /// Name of the dense vector in the collection.
+    #[serde(default = "default_vector_name")]
+    pub vector_name: String,
+    /// Vector dimension; other lengths go to the DLQ.
+    pub dimension: usize,
+    #[serde(default = "default_distance")]
+    pub distance: Distance,
+    /// Only these properties go into the payload (all when unset).
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// These properties never go into the payload.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Property name → payload field name.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+}
+
+fn default_key_property() -> String {
+    "uuid".into()
+}
+
+fn default_vector_name() -> String {
+    "embedding".into()
+}
+
+fn default_distance() -> Distance {
+    Distance::Cosine
+}
+
+/// A value that never prints: `Debug` and `Display` show `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value, for handing to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A config error that names the offending field.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config: {field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Load `file` (when given) and `GRAPHCDC_…` environment overrides, then validate.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field that is missing, mistyped or out of range.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only `GRAPHCDC_SECTION__FIELD` variables are overrides; others with the prefix
+        // (GRAPHCDC_CONFIG, GRAPHCDC_TEST_…) belong to someone else.
+        let overrides = Env::prefixed("GRAPHCDC_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        Self::from_figment(figment.merge(overrides))
+    }
+
+    /// Parse and validate config from TOML text (tests, embedded defaults).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let field = if e.path.is_empty() {
+                "config".to_owned()
+            } else {
+                e.path.join(".")
+            };
+            invalid(field, e.kind.to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that need no I/O.
+    ///
+    /// # Errors
+    /// The first field found out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        for (field, value) in [
+            ("kafka.bootstrap_servers", &k.bootstrap_servers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.changes_topic", &k.changes_topic),
+            ("kafka.state_topic", &k.state_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(field, "must not be empty"));
+            }
+        }
+        if k.dlq_topic == k.changes_topic {
+            return Err(invalid(
+                "kafka.dlq_topic",
+                "must differ from kafka.changes_topic",
+            ));
+        }
+        let p = &self.processor;
+        if p.batch_max_events == 0 {
+            return Err(invalid("processor.batch_max_events", "must be at least 1"));
+        }
+        if p.retry_initial_ms == 0 || p.retry_max_ms < p.retry_initial_ms {
+            return Err(invalid(
+                "processor.retry_max_ms",
+                "need 0 < retry_initial_ms <= retry_max_ms",
+            ));
+        }
+        if p.breaker_threshold == 0 {
+            return Err(invalid("processor.breaker_threshold", "must be at least 1"));
+        }
+        if let SinkConfig::Qdrant { url, .. } = &self.sink {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "sink.url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if self.mappings.is_empty() {
+            return Err(invalid("mappings", "at least one mapping is needed"));
+        }
+        for (i, m) in self.mappings.iter().enumerate() {
+            m.validate(&format!("mappings[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+impl MappingConfig {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        match (&self.label, &self.relationship_type) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    format!("{at}.label"),
+                    "set exactly one of label and relationship_type",
+                ))
+            }
+        }
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        if !valid_name(&self.collection) {
+            return Err(invalid(
+                format!("{at}.collection"),
+                format!("{:?}: use letters, digits, _ - .", self.collection),
+            ));
+        }
+        if self.dimension == 0 || self.dimension > 65_536 {
+            return Err(invalid(format!("{at}.dimension"), "must be 1..=65536"));
+        }
+        if self.key_property.is_empty() {
+            return Err(invalid(format!("{at}.key_property"), "must not be empty"));
+        }
+        if self.vector_name.is_empty() {
+            return Err(invalid(format!("{at}.vector_name"), "must not be empty"));
+        }
+        for (from, to) in &self.rename {
+            if to.starts_with(crate::mapping::RESERVED_PREFIX) {
+                return Err(invalid(
+                    format!("{at}.rename.{from}"),
+                    format!(
+                        "{to:?} uses the reserved prefix {:?}",
+                        crate::mapping::RESERVED_PREFIX
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[mappings]]
+        label = "Chunk"
+        collection = "chunks"
+        dimension = 4
+    "#;
+
+    fn error_field(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().field
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.kafka.changes_topic, "graph.changes");
+        assert_eq!(config.processor.batch_max_events, 500);
+        assert_eq!(config.mappings[0].vector_name, "embedding");
+        assert!(matches!(config.sink, SinkConfig::Embedded { .. }));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            error_field(&format!(
+                "[processor]\nbatch_max_events = \"many\"\n{MINIMAL}"
+            )),
+            "processor.batch_max_events"
+        );
+        assert_eq!(
+            error_field(&format!("[processor]\nbatch_max_events = 0\n{MINIMAL}")),
+            "processor.batch_max_events"
+        );
+        assert_eq!(
+            error_field(&MINIMAL.replace("= 4", "= 0")),
+            "mappings[0].dimension"
+        );
+        assert_eq!(
+            error_field(&MINIMAL.replace("chunks", "a b")),
+            "mappings[0].collection"
+        );
+        assert_eq!(error_field(""), "mappings");
+        assert_eq!(
+            error_field(&format!(
+                "[sink]\nkind = \"qdrant\"\nurl = \"localhost:6334\"\n{MINIMAL}"
+            )),
+            "sink.url"
+        );
+        let unknown =
+            Config::from_toml(&format!("[kafka]\nbootstrap = \"x\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(unknown.field, "kafka.bootstrap");
+        assert!(unknown.message.contains("bootstrap"), "{unknown}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::from_toml(&format!(
+            "[sink]\nkind = \"qdrant\"\nurl = \"http://q:6334\"\napi_key = \"hunter2\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("***"));
+    }
+}

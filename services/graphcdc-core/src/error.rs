@@ -1,0 +1,88 @@
+//! One error classification for the whole pipeline.
+//!
+//! - [`PoisonError`]: the event can never be applied; it goes to the DLQ and the stream
+//!   moves on.
+//! - [`SinkError::is_retriable`]: a transient failure; the partitions pause, the batch is
+//!   retried with backoff, nothing is committed meanwhile.
+//! - Everything else (bad config, a rejected DLQ topic) is fatal and stops the process.
+
+use std::fmt;
+
+/// Why an event was sent to the DLQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonKind {
+    /// Neither Confluent wire format nor JSON, or broken bytes.
+    Undecodable,
+    /// Wire format whose schema id the registry does not know, or that does not resolve
+    /// against the reader schema.
+    SchemaMismatch,
+    /// Empty entity key.
+    MissingKey,
+    /// Version negative or above 2^53.
+    InvalidVersion,
+    /// Vector length differs from the collection's dimension, or vector missing.
+    VectorDimension,
+    /// NaN or infinite vector component.
+    NonFiniteVector,
+    /// Mapped payload larger than the configured limit.
+    PayloadTooLarge,
+    /// The sink refused this single event even after the batch was split.
+    SinkRejected,
+}
+
+impl PoisonKind {
+    /// Value of the `__connect.errors.exception.class.name` DLQ header.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            PoisonKind::Undecodable => "graphcdc.Undecodable",
+            PoisonKind::SchemaMismatch => "graphcdc.SchemaMismatch",
+            PoisonKind::MissingKey => "graphcdc.MissingKey",
+            PoisonKind::InvalidVersion => "graphcdc.InvalidVersion",
+            PoisonKind::VectorDimension => "graphcdc.VectorDimension",
+            PoisonKind::NonFiniteVector => "graphcdc.NonFiniteVector",
+            PoisonKind::PayloadTooLarge => "graphcdc.PayloadTooLarge",
+            PoisonKind::SinkRejected => "graphcdc.SinkRejected",
+        }
+    }
+}
+
+/// An event that can never be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PoisonError {
+    pub kind: PoisonKind,
+    pub message: String,
+}
+
+impl PoisonError {
+    /// A poison error of `kind` with a human-readable `message`.
+    pub fn new(kind: PoisonKind, message: impl Into<String>) -> Self {
+        PoisonError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for PoisonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.class_name(), self.message)
+    }
+}
+
+/// A failed sink call.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Unreachable, timed out, overloaded: retry with backoff.
+    #[error("sink unavailable: {0}")]
+    Unavailable(String),
+    /// The sink refused the request itself: retrying the same request cannot help.
+    #[error("sink rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl SinkError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, SinkError::Unavailable(_))
+    }
+}

@@ -1,0 +1,21 @@
+//! graphcdc: keeps a Qdrant vector store in sync with a Neo4j graph through Kafka.
+//!
+//! - [`event`]: the one event model (change events and entity states).
+//! - [`codec`]: Avro (Confluent wire format) and JSON encoding of the contract.
+//! - [`config`]: configuration, validated at start.
+//! - [`mapping`]: from events to version-fenced point writes.
+//! - [`sink`]: the [`sink::VectorSink`] trait, Qdrant server and embedded Qdrant.
+//! - [`processor`]: the consumer group member applying the change topic to a sink.
+//! - [`kafka`]: client config, topics, the keyed change publisher.
+//! - [`stats`]: counters and health shared with the metrics endpoint.
+
+pub mod codec;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod event;
+pub mod kafka;
+pub mod mapping;
+pub mod processor;
+pub mod sink;
+pub mod stats;

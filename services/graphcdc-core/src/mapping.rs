@@ -1,0 +1,286 @@
+//! From a change event to the point writes of the collections it maps to.
+//!
+//! Every point carries reserved payload fields (prefix `cdc_`): the entity key, the
+//! version that fences later writes, a content hash the reconciler compares, and the
+//! tombstone flag. A delete becomes a tombstone: a point with no vector (so vector search
+//! never returns it) that keeps the deleted version, so an older upsert arriving later
+//! cannot bring the entity back.
+
+use crate::config::MappingConfig;
+use crate::error::{PoisonError, PoisonKind};
+use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue, MAX_VERSION};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Prefix of payload fields written by graphcdc itself.
+pub const RESERVED_PREFIX: &str = "cdc_";
+/// Payload field: entity key.
+pub const KEY_FIELD: &str = "cdc_key";
+/// Payload field: entity version (integer index).
+pub const VERSION_FIELD: &str = "cdc_version";
+/// Payload field: content hash of mapped payload and vector.
+pub const HASH_FIELD: &str = "cdc_hash";
+/// Payload field: `true` on tombstones.
+pub const DELETED_FIELD: &str = "cdc_deleted";
+/// Payload field: source commit time in ms.
+pub const COMMIT_TIME_FIELD: &str = "cdc_commit_ms";
+
+/// Namespace of the UUIDv5 point ids.
+const POINT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b7e_0c1d_8a4f_4e3b_9a51_2f6d_c0de_cdc1);
+
+/// Stable point id of `key` in `collection`: UUIDv5 of `"{collection}/{key}"`.
+pub fn point_id(collection: &str, key: &str) -> Uuid {
+    Uuid::new_v5(
+        &POINT_ID_NAMESPACE,
+        format!("{collection}/{key}").as_bytes(),
+    )
+}
+
+/// One point to write: a live point (with vector) or a tombstone (without).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointWrite {
+    pub collection: String,
+    pub id: Uuid,
+    pub key: String,
+    pub version: i64,
+    /// Content hash (hex) of the mapped payload and vector; empty for tombstones.
+    pub hash: String,
+    /// Name of the dense vector in the collection.
+    pub vector_name: String,
+    /// `None` for a tombstone.
+    pub vector: Option<Vec<f32>>,
+    /// Full payload including the reserved `cdc_` fields.
+    pub payload: Map<String, Value>,
+}
+
+impl PointWrite {
+    /// Whether this write is a tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        self.vector.is_none()
+    }
+}
+
+/// Maps events to point writes with the configured mappings.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    mappings: Vec<MappingConfig>,
+    max_payload_bytes: usize,
+}
+
+impl Mapper {
+    /// A mapper over validated `mappings`.
+    pub fn new(mappings: Vec<MappingConfig>, max_payload_bytes: usize) -> Self {
+        Mapper {
+            mappings,
+            max_payload_bytes,
+        }
+    }
+
+    /// The mappings, in config order.
+    pub fn mappings(&self) -> &[MappingConfig] {
+        &self.mappings
+    }
+
+    /// The point writes for `event`: one per matching mapping, none when unmapped.
+    ///
+    /// # Errors
+    /// A [`PoisonError`] when the event can never be applied (no key, bad version,
+    /// missing/mis-sized/non-finite vector, payload too large).
+    pub fn map(&self, event: &ChangeEvent) -> Result<Vec<PointWrite>, PoisonError> {
+        if !(0..=MAX_VERSION).contains(&event.version) {
+            return Err(PoisonError::new(
+                PoisonKind::InvalidVersion,
+                format!("version {} outside 0..=2^53-1", event.version),
+            ));
+        }
+        self.mappings
+            .iter()
+            .filter(|m| applies(m, event))
+            .map(|m| self.map_one(m, event))
+            .collect()
+    }
+
+    fn map_one(&self, m: &MappingConfig, event: &ChangeEvent) -> Result<PointWrite, PoisonError> {
+        let key = entity_key(m, event)?;
+        let mut payload = Map::new();
+        payload.insert(KEY_FIELD.into(), Value::String(key.clone()));
+        payload.insert(VERSION_FIELD.into(), Value::from(event.version));
+        payload.insert(COMMIT_TIME_FIELD.into(), Value::from(event.commit_time_ms));
+        let id = point_id(&m.collection, &key);
+        if event.op == Op::Delete {
+            payload.insert(DELETED_FIELD.into(), Value::Bool(true));
+            payload.insert(HASH_FIELD.into(), Value::String(String::new()));
+            return Ok(PointWrite {
+                collection: m.collection.clone(),
+                id,
+                key,
+                version: event.version,
+                hash: String::new(),
+                vector_name: m.vector_name.clone(),
+                vector: None,
+                payload,
+            });
+        }
+        let vector = vector(m, event)?;
+        let fields = payload_fields(m, &event.properties);
+        let hash = content_hash(&fields, &vector);
+        let size: usize = fields
+            .iter()
+            .map(|(k, v)| k.len() + v.to_string().len() + 4)
+            .sum();
+        if size > self.max_payload_bytes {
+            return Err(PoisonError::new(
+                PoisonKind::PayloadTooLarge,
+                format!(
+                    "payload of {size} bytes exceeds {} bytes",
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        payload.insert(DELETED_FIELD.into(), Value::Bool(false));
+        payload.insert(HASH_FIELD.into(), Value::String(hash.clone()));
+        payload.extend(fields);
+        Ok(PointWrite {
+            collection: m.collection.clone(),
+            id,
+            key,
+            version: event.version,
+            hash,
+            vector_name: m.vector_name.clone(),
+            vector: Some(vector),
+            payload,
+        })
+    }
+}
+
+fn applies(m: &MappingConfig, event: &ChangeEvent) -> bool {
+    match event.kind {
+        EntityKind::Node => m
+            .label
+            .as_ref()
+            .is_some_and(|label| event.labels.iter().any(|l| l == label)),
+        EntityKind::Relationship => m.relationship_type.as_ref().is_some_and(|t| {
+            event
+                .relationship
+                .as_ref()
+                .is_some_and(|ends| &ends.rel_type == t)
+        }),
+    }
+}
+
+fn entity_key(m: &MappingConfig, event: &ChangeEvent) -> Result<String, PoisonError> {
+    if !event.key.is_empty() {
+        return Ok(event.key.clone());
+    }
+    match event.properties.get(&m.key_property) {
+        Some(PropertyValue::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(PropertyValue::Long(n)) => Ok(n.to_string()),
+        _ => Err(PoisonError::new(
+            PoisonKind::MissingKey,
+            format!("empty key and no property {:?}", m.key_property),
+        )),
+    }
+}
+
+fn vector(m: &MappingConfig, event: &ChangeEvent) -> Result<Vec<f32>, PoisonError> {
+    let vector = match (&event.vector, &m.vector_property) {
+        (Some(v), _) => v.clone(),
+        (None, Some(property)) => match event.properties.get(property) {
+            Some(PropertyValue::List(items)) => items
+                .iter()
+                .map(|item| match item {
+                    PropertyValue::Double(x) => Ok(*x as f32),
+                    PropertyValue::Long(n) => Ok(*n as f32),
+                    _ => Err(PoisonError::new(
+                        PoisonKind::VectorDimension,
+                        format!("property {property:?} holds a non-number"),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => {
+                return Err(PoisonError::new(
+                    PoisonKind::VectorDimension,
+                    format!("no vector and no list property {property:?}"),
+                ))
+            }
+        },
+        (None, None) => {
+            return Err(PoisonError::new(
+                PoisonKind::VectorDimension,
+                format!("upsert without a vector for collection {:?}", m.collection),
+            ))
+        }
+    };
+    if vector.len() != m.dimension {
+        return Err(PoisonError::new(
+            PoisonKind::VectorDimension,
+            format!(
+                "vector has {} dimensions, collection {:?} expects {}",
+                vector.len(),
+                m.collection,
+                m.dimension
+            ),
+        ));
+    }
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(PoisonError::new(
+            PoisonKind::NonFiniteVector,
+            format!("vector component {i} is {}", vector[i]),
+        ));
+    }
+    Ok(vector)
+}
+
+/// Properties after include/exclude/rename, the vector property and reserved names left out.
+fn payload_fields(
+    m: &MappingConfig,
+    properties: &BTreeMap<String, PropertyValue>,
+) -> BTreeMap<String, Value> {
+    properties
+        .iter()
+        .filter(|(name, _)| m.include.as_ref().is_none_or(|inc| inc.contains(name)))
+        .filter(|(name, _)| !m.exclude.contains(name))
+        .filter(|(name, _)| m.vector_property.as_ref() != Some(name))
+        .map(|(name, value)| {
+            let target = m.rename.get(name).unwrap_or(name);
+            (target.clone(), to_json(value))
+        })
+        .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+        .collect()
+}
+
+fn to_json(value: &PropertyValue) -> Value {
+    match value {
+        PropertyValue::Null => Value::Null,
+        PropertyValue::Bool(b) => Value::Bool(*b),
+        PropertyValue::Long(n) => Value::from(*n),
+        PropertyValue::Double(x) => {
+            serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number)
+        }
+        PropertyValue::String(s) => Value::String(s.clone()),
+        PropertyValue::List(items) => Value::Array(items.iter().map(to_json).collect()),
+    }
+}
+
+/// Hex SHA-256 (first 16 bytes) of the mapped fields in key order and the vector bits.
+pub fn content_hash(fields: &BTreeMap<String, Value>, vector: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    for (name, value) in fields {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.to_string().as_bytes());
+        hasher.update([0]);
+    }
+    for x in vector {
+        hasher.update(x.to_le_bytes());
+    }
+    hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+use super::*;
+use crate::config::Config;
+
+fn mapper() -> Mapper {
+    let config = Config::from_toml(
+        r#"
+        [[mappings]]
+        label = "Chunk"
+        collection = "chunks"
+        dimension = 3
+        exclude = ["secret"]
+        rename = { text = "content" }
+
+        [[mappings]]
+        relationship_type = "MENTIONS"
+        collection = "mentions"
+        dimension = 3
+        vector_property = "embedding"
+        "#,
+    )
+    .unwrap();
+    Mapper::new(config.mappings, 200)
+}
+
+fn chunk(version: i64) -> ChangeEvent {
+    ChangeEvent::node("c1", &["Chunk"], Op::Upsert, version, 1000)
+        .with_property("text", PropertyValue::String("hello".into()))
+        .with_property("secret", PropertyValue::String("x".into()))
+        .with_vector(vec![1.0, 0.0, 0.5])
+}
+
+fn poison_kind(event: &ChangeEvent) -> PoisonKind {
+    mapper().map(event).unwrap_err().kind
+}
+
+#[test]
+fn upsert_maps_payload_with_reserved_fields_and_stable_id() {
+    let writes = mapper().map(&chunk(4)).unwrap();
+    assert_eq!(writes.len(), 1);
+    let w = &writes[0];
+    assert_eq!(w.collection, "chunks");
+    assert_eq!(w.id, point_id("chunks", "c1"));
+    assert_eq!(w.id, point_id("chunks", "c1"), "ids are repeatable");
+    assert_ne!(w.id, point_id("other", "c1"));
+    assert_eq!(w.payload["content"], "hello");
+    assert!(!w.payload.contains_key("secret"));
+    assert!(!w.payload.contains_key("text"));
+    assert_eq!(w.payload[VERSION_FIELD], 4);
+    assert_eq!(w.payload[KEY_FIELD], "c1");
+    assert_eq!(w.payload[DELETED_FIELD], false);
+    assert_eq!(w.payload[HASH_FIELD], w.hash.as_str());
+    assert_eq!(w.hash.len(), 32);
+}
+
+#[test]
+fn hash_follows_content_not_version() {
+    let a = mapper().map(&chunk(1)).unwrap().remove(0);
+    let b = mapper().map(&chunk(2)).unwrap().remove(0);
+    assert_eq!(a.hash, b.hash);
+    let changed = chunk(3).with_property("text", PropertyValue::String("bye".into()));
+    assert_ne!(mapper().map(&changed).unwrap()[0].hash, a.hash);
+    let moved = chunk(3).with_vector(vec![0.0, 1.0, 0.5]);
+    assert_ne!(mapper().map(&moved).unwrap()[0].hash, a.hash);
+}
+
+#[test]
+fn delete_is_a_tombstone_without_vector() {
+    let event = ChangeEvent::node("c1", &["Chunk"], Op::Delete, 9, 1000);
+    let w = mapper().map(&event).unwrap().remove(0);
+    assert!(w.is_tombstone());
+    assert_eq!(w.payload[DELETED_FIELD], true);
+    assert_eq!(w.version, 9);
+}
+
+#[test]
+fn unmapped_labels_give_no_writes() {
+    let event = ChangeEvent::node("f1", &["File"], Op::Upsert, 1, 1000);
+    assert!(mapper().map(&event).unwrap().is_empty());
+}
+
+#[test]
+fn relationship_takes_vector_from_property() {
+    let mut event = ChangeEvent::node("r1", &[], Op::Upsert, 1, 1000).with_property(
+        "embedding",
+        PropertyValue::List(vec![
+            PropertyValue::Double(0.1),
+            PropertyValue::Long(1),
+            PropertyValue::Double(0.3),
+        ]),
+    );
+    event.kind = EntityKind::Relationship;
+    event.relationship = Some(crate::event::RelationshipEnds {
+        rel_type: "MENTIONS".into(),
+        start_key: "c1".into(),
+        end_key: "e1".into(),
+    });
+    let w = mapper().map(&event).unwrap().remove(0);
+    assert_eq!(w.collection, "mentions");
+    assert_eq!(w.vector, Some(vec![0.1, 1.0, 0.3]));
+    assert!(!w.payload.contains_key("embedding"));
+}
+
+#[test]
+fn poison_classes() {
+    assert_eq!(
+        poison_kind(&chunk(1).with_vector(vec![1.0])),
+        PoisonKind::VectorDimension
+    );
+    assert_eq!(
+        poison_kind(&chunk(1).with_vector(vec![1.0, f32::NAN, 0.0])),
+        PoisonKind::NonFiniteVector
+    );
+    assert_eq!(
+        poison_kind(&chunk(1).with_vector(vec![1.0, f32::INFINITY, 0.0])),
+        PoisonKind::NonFiniteVector
+    );
+    let mut no_vector = chunk(1);
+    no_vector.vector = None;
+    assert_eq!(poison_kind(&no_vector), PoisonKind::VectorDimension);
+    let mut no_key = chunk(1);
+    no_key.key.clear();
+    assert_eq!(poison_kind(&no_key), PoisonKind::MissingKey);
+    assert_eq!(poison_kind(&chunk(-1)), PoisonKind::InvalidVersion);
+    assert_eq!(poison_kind(&chunk(1 << 53)), PoisonKind::InvalidVersion);
+    let big = chunk(1).with_property("text", PropertyValue::String("x".repeat(500)));
+    assert_eq!(poison_kind(&big), PoisonKind::PayloadTooLarge);
+}
+
+#[test]
+fn key_falls_back_to_key_property() {
+    let mut event = chunk(1).with_property("uuid", PropertyValue::String("from-prop".into()));
+    event.key.clear();
+    assert_eq!(mapper().map(&event).unwrap()[0].key, "from-prop");
+}

@@ -1,0 +1,182 @@
+//! Applying one batch of records to the sink: decode, map, collapse per point (highest
+//! version wins), drop what the sink already holds at an equal or newer version, write
+//! the rest with the version fence, and split the batch when the sink rejects it so that
+//! only the offending events go to the DLQ.
+
+use crate::codec::{Codec, DecodeError};
+use crate::error::{PoisonError, PoisonKind, SinkError};
+use crate::kafka::Record;
+use crate::mapping::{Mapper, PointWrite};
+use crate::sink::{Fence, VectorSink};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What applying a batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Point writes the sink acknowledged.
+    pub applied: u64,
+    /// Point writes dropped because an equal or newer version was already there.
+    pub skipped_stale: u64,
+    /// Records that map to no collection.
+    pub unmapped: u64,
+    /// Records to send to the DLQ: (index in the batch, why).
+    pub poisoned: Vec<(usize, PoisonError)>,
+}
+
+/// Applies batches of change-topic records to one sink.
+pub struct BatchApplier {
+    codec: Arc<Codec>,
+    mapper: Mapper,
+    sink: Arc<dyn VectorSink>,
+}
+
+/// A point write, the batch index of the record it came from, and the records whose
+/// older writes of the same point it replaced.
+struct Pending {
+    write: PointWrite,
+    record: usize,
+    superseded: Vec<usize>,
+}
+
+impl BatchApplier {
+    /// An applier decoding with `codec`, mapping with `mapper`, writing to `sink`.
+    pub fn new(codec: Arc<Codec>, mapper: Mapper, sink: Arc<dyn VectorSink>) -> Self {
+        BatchApplier {
+            codec,
+            mapper,
+            sink,
+        }
+    }
+
+    /// Apply `records`; the sink has acknowledged every write when this returns `Ok`.
+    ///
+    /// # Errors
+    /// A retriable [`SinkError`] (sink or schema registry unavailable): nothing may be
+    /// committed; retrying the same batch is safe (writes are version-fenced).
+    pub async fn apply(&self, records: &[Record]) -> Result<BatchOutcome, SinkError> {
+        let mut outcome = BatchOutcome::default();
+        let mut latest: HashMap<(String, Uuid), Pending> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let writes = match self.decode_and_map(record).await? {
+                Ok(writes) => writes,
+                Err(poison) => {
+                    outcome.poisoned.push((index, poison));
+                    continue;
+                }
+            };
+            if writes.is_empty() {
+                outcome.unmapped += 1;
+            }
+            for write in writes {
+                let slot = (write.collection.clone(), write.id);
+                match latest.get_mut(&slot) {
+                    Some(kept) if kept.write.version >= write.version => {
+                        outcome.skipped_stale += 1;
+                        kept.superseded.push(index);
+                    }
+                    Some(kept) => {
+                        outcome.skipped_stale += 1;
+                        let mut superseded = std::mem::take(&mut kept.superseded);
+                        superseded.push(kept.record);
+                        *kept = Pending {
+                            write,
+                            record: index,
+                            superseded,
+                        };
+                    }
+                    None => {
+                        latest.insert(
+                            slot,
+                            Pending {
+                                write,
+                                record: index,
+                                superseded: Vec::new(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let mut by_collection: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for ((collection, _), pending) in latest {
+            by_collection.entry(collection).or_default().push(pending);
+        }
+        for (collection, pending) in by_collection {
+            self.write_collection(&collection, pending, &mut outcome)
+                .await?;
+        }
+        // One DLQ record per source record, even when several of its writes failed.
+        outcome.poisoned.sort_by_key(|(index, _)| *index);
+        outcome.poisoned.dedup_by_key(|(index, _)| *index);
+        Ok(outcome)
+    }
+
+    /// `Ok(Ok(writes))`, `Ok(Err(poison))`, or `Err` when the registry is unavailable.
+    async fn decode_and_map(
+        &self,
+        record: &Record,
+    ) -> Result<Result<Vec<PointWrite>, PoisonError>, SinkError> {
+        let Some(payload) = &record.payload else {
+            return Ok(Err(PoisonError::new(
+                PoisonKind::Undecodable,
+                "null value (tombstone) on the change topic",
+            )));
+        };
+        let event = match self.codec.decode_change(payload).await {
+            Ok(event) => event,
+            Err(DecodeError::Poison(poison)) => return Ok(Err(poison)),
+            Err(DecodeError::RegistryUnavailable(e)) => return Err(SinkError::Unavailable(e)),
+        };
+        Ok(self.mapper.map(&event))
+    }
+
+    async fn write_collection(
+        &self,
+        collection: &str,
+        mut pending: Vec<Pending>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), SinkError> {
+        let ids: Vec<Uuid> = pending.iter().map(|p| p.write.id).collect();
+        let stored = self.sink.versions(collection, &ids).await?;
+        let before = pending.len();
+        pending.retain(|p| stored.get(&p.write.id).is_none_or(|v| *v < p.write.version));
+        outcome.skipped_stale += (before - pending.len()) as u64;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<PointWrite> = pending.iter().map(|p| p.write.clone()).collect();
+        match self.sink.write(collection, writes, Fence::Newer).await {
+            Ok(()) => {
+                outcome.applied += pending.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.is_retriable() => Err(e),
+            Err(batch_error) => {
+                tracing::warn!(%collection, error = %batch_error, "sink rejected a batch; writing its points one by one");
+                for p in pending {
+                    match self
+                        .sink
+                        .write(collection, vec![p.write], Fence::Newer)
+                        .await
+                    {
+                        Ok(()) => outcome.applied += 1,
+                        Err(e) if e.is_retriable() => return Err(e),
+                        Err(e) => {
+                            // Older writes of this point were folded into the rejected one:
+                            // they go to the DLQ with it, so none is committed unapplied.
+                            let message = e.to_string();
+                            for record in std::iter::once(p.record).chain(p.superseded) {
+                                let poison =
+                                    PoisonError::new(PoisonKind::SinkRejected, message.clone());
+                                outcome.poisoned.push((record, poison));
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The contract every [`VectorSink`] must keep, run against the embedded sink always and
+//! against a Qdrant server whenever `QDRANT_URL` is set.
+
+use super::*;
+use crate::mapping::{point_id, PointWrite, DELETED_FIELD, HASH_FIELD, KEY_FIELD, VERSION_FIELD};
+use serde_json::{json, Map, Value};
+
+const DIM: usize = 4;
+
+fn spec(name: &str) -> CollectionSpec {
+    CollectionSpec {
+        name: name.to_owned(),
+        vector_name: "embedding".into(),
+        dimension: DIM,
+        distance: Distance::Cosine,
+    }
+}
+
+fn write(collection: &str, key: &str, version: i64, text: &str) -> PointWrite {
+    let mut payload = Map::new();
+    payload.insert(KEY_FIELD.into(), json!(key));
+    payload.insert(VERSION_FIELD.into(), json!(version));
+    payload.insert(HASH_FIELD.into(), json!(format!("h-{text}")));
+    payload.insert(DELETED_FIELD.into(), json!(false));
+    payload.insert("text".into(), json!(text));
+    PointWrite {
+        collection: collection.to_owned(),
+        id: point_id(collection, key),
+        key: key.to_owned(),
+        version,
+        hash: format!("h-{text}"),
+        vector_name: "embedding".into(),
+        vector: Some(vec![1.0, version as f32, 0.5, 0.25]),
+        payload,
+    }
+}
+
+fn tombstone(collection: &str, key: &str, version: i64) -> PointWrite {
+    let mut w = write(collection, key, version, "");
+    w.vector = None;
+    w.payload = Map::new();
+    w.payload.insert(KEY_FIELD.into(), json!(key));
+    w.payload.insert(VERSION_FIELD.into(), json!(version));
+    w.payload.insert(DELETED_FIELD.into(), json!(true));
+    w
+}
+
+async fn text_of(sink: &dyn VectorSink, collection: &str, key: &str) -> Option<(i64, bool, Value)> {
+    let p = sink
+        .get(collection, point_id(collection, key))
+        .await
+        .unwrap()?;
+    let text = p
+        .payload
+        .unwrap()
+        .get("text")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Some((p.version, p.deleted, text))
+}
+
+async fn run_contract(sink: &dyn VectorSink, c: &str) {
+    sink.ensure_collection(&spec(c)).await.unwrap();
+    sink.ensure_collection(&spec(c))
+        .await
+        .expect("ensure_collection is idempotent");
+
+    // New points are inserted regardless of the fence.
+    let batch: Vec<_> = (0..5)
+        .map(|i| write(c, &format!("k{i}"), 2, "v2"))
+        .collect();
+    sink.write(c, batch, Fence::Newer).await.unwrap();
+    assert_eq!(sink.count_live(c).await.unwrap(), 5);
+
+    // One batch mixing newer, equal and older versions: per-point fence.
+    let mixed = vec![
+        write(c, "k0", 3, "v3"),
+        write(c, "k1", 2, "equal"),
+        write(c, "k2", 1, "older"),
+        write(c, "k5", 1, "new"),
+    ];
+    sink.write(c, mixed, Fence::Newer).await.unwrap();
+    assert_eq!(text_of(sink, c, "k0").await, Some((3, false, json!("v3"))));
+    assert_eq!(text_of(sink, c, "k1").await, Some((2, false, json!("v2"))));
+    assert_eq!(text_of(sink, c, "k2").await, Some((2, false, json!("v2"))));
+    assert_eq!(text_of(sink, c, "k5").await, Some((1, false, json!("new"))));
+
+    // A repair may overwrite the same version, never a newer one.
+    let repair = vec![write(c, "k1", 2, "repaired"), write(c, "k0", 2, "back")];
+    sink.write(c, repair, Fence::NewerOrEqual).await.unwrap();
+    assert_eq!(
+        text_of(sink, c, "k1").await,
+        Some((2, false, json!("repaired")))
+    );
+    assert_eq!(text_of(sink, c, "k0").await, Some((3, false, json!("v3"))));
+
+    // Versions of existing ids only.
+    let ids = [point_id(c, "k0"), point_id(c, "k3"), point_id(c, "absent")];
+    let versions = sink.versions(c, &ids).await.unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[&point_id(c, "k0")], 3);
+
+    // A tombstone hides the point and fences older upserts; a newer upsert revives it.
+    sink.write(c, vec![tombstone(c, "k3", 5)], Fence::Newer)
+        .await
+        .unwrap();
+    assert_eq!(sink.count_live(c).await.unwrap(), 5);
+    sink.write(c, vec![write(c, "k3", 4, "zombie")], Fence::Newer)
+        .await
+        .unwrap();
+    assert_eq!(text_of(sink, c, "k3").await, Some((5, true, Value::Null)));
+    sink.write(c, vec![write(c, "k3", 6, "again")], Fence::Newer)
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(sink, c, "k3").await,
+        Some((6, false, json!("again")))
+    );
+
+    // Scan pages through every point exactly once.
+    let mut seen = Vec::new();
+    let mut from = None;
+    loop {
+        let page = sink.scan(c, from, 2).await.unwrap();
+        assert!(page.points.len() <= 2);
+        seen.extend(page.points);
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    let mut keys: Vec<_> = seen.iter().map(|p| p.key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4", "k5"]);
+    let k0 = seen.iter().find(|p| p.key == "k0").unwrap();
+    assert_eq!(
+        (k0.version, k0.hash.as_str(), k0.deleted),
+        (3, "h-v3", false)
+    );
+    assert!(k0.payload.is_none(), "scan reads only the reserved fields");
+
+    // Purge removes a point only when its version is not newer than given.
+    sink.purge(c, &[(point_id(c, "k4"), 1), (point_id(c, "k5"), 1)])
+        .await
+        .unwrap();
+    assert!(sink.get(c, point_id(c, "k4")).await.unwrap().is_some());
+    assert!(sink.get(c, point_id(c, "k5")).await.unwrap().is_none());
+    assert_eq!(sink.count_live(c).await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn embedded_sink_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    run_contract(&sink, "contract").await;
+}
+
+#[tokio::test]
+async fn embedded_sink_keeps_acknowledged_writes_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sink = edge::EdgeSink::open(dir.path()).unwrap();
+        sink.ensure_collection(&spec("c")).await.unwrap();
+        sink.write("c", vec![write("c", "a", 7, "kept")], Fence::Newer)
+            .await
+            .unwrap();
+    }
+    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    sink.ensure_collection(&spec("c")).await.unwrap();
+    assert_eq!(
+        text_of(&sink, "c", "a").await,
+        Some((7, false, json!("kept")))
+    );
+}
+
+#[tokio::test]
+async fn embedded_sink_rejects_wrong_dimension_without_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    sink.ensure_collection(&spec("c")).await.unwrap();
+    let mut bad = write("c", "a", 1, "x");
+    bad.vector = Some(vec![1.0; DIM + 1]);
+    let err = sink.write("c", vec![bad], Fence::Newer).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+}
+
+/// Runs only when `QDRANT_URL` points at a Qdrant server (gRPC port).
+#[tokio::test]
+async fn server_sink_keeps_the_contract() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("QDRANT_URL not set: server sink contract not run");
+        return;
+    };
+    let sink =
+        qdrant::QdrantSink::connect(&url, std::env::var("QDRANT_API_KEY").ok(), 10_000).unwrap();
+    let collection = format!("graphcdc_contract_{}", Uuid::new_v4().simple());
+    run_contract(&sink, &collection).await;
+}

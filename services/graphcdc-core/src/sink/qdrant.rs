@@ -1,0 +1,326 @@
+//! Qdrant server over gRPC (`qdrant-client`): the production sink.
+//!
+//! Every write uses `wait=true`, so it returns only after Qdrant applied it; the version
+//! fence is the `update_filter` of `UpsertPoints` (existing points are replaced only when
+//! they match it; new points are always inserted). Needs a Qdrant server that knows
+//! conditional upserts (1.16 or newer): an older one ignores the filter.
+
+use super::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink, SCAN_FIELDS};
+use crate::config::Distance;
+use crate::error::SinkError;
+use crate::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    point_id::PointIdOptions, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType, Filter, GetPointsBuilder,
+    PayloadIncludeSelector, PointId, PointStruct, PointsOperationResponse, Range,
+    ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsConfigBuilder,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Sink writing to a Qdrant server.
+pub struct QdrantSink {
+    client: Qdrant,
+}
+
+impl QdrantSink {
+    /// A client for `url`; no connection is made until the first call.
+    ///
+    /// # Errors
+    /// When `url` is not a valid URI.
+    pub fn connect(url: &str, api_key: Option<String>, timeout_ms: u64) -> anyhow::Result<Self> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .timeout(Duration::from_millis(timeout_ms))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| anyhow::anyhow!("sink.url: {e}"))?;
+        Ok(QdrantSink { client })
+    }
+
+    /// Server version, for the start-up log.
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub async fn server_version(&self) -> Result<String, SinkError> {
+        Ok(self.client.health_check().await.map_err(classify)?.version)
+    }
+}
+
+/// Transient (retry) versus rejected (the request itself is wrong).
+fn classify(e: QdrantError) -> SinkError {
+    use tonic::Code;
+    let retriable = match &e {
+        QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => true,
+        QdrantError::ResponseError { status } => matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Unknown
+                | Code::Internal
+        ),
+        _ => false,
+    };
+    if retriable {
+        SinkError::Unavailable(e.to_string())
+    } else {
+        SinkError::Rejected(e.to_string())
+    }
+}
+
+fn check_completed(response: PointsOperationResponse) -> Result<(), SinkError> {
+    match response.result.map(|r| r.status()) {
+        Some(UpdateStatus::Completed) => Ok(()),
+        other => Err(SinkError::Unavailable(format!(
+            "write not confirmed by the server (status {other:?})"
+        ))),
+    }
+}
+
+fn version_range(fence: Fence, version: i64) -> Condition {
+    let bound = Some(version as f64);
+    let range = match fence {
+        Fence::Newer => Range {
+            lt: bound,
+            ..Default::default()
+        },
+        Fence::NewerOrEqual => Range {
+            lte: bound,
+            ..Default::default()
+        },
+    };
+    Condition::range(VERSION_FIELD, range)
+}
+
+/// `should[ must[has_id(id), version (<|<=) v] … ]`: per-point version fence.
+fn fence_filter(points: impl Iterator<Item = (Uuid, i64)>, fence: Fence) -> Filter {
+    Filter::should(points.map(|(id, version)| {
+        Filter::must([
+            Condition::has_id([id.to_string()]),
+            version_range(fence, version),
+        ])
+        .into()
+    }))
+}
+
+fn point_uuid(id: Option<PointId>) -> Option<Uuid> {
+    match id?.point_id_options? {
+        PointIdOptions::Uuid(s) => Uuid::parse_str(&s).ok(),
+        PointIdOptions::Num(_) => None,
+    }
+}
+
+fn json_payload(
+    payload: HashMap<String, qdrant_client::qdrant::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    payload
+        .into_iter()
+        .map(|(k, v)| (k, v.into_json()))
+        .collect()
+}
+
+fn qdrant_distance(distance: Distance) -> qdrant_client::qdrant::Distance {
+    match distance {
+        Distance::Cosine => qdrant_client::qdrant::Distance::Cosine,
+        Distance::Dot => qdrant_client::qdrant::Distance::Dot,
+        Distance::Euclid => qdrant_client::qdrant::Distance::Euclid,
+        Distance::Manhattan => qdrant_client::qdrant::Distance::Manhattan,
+    }
+}
+
+#[async_trait]
+impl VectorSink for QdrantSink {
+    fn name(&self) -> &'static str {
+        "qdrant"
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
+        if !self
+            .client
+            .collection_exists(&spec.name)
+            .await
+            .map_err(classify)?
+        {
+            let mut vectors = VectorsConfigBuilder::default();
+            vectors.add_named_vector_params(
+                &spec.vector_name,
+                VectorParamsBuilder::new(spec.dimension as u64, qdrant_distance(spec.distance)),
+            );
+            let created = self
+                .client
+                .create_collection(CreateCollectionBuilder::new(&spec.name).vectors_config(vectors))
+                .await;
+            if let Err(e) = created {
+                // Another process may have created it meanwhile.
+                if !self
+                    .client
+                    .collection_exists(&spec.name)
+                    .await
+                    .map_err(classify)?
+                {
+                    return Err(classify(e));
+                }
+            }
+        }
+        for (field, field_type) in [
+            (VERSION_FIELD, FieldType::Integer),
+            (KEY_FIELD, FieldType::Keyword),
+            (DELETED_FIELD, FieldType::Bool),
+        ] {
+            self.client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(&spec.name, field, field_type)
+                        .wait(true),
+                )
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn versions(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, SinkError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(collection, ids)
+                    .with_payload(PayloadIncludeSelector::new(vec![VERSION_FIELD.to_owned()]))
+                    .with_vectors(false),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                let version = p.get(VERSION_FIELD).as_integer()?;
+                Some((point_uuid(p.id)?, version))
+            })
+            .collect())
+    }
+
+    async fn write(
+        &self,
+        collection: &str,
+        points: Vec<PointWrite>,
+        fence: Fence,
+    ) -> Result<(), SinkError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let filter = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
+        let structs: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| {
+                let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
+                if let Some(v) = p.vector {
+                    vectors.insert(p.vector_name, v);
+                }
+                PointStruct::new(p.id.to_string(), vectors, Payload::from(p.payload))
+            })
+            .collect();
+        let response = self
+            .client
+            .upsert_points(
+                UpsertPointsBuilder::new(collection, structs)
+                    .update_filter(filter)
+                    .wait(true),
+            )
+            .await
+            .map_err(classify)?;
+        check_completed(response)
+    }
+
+    async fn purge(&self, collection: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let filter = fence_filter(points.iter().copied(), Fence::NewerOrEqual);
+        let response = self
+            .client
+            .delete_points(
+                DeletePointsBuilder::new(collection)
+                    .points(filter)
+                    .wait(true),
+            )
+            .await
+            .map_err(classify)?;
+        check_completed(response)
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        from: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ScanPage, SinkError> {
+        let mut request = ScrollPointsBuilder::new(collection)
+            .limit(limit as u32)
+            .with_payload(PayloadIncludeSelector::new(
+                SCAN_FIELDS
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>(),
+            ))
+            .with_vectors(false);
+        if let Some(from) = from {
+            request = request.offset(PointId::from(from.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(classify)?;
+        Ok(ScanPage {
+            points: response
+                .result
+                .into_iter()
+                .filter_map(|p| {
+                    let id = point_uuid(p.id)?;
+                    super::stored_point(id, &json_payload(p.payload), false)
+                })
+                .collect(),
+            next: point_uuid(response.next_page_offset),
+        })
+    }
+
+    async fn get(&self, collection: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(collection, vec![PointId::from(id.to_string())])
+                    .with_payload(true)
+                    .with_vectors(false),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(response
+            .result
+            .into_iter()
+            .next()
+            .and_then(|p| super::stored_point(id, &json_payload(p.payload), true)))
+    }
+
+    async fn count_live(&self, collection: &str) -> Result<u64, SinkError> {
+        let response = self
+            .client
+            .count(
+                CountPointsBuilder::new(collection)
+                    .filter(Filter::must([Condition::matches(DELETED_FIELD, false)]))
+                    .exact(true),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(response.result.map_or(0, |r| r.count))
+    }
+}

@@ -1,0 +1,158 @@
+//! `graphcdc`: keeps a Qdrant vector store in sync with a Neo4j graph through Kafka.
+//!
+//! Thin binary: parses arguments, loads config, wires signals, calls the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use graphcdc_core::config::Config;
+use graphcdc_core::demo::{self, stream::StreamShape};
+use graphcdc_core::kafka::{self, Cleanup};
+use graphcdc_core::processor::Processor;
+use graphcdc_core::sink;
+use graphcdc_core::stats::{Health, Stats};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "graphcdc",
+    version,
+    about = "Neo4j → Kafka → Qdrant change data capture"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the change topic to the configured sink (a consumer group member).
+    Process {
+        /// TOML config file; `GRAPHCDC_…` variables override it.
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the effective config (secrets masked) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Run the whole pipeline in-process on embedded defaults and check the result.
+    Demo {
+        /// Number of chunks (the stream grows with it).
+        #[arg(long, default_value_t = 2_000)]
+        chunks: usize,
+        /// Keep the embedded store here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    // qdrant-edge warns about process-wide flags it cannot see initialised: not actionable.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn,qdrant_edge=error",
+        _ => "info,qdrant_edge=error",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Process {
+            config,
+            print_config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            if print_config {
+                println!("{config:#?}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            process(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { chunks, data_dir } => {
+            let temp = tempfile::tempdir().context("creating a temporary directory")?;
+            let dir = data_dir.unwrap_or_else(|| temp.path().join("qdrant"));
+            let shape = StreamShape {
+                chunks,
+                files: (chunks / 20).max(1),
+                entities: (chunks / 5).max(1),
+                mentions: chunks * 3 / 4,
+                ..StreamShape::default()
+            };
+            let report = demo::run(shape, &dir).await?;
+            println!("{}", report.line());
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn process(config: Config) -> anyhow::Result<()> {
+    let k = &config.kafka;
+    kafka::ensure_topics(
+        k,
+        &[
+            (&k.changes_topic, Cleanup::Delete),
+            (&k.state_topic, Cleanup::Compact),
+            (&k.dlq_topic, Cleanup::Delete),
+        ],
+        6,
+    )
+    .await?;
+    let sink = sink::open(&config.sink)?;
+    let processor = Processor::new(
+        config,
+        sink,
+        Arc::new(Stats::default()),
+        Arc::new(Health::default()),
+    )
+    .await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    processor.run(shutdown).await
+}
+
+/// Cancel `shutdown` on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: finishing the in-flight batch");
+    shutdown.cancel();
+}

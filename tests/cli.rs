@@ -1,0 +1,95 @@
+//! The `graphcdc` binary's start-up checks: bad config fails at start with the field named.
+
+use std::process::{Command, Output};
+
+const MAPPING: &str = r#"
+[[mappings]]
+label = "Chunk"
+collection = "chunks"
+dimension = 4
+"#;
+
+fn run_with_config(text: &str, env: &[(&str, &str)], extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .args(["process", "--config"])
+        .arg(&path)
+        .args(extra)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn assert_fails_naming(output: &Output, field: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "should fail: {stderr}");
+    assert!(
+        stderr.contains(field),
+        "error should name {field}: {stderr}"
+    );
+}
+
+#[test]
+fn out_of_range_value_names_the_field() {
+    let out = run_with_config(
+        &format!("[processor]\nbatch_max_events = 0\n{MAPPING}"),
+        &[],
+        &[],
+    );
+    assert_fails_naming(&out, "processor.batch_max_events");
+}
+
+#[test]
+fn mistyped_value_names_the_field() {
+    let out = run_with_config(&format!("[kafka]\ngroup_id = 5\n{MAPPING}"), &[], &[]);
+    assert_fails_naming(&out, "kafka.group_id");
+}
+
+#[test]
+fn environment_override_is_validated_too() {
+    let out = run_with_config(
+        MAPPING,
+        &[("GRAPHCDC_PROCESSOR__RETRY_MAX_MS", "soon")],
+        &[],
+    );
+    assert_fails_naming(&out, "processor.retry_max_ms");
+}
+
+#[test]
+fn missing_mapping_and_bad_dimension_are_named() {
+    assert_fails_naming(&run_with_config("", &[], &[]), "mappings");
+    let out = run_with_config(&MAPPING.replace("dimension = 4", "dimension = 0"), &[], &[]);
+    assert_fails_naming(&out, "mappings[0].dimension");
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .args(["process", "--config", "/nonexistent/graphcdc.toml"])
+        .output()
+        .unwrap();
+    assert_fails_naming(&out, "--config");
+}
+
+#[test]
+fn print_config_masks_secrets() {
+    let text = format!(
+        "[sink]\nkind = \"qdrant\"\nurl = \"http://q:6334\"\napi_key = \"s3cr3t-key\"\n\
+         [kafka.properties]\n\"sasl.password\" = \"hunter2\"\n{MAPPING}"
+    );
+    let out = run_with_config(&text, &[], &["--print-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("url: \"http://q:6334\""), "{stdout}");
+    assert!(
+        !stdout.contains("s3cr3t-key") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("***"));
+}

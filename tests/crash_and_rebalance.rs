@@ -1,0 +1,172 @@
+//! Processes that die, drain, and share a group, against a real broker.
+
+mod support;
+
+use graphcdc_core::codec::Format;
+use graphcdc_core::stats::Stats;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::{churn, Harness, Model};
+
+const CATCH_UP: Duration = Duration::from_secs(90);
+
+fn spawn_processor(h: &Harness, log_name: &str) -> Child {
+    let log = std::fs::File::create(h.dir.path().join(log_name)).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .args(["process", "--config"])
+        .arg(h.config_file())
+        .env("RUST_LOG", "info,qdrant_edge=error")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting graphcdc process")
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Wait until the group's lag drops below `below` (the child made progress).
+async fn wait_progress(h: &Harness, below: i64, child: &mut Child) {
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let lag = tokio::task::block_in_place(|| h.lag());
+        if lag < below {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "processor exited early"
+        );
+        assert!(Instant::now() < deadline, "no progress: lag {lag}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_nothing_and_regresses_nothing() {
+    let h = Harness::new("sigkill").await;
+    let events = churn(200, 6_000, 3);
+    let mut model = Model::default();
+    events.iter().for_each(|e| model.apply(e));
+    let publisher = h.publisher(Format::Avro);
+    let waves: Vec<_> = events.chunks(1_000).collect();
+    let mut produced = 0i64;
+    let mut kills = 0;
+    for (i, wave) in waves.iter().enumerate() {
+        publisher.publish_all(wave).await.unwrap();
+        produced += wave.len() as i64;
+        if i + 1 == waves.len() {
+            break;
+        }
+        let lag_before = tokio::task::block_in_place(|| h.lag());
+        let mut child = spawn_processor(&h, &format!("run-{i}.log"));
+        wait_progress(&h, lag_before, &mut child).await;
+        tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+        signal(&child, "-KILL");
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert_eq!(kills, 5);
+    assert!(
+        tokio::task::block_in_place(|| h.lag()) > 0,
+        "the kills left work behind"
+    );
+
+    let mut last = spawn_processor(&h, "final.log");
+    h.wait_caught_up(CATCH_UP).await;
+    signal(&last, "-TERM");
+    let status = last.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+
+    let sink = h.open_sink();
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(
+        cmp.is_exact(),
+        "after {kills} kills and {produced} events: {cmp:?}"
+    );
+    assert_eq!(h.lag(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_batch_commits_and_exits_zero() {
+    let h = Harness::new("sigterm").await;
+    let events = churn(100, 2_000, 5);
+    let mut model = Model::default();
+    events.iter().for_each(|e| model.apply(e));
+    h.publisher(Format::Json)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    let mut child = spawn_processor(&h, "run.log");
+    wait_progress(&h, 2_000, &mut child).await;
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(h.dir.path().join("run.log")).unwrap();
+    assert!(log.contains("offsets committed, group left"), "{log}");
+    let lag_after_drain = h.lag();
+    // Everything the stopped process applied is committed: a fresh run finishes the rest
+    // and the result is exact.
+    let sink = h.open_sink();
+    let running = h.start_processor(sink.clone()).await;
+    h.wait_caught_up(CATCH_UP).await;
+    let stats = running.stop().await;
+    assert!(
+        Stats::get(&stats.consumed) <= lag_after_drain as u64,
+        "the second run re-read only uncommitted records"
+    );
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processors_split_partitions_and_the_survivor_finishes() {
+    let h = Harness::new("group").await;
+    let events = churn(300, 3_000, 9);
+    let mut model = Model::default();
+    events.iter().for_each(|e| model.apply(e));
+    let publisher = h.publisher(Format::Avro);
+    let sink = h.open_sink();
+
+    publisher.publish_all(&events[..1_000]).await.unwrap();
+    let a = h.start_processor(sink.clone()).await;
+    let b = h.start_processor(sink.clone()).await;
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let (pa, pb) = (
+            a.health.assigned_partitions.load(Ordering::Relaxed),
+            b.health.assigned_partitions.load(Ordering::Relaxed),
+        );
+        if pa > 0 && pb > 0 && pa + pb == support::PARTITIONS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions never split: {pa} + {pb}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publisher.publish_all(&events[1_000..2_000]).await.unwrap();
+    h.wait_caught_up(CATCH_UP).await;
+    let a_stats = a.stop().await;
+    publisher.publish_all(&events[2_000..]).await.unwrap();
+    h.wait_caught_up(CATCH_UP).await;
+    assert_eq!(
+        b.health.assigned_partitions.load(Ordering::Relaxed),
+        support::PARTITIONS as usize,
+        "the survivor took every partition"
+    );
+    let b_stats = b.stop().await;
+
+    assert!(Stats::get(&a_stats.consumed) > 0 && Stats::get(&b_stats.consumed) > 0);
+    let consumed = Stats::get(&a_stats.consumed) + Stats::get(&b_stats.consumed);
+    assert!(consumed >= 3_000, "{consumed}");
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+}

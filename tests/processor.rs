@@ -1,0 +1,300 @@
+//! The processor against a real broker and the embedded Qdrant: version fence, deletes,
+//! DLQ, and transient sink failures.
+
+mod support;
+
+use async_trait::async_trait;
+use graphcdc_core::codec::Format;
+use graphcdc_core::error::SinkError;
+use graphcdc_core::event::Op;
+use graphcdc_core::mapping::PointWrite;
+use graphcdc_core::processor::dlq::headers;
+use graphcdc_core::sink::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
+use graphcdc_core::stats::Stats;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{doc, Harness, Model};
+use uuid::Uuid;
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_duplicate_and_out_of_order_versions_never_regress() {
+    let h = Harness::new("fence").await;
+    let mut events = Vec::new();
+    for k in 0..40 {
+        let key = format!("doc-{k}");
+        for v in 1..=3 {
+            events.push(doc(&key, v, Op::Upsert));
+        }
+        events.push(doc(&key, 2, Op::Upsert)); // stale replay
+        events.push(doc(&key, 3, Op::Upsert)); // duplicate
+        if k % 4 == 0 {
+            events.push(doc(&key, 5, Op::Upsert)); // out of order: 5 before 4
+            events.push(doc(&key, 4, Op::Upsert));
+        }
+    }
+    // Deletes: plain, overtaken by an older upsert, and re-created.
+    events.extend([
+        doc("deleted", 1, Op::Upsert),
+        doc("deleted", 2, Op::Delete),
+        doc("zombie", 1, Op::Upsert),
+        doc("zombie", 2, Op::Delete),
+        doc("zombie", 1, Op::Upsert),
+        doc("recreated", 1, Op::Upsert),
+        doc("recreated", 2, Op::Delete),
+        doc("recreated", 3, Op::Upsert),
+    ]);
+    let mut model = Model::default();
+    events.iter().for_each(|e| model.apply(e));
+    let (avro, json) = events.split_at(events.len() / 2);
+    h.publisher(Format::Avro).publish_all(avro).await.unwrap();
+    h.publisher(Format::Json).publish_all(json).await.unwrap();
+
+    let sink = h.open_sink();
+    let running = h.start_processor(sink.clone()).await;
+    h.wait_caught_up(CATCH_UP).await;
+    let stats = running.stop().await;
+
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+    assert_eq!(
+        cmp.live_points, 41,
+        "40 docs + recreated; deleted and zombie stay deleted"
+    );
+    let zombie = sink
+        .get(
+            support::COLLECTION,
+            graphcdc_core::mapping::point_id(support::COLLECTION, "zombie"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(zombie.deleted && zombie.version == 2, "{zombie:?}");
+    let applied = Stats::get(&stats.applied);
+    let skipped = Stats::get(&stats.skipped_stale);
+    assert_eq!(
+        applied + skipped,
+        events.len() as u64,
+        "every write applied or fenced"
+    );
+    let stale_sent = 40 * 2 + 10 + 1; // replays + duplicates, out-of-order, the zombie
+    assert!(
+        skipped >= stale_sent,
+        "every stale event was fenced: {skipped}"
+    );
+    assert_eq!(Stats::get(&stats.dlq), 0);
+    assert_eq!(h.lag(), 0, "all offsets committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_go_to_the_dlq_with_connect_headers_and_the_stream_goes_on() {
+    let h = Harness::new("dlq").await;
+    let publisher = h.publisher(Format::Avro);
+    publisher
+        .publish(&doc("before", 1, Op::Upsert))
+        .await
+        .unwrap();
+    let garbage = b"\x13 definitely not an event".to_vec();
+    let record = rdkafka::producer::FutureRecord::to(&h.config.kafka.changes_topic)
+        .key("garbage-key")
+        .payload(&garbage)
+        .headers(
+            rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "origin",
+                value: Some("test".as_bytes()),
+            }),
+        );
+    publisher
+        .producer()
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut short = doc("short", 1, Op::Upsert);
+    short.vector = Some(vec![1.0, 2.0]);
+    publisher.publish(&short).await.unwrap();
+    let mut nan = doc("nan", 1, Op::Upsert);
+    nan.vector = Some(vec![f32::NAN, 0.0, 0.0, 0.0]);
+    publisher.publish(&nan).await.unwrap();
+    publisher
+        .publish(&doc("after", 1, Op::Upsert))
+        .await
+        .unwrap();
+
+    let sink = h.open_sink();
+    let running = h.start_processor(sink.clone()).await;
+    h.wait_caught_up(CATCH_UP).await;
+    let stats = running.stop().await;
+    assert_eq!(Stats::get(&stats.dlq), 3);
+    assert_eq!(
+        sink.count_live(support::COLLECTION).await.unwrap(),
+        2,
+        "the stream went on"
+    );
+
+    let dlq = read_topic(&h, &h.config.kafka.dlq_topic, 3).await;
+    let by_class: HashMap<String, &DlqRecord> = dlq
+        .iter()
+        .map(|r| (r.headers[headers::CLASS_NAME].clone(), r))
+        .collect();
+    let garbage_record = by_class["graphcdc.Undecodable"];
+    assert_eq!(
+        garbage_record.key.as_deref(),
+        Some("garbage-key".as_bytes())
+    );
+    assert_eq!(
+        garbage_record.value.as_deref(),
+        Some(garbage.as_slice()),
+        "original bytes kept"
+    );
+    assert_eq!(
+        garbage_record.headers["origin"], "test",
+        "original headers kept"
+    );
+    assert_eq!(
+        garbage_record.headers[headers::TOPIC],
+        h.config.kafka.changes_topic
+    );
+    let partition: i32 = garbage_record.headers[headers::PARTITION].parse().unwrap();
+    assert!((0..support::PARTITIONS).contains(&partition));
+    garbage_record.headers[headers::OFFSET]
+        .parse::<i64>()
+        .unwrap();
+    assert!(garbage_record.headers[headers::MESSAGE].contains("first byte 0x13"));
+    assert!(
+        by_class["graphcdc.VectorDimension"].headers[headers::MESSAGE].contains("2 dimensions")
+    );
+    assert_eq!(
+        by_class["graphcdc.NonFiniteVector"].key.as_deref(),
+        Some("nan".as_bytes())
+    );
+}
+
+struct DlqRecord {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: HashMap<String, String>,
+}
+
+async fn read_topic(h: &Harness, topic: &str, count: usize) -> Vec<DlqRecord> {
+    let mut config = graphcdc_core::kafka::client_config(&h.config.kafka);
+    config
+        .set("group.id", support::unique("reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = config.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while out.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("DLQ record within 30 s")
+            .unwrap();
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(DlqRecord {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    out
+}
+
+/// The real embedded sink behind a switch that makes every call fail as unavailable.
+struct SwitchableSink {
+    inner: Arc<dyn VectorSink>,
+    down: AtomicBool,
+}
+
+impl SwitchableSink {
+    fn check(&self) -> Result<(), SinkError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(SinkError::Unavailable("injected outage".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl VectorSink for SwitchableSink {
+    fn name(&self) -> &'static str {
+        "switchable"
+    }
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
+        self.inner.ensure_collection(spec).await
+    }
+    async fn versions(&self, c: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
+        self.check()?;
+        self.inner.versions(c, ids).await
+    }
+    async fn write(&self, c: &str, points: Vec<PointWrite>, fence: Fence) -> Result<(), SinkError> {
+        self.check()?;
+        self.inner.write(c, points, fence).await
+    }
+    async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
+        self.check()?;
+        self.inner.purge(c, points).await
+    }
+    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
+        self.inner.scan(c, from, limit).await
+    }
+    async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
+        self.inner.get(c, id).await
+    }
+    async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
+        self.inner.count_live(c).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_outage_pauses_commits_nothing_and_loses_nothing() {
+    let h = Harness::new("outage").await;
+    let sink = Arc::new(SwitchableSink {
+        inner: h.open_sink(),
+        down: AtomicBool::new(true),
+    });
+    let events = support::churn(50, 300, 11);
+    let mut model = Model::default();
+    events.iter().for_each(|e| model.apply(e));
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+
+    let running = h.start_processor(sink.clone()).await;
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while running.health.is_ready() || Stats::get(&running.stats.retries) < 3 {
+        assert!(std::time::Instant::now() < deadline, "circuit never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        tokio::task::block_in_place(|| h.lag()),
+        300,
+        "nothing committed during the outage"
+    );
+    assert_eq!(Stats::get(&running.stats.applied), 0);
+
+    sink.down.store(false, Ordering::SeqCst);
+    h.wait_caught_up(CATCH_UP).await;
+    assert!(running.health.is_ready(), "circuit closes after recovery");
+    let stats = running.stop().await;
+    assert!(Stats::get(&stats.retries) >= 3);
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+}

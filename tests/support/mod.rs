@@ -1,0 +1,246 @@
+//! Shared set-up of the integration tests: a real Kafka-protocol broker (address from
+//! `GRAPHCDC_TEST_BOOTSTRAP`, started by `tests/run.sh`), unique topics and group per
+//! test, an embedded Qdrant in a temporary directory, and the expected-state model.
+
+#![allow(dead_code)]
+
+use graphcdc_core::codec::{Codec, Format};
+use graphcdc_core::config::Config;
+use graphcdc_core::demo::stream::Expected;
+use graphcdc_core::demo::verify::{self, Comparison};
+use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
+use graphcdc_core::kafka::{self, ChangePublisher, Cleanup};
+use graphcdc_core::processor::Processor;
+use graphcdc_core::sink::{edge::EdgeSink, VectorSink};
+use graphcdc_core::stats::{Health, Stats};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Collection the test mapping writes to.
+pub const COLLECTION: &str = "docs";
+/// Vector dimension of the test mapping.
+pub const DIM: usize = 4;
+/// Partitions of every test topic.
+pub const PARTITIONS: i32 = 4;
+
+/// Address of the broker started by `tests/run.sh`.
+pub fn bootstrap() -> String {
+    std::env::var("GRAPHCDC_TEST_BOOTSTRAP").expect(
+        "GRAPHCDC_TEST_BOOTSTRAP is not set: run the tests with tests/run.sh, which starts a real broker",
+    )
+}
+
+/// `prefix` plus a random suffix, for topics and groups no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// One test's topics, group, config and embedded store.
+pub struct Harness {
+    pub config: Config,
+    /// The config as TOML text, for child processes.
+    pub toml: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Fresh topics and group named after `name`, and an empty store.
+    pub async fn new(name: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = Self::toml(name, &dir.path().join("qdrant"));
+        let config = Config::from_toml(&toml).unwrap();
+        let k = &config.kafka;
+        kafka::ensure_topics(
+            k,
+            &[
+                (&k.changes_topic, Cleanup::Delete),
+                (&k.state_topic, Cleanup::Compact),
+                (&k.dlq_topic, Cleanup::Delete),
+            ],
+            PARTITIONS,
+        )
+        .await
+        .unwrap();
+        Harness { config, toml, dir }
+    }
+
+    fn toml(name: &str, store: &std::path::Path) -> String {
+        let id = unique(name);
+        format!(
+            r#"
+            [kafka]
+            bootstrap_servers = "{bootstrap}"
+            group_id = "{id}-group"
+            changes_topic = "{id}.changes"
+            state_topic = "{id}.state"
+            dlq_topic = "{id}.dlq"
+            properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+
+            [processor]
+            batch_max_events = 200
+            batch_max_wait_ms = 20
+            retry_initial_ms = 50
+            retry_max_ms = 400
+            breaker_threshold = 3
+
+            [sink]
+            kind = "embedded"
+            path = "{store}"
+
+            [[mappings]]
+            label = "Doc"
+            collection = "{COLLECTION}"
+            dimension = {DIM}
+            "#,
+            bootstrap = bootstrap(),
+            store = store.display(),
+        )
+    }
+
+    /// Write the config to a file for a child process.
+    pub fn config_file(&self) -> PathBuf {
+        let path = self.dir.path().join("graphcdc.toml");
+        std::fs::write(&path, &self.toml).unwrap();
+        path
+    }
+
+    /// A publisher of `format` records to this test's topics.
+    pub fn publisher(&self, format: Format) -> ChangePublisher {
+        ChangePublisher::new(&self.config.kafka, Arc::new(Codec::local()), format).unwrap()
+    }
+
+    /// Open the embedded store (only while no processor process holds it).
+    pub fn open_sink(&self) -> Arc<dyn VectorSink> {
+        let graphcdc_core::config::SinkConfig::Embedded { path } = &self.config.sink else {
+            unreachable!()
+        };
+        Arc::new(EdgeSink::open(path).unwrap())
+    }
+
+    /// Current lag of the test group on the change topic.
+    pub fn lag(&self) -> i64 {
+        let k = &self.config.kafka;
+        kafka::group_lag(k, &k.group_id, &k.changes_topic).unwrap()
+    }
+
+    /// Wait until the group committed everything on the change topic.
+    pub async fn wait_caught_up(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lag = tokio::task::block_in_place(|| self.lag());
+            if lag == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group did not catch up: lag {lag}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Start a processor in this process on `sink`.
+    pub async fn start_processor(&self, sink: Arc<dyn VectorSink>) -> RunningProcessor {
+        let stats = Arc::new(Stats::default());
+        let health = Arc::new(Health::default());
+        let processor = Processor::new(self.config.clone(), sink, stats.clone(), health.clone())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(processor.run(shutdown.clone()));
+        RunningProcessor {
+            stats,
+            health,
+            shutdown,
+            task,
+        }
+    }
+}
+
+/// A processor running as a task of the test.
+pub struct RunningProcessor {
+    pub stats: Arc<Stats>,
+    pub health: Arc<Health>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningProcessor {
+    /// Graceful stop: finish the batch, commit, leave the group.
+    pub async fn stop(self) -> Arc<Stats> {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        self.stats
+    }
+}
+
+/// A `Doc` event whose vector and text derive from `version`.
+pub fn doc(key: &str, version: i64, op: Op) -> ChangeEvent {
+    let event = ChangeEvent::node(key, &["Doc"], op, version, 1_700_000_000_000 + version);
+    match op {
+        Op::Delete => event,
+        Op::Upsert => event
+            .with_property("text", PropertyValue::String(format!("{key} v{version}")))
+            .with_vector(vec![1.0, version as f32, 0.5, -0.5]),
+    }
+}
+
+/// The state a stream of `Doc` events must leave: highest version wins, deletes leave
+/// tombstones.
+#[derive(Default)]
+pub struct Model {
+    pub expected: BTreeMap<(String, String), Expected>,
+}
+
+impl Model {
+    /// Fold `event` into the model.
+    pub fn apply(&mut self, event: &ChangeEvent) {
+        let slot = (COLLECTION.to_owned(), event.key.clone());
+        let text = match (event.op, event.properties.get("text")) {
+            (Op::Upsert, Some(PropertyValue::String(s))) => Some(s.clone()),
+            _ => None,
+        };
+        if self
+            .expected
+            .get(&slot)
+            .is_none_or(|e| e.version < event.version)
+        {
+            self.expected.insert(
+                slot,
+                Expected {
+                    version: event.version,
+                    text,
+                },
+            );
+        }
+    }
+
+    /// Compare the sink with the model.
+    pub async fn compare(&self, sink: &dyn VectorSink) -> Comparison {
+        verify::compare(sink, &self.expected).await.unwrap()
+    }
+}
+
+/// A random stream over `keys` keys with updates, deletes and re-creates, in per-key order.
+pub fn churn(keys: usize, events: usize, seed: u64) -> Vec<ChangeEvent> {
+    let mut versions = vec![0i64; keys];
+    let mut state = seed;
+    (0..events)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = (state >> 33) as usize % keys;
+            versions[k] += 1;
+            let op = if i % 7 == 3 { Op::Delete } else { Op::Upsert };
+            doc(&format!("doc-{k}"), versions[k], op)
+        })
+        .collect()
+}
