@@ -243,7 +243,7 @@ impl VectorSink for SwitchableSink {
         self.check()?;
         self.inner.versions(c, ids).await
     }
-    async fn write(&self, c: &str, points: Vec<PointWrite>, fence: Fence) -> Result<(), SinkError> {
+    async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
         self.check()?;
         self.inner.write(c, points, fence).await
     }

@@ -150,6 +150,14 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Which topics a publish writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topics {
+    Both,
+    Changes,
+    State,
+}
+
 /// Publishes change events keyed by entity key to the change topic, and their state to
 /// the compacted state topic (a tombstone for deletes).
 pub struct ChangePublisher {
@@ -193,12 +201,34 @@ impl ChangePublisher {
         self.publish_all(std::slice::from_ref(event)).await
     }
 
-    /// Publish `events` in order (per-key order is kept) and wait for every
-    /// acknowledgement.
+    /// Publish `events` in order (per-key order is kept) to both topics and wait for
+    /// every acknowledgement.
     ///
     /// # Errors
     /// When encoding fails or the broker does not acknowledge a record.
     pub async fn publish_all(&self, events: &[ChangeEvent]) -> anyhow::Result<()> {
+        self.send(events, Topics::Both).await
+    }
+
+    /// Publish `events` to the change topic only (e.g. corrective events of the
+    /// reconciler: the state topic already holds the truth).
+    ///
+    /// # Errors
+    /// As [`ChangePublisher::publish_all`].
+    pub async fn publish_changes(&self, events: &[ChangeEvent]) -> anyhow::Result<()> {
+        self.send(events, Topics::Changes).await
+    }
+
+    /// Publish the state each event leaves (a tombstone for deletes) to the state topic
+    /// only.
+    ///
+    /// # Errors
+    /// As [`ChangePublisher::publish_all`].
+    pub async fn publish_states(&self, events: &[ChangeEvent]) -> anyhow::Result<()> {
+        self.send(events, Topics::State).await
+    }
+
+    async fn send(&self, events: &[ChangeEvent], topics: Topics) -> anyhow::Result<()> {
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {
             let value = self.codec.encode_change(event, self.format).await?;
@@ -209,30 +239,43 @@ impl ChangePublisher {
             encoded.push((event, value, state));
         }
         let sends = encoded.iter().map(|(event, value, state)| async move {
-            let mut headers = OwnedHeaders::new();
-            if let Some(traceparent) = &event.traceparent {
-                headers = headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent.as_bytes()),
-                });
-            }
-            let change = FutureRecord::to(&self.changes_topic)
-                .key(event.key.as_bytes())
-                .payload(value)
-                .headers(headers);
-            let mut state_record: FutureRecord<'_, [u8], Vec<u8>> =
-                FutureRecord::to(&self.state_topic).key(event.key.as_bytes());
-            if let Some(state) = state {
-                state_record = state_record.payload(state);
-            }
-            let (change, state) = tokio::join!(
-                self.producer.send(change, SEND_TIMEOUT),
-                self.producer.send(state_record, SEND_TIMEOUT)
-            );
-            change
-                .map_err(|(e, _)| anyhow::anyhow!("publishing to {}: {e}", self.changes_topic))?;
-            state.map_err(|(e, _)| anyhow::anyhow!("publishing to {}: {e}", self.state_topic))?;
-            anyhow::Ok(())
+            let change_send = async {
+                if topics == Topics::State {
+                    return Ok(());
+                }
+                let mut headers = OwnedHeaders::new();
+                if let Some(traceparent) = &event.traceparent {
+                    headers = headers.insert(Header {
+                        key: "traceparent",
+                        value: Some(traceparent.as_bytes()),
+                    });
+                }
+                let record = FutureRecord::to(&self.changes_topic)
+                    .key(event.key.as_bytes())
+                    .payload(value)
+                    .headers(headers);
+                self.producer
+                    .send(record, SEND_TIMEOUT)
+                    .await
+                    .map(drop)
+                    .map_err(|(e, _)| anyhow::anyhow!("publishing to {}: {e}", self.changes_topic))
+            };
+            let state_send = async {
+                if topics == Topics::Changes {
+                    return Ok(());
+                }
+                let mut record: FutureRecord<'_, [u8], Vec<u8>> =
+                    FutureRecord::to(&self.state_topic).key(event.key.as_bytes());
+                if let Some(state) = state {
+                    record = record.payload(state);
+                }
+                self.producer
+                    .send(record, SEND_TIMEOUT)
+                    .await
+                    .map(drop)
+                    .map_err(|(e, _)| anyhow::anyhow!("publishing to {}: {e}", self.state_topic))
+            };
+            tokio::try_join!(change_send, state_send).map(drop)
         });
         futures::future::try_join_all(sends).await?;
         Ok(())

@@ -6,6 +6,7 @@
 //! - [`mapping`]: from events to version-fenced point writes.
 //! - [`sink`]: the [`sink::VectorSink`] trait, Qdrant server and embedded Qdrant.
 //! - [`processor`]: the consumer group member applying the change topic to a sink.
+//! - [`reconcile`]: drift detection and repair against the compacted state topic.
 //! - [`kafka`]: client config, topics, the keyed change publisher.
 //! - [`stats`]: counters and health shared with the metrics endpoint.
 
@@ -17,5 +18,6 @@ pub mod event;
 pub mod kafka;
 pub mod mapping;
 pub mod processor;
+pub mod reconcile;
 pub mod sink;
 pub mod stats;

@@ -54,3 +54,21 @@ impl Health {
         self.running.load(Ordering::Relaxed) && !self.circuit_open.load(Ordering::Relaxed)
     }
 }
+
+/// Gauges of the reconciler's last check, per drift class.
+#[derive(Debug, Default)]
+pub struct DriftGauges {
+    pub missing: AtomicU64,
+    pub orphan: AtomicU64,
+    pub stale: AtomicU64,
+    pub content_mismatch: AtomicU64,
+    pub ahead: AtomicU64,
+    /// Unix time (ms) when the last check finished.
+    pub last_check_unix_ms: AtomicU64,
+    /// How long the last check took (ms).
+    pub last_check_duration_ms: AtomicU64,
+    /// Checks completed.
+    pub checks: AtomicU64,
+    /// Fixes written or published.
+    pub repaired: AtomicU64,
+}

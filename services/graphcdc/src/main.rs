@@ -8,11 +8,14 @@ use graphcdc_core::config::Config;
 use graphcdc_core::demo::{self, stream::StreamShape};
 use graphcdc_core::kafka::{self, Cleanup};
 use graphcdc_core::processor::Processor;
+use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions};
+use graphcdc_core::reconcile::{report, ReconcileOptions, Reconciler};
 use graphcdc_core::sink;
-use graphcdc_core::stats::{Health, Stats};
+use graphcdc_core::stats::{DriftGauges, Health, Stats};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -37,6 +40,39 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Compare the sink with the compacted state topic; report and repair drift.
+    Reconcile {
+        /// TOML config file; `GRAPHCDC_…` variables override it.
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Check once and exit: 0 when clean, 3 when drift remains.
+        #[arg(long)]
+        once: bool,
+        /// Repair drift: `sink` writes fixes directly, `log` publishes corrective events.
+        #[arg(long, value_enum)]
+        repair: Option<RepairArg>,
+        /// Print the repair plan, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a repair that deletes more than --max-delete-ratio of the sink.
+        #[arg(long)]
+        force: bool,
+        /// Largest share of the sink's live points one repair may delete.
+        #[arg(long, default_value_t = 0.1)]
+        max_delete_ratio: f64,
+        /// Repairs per second at most.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// States younger than this (ms) are not judged yet.
+        #[arg(long, default_value_t = 10_000)]
+        grace_ms: u64,
+        /// Seconds between checks in continuous mode.
+        #[arg(long, default_value_t = 60)]
+        interval_s: u64,
+        /// Output format of `--once`.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
     /// Run the whole pipeline in-process on embedded defaults and check the result.
     Demo {
         /// Number of chunks (the stream grows with it).
@@ -45,8 +81,26 @@ enum Command {
         /// Keep the embedded store here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// After the stream, damage the store, reconcile, repair and check again.
+        #[arg(long)]
+        inject_drift: bool,
     },
 }
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RepairArg {
+    Sink,
+    Log,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Exit code of `reconcile --once` when drift remains.
+const EXIT_DRIFT: u8 = 3;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -93,7 +147,59 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             process(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { chunks, data_dir } => {
+        Command::Reconcile {
+            config,
+            once,
+            repair,
+            dry_run,
+            force,
+            max_delete_ratio,
+            rate,
+            grace_ms,
+            interval_s,
+            format,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let options = ReconcileOptions {
+                grace: Duration::from_millis(grace_ms),
+                repair: repair.map(|mode| RepairOptions {
+                    mode: match mode {
+                        RepairArg::Sink => RepairMode::Sink,
+                        RepairArg::Log => RepairMode::Log,
+                    },
+                    dry_run,
+                    force,
+                    max_delete_ratio,
+                    rate_per_s: rate,
+                }),
+                settle_timeout: Duration::from_secs(30),
+            };
+            let sink = sink::open(&config.sink)?;
+            let mut reconciler = Reconciler::new(config, sink, Arc::new(DriftGauges::default()))?;
+            if !once {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                reconciler
+                    .run_continuous(&options, Duration::from_secs(interval_s), shutdown)
+                    .await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let result = reconciler.run_once(&options).await?;
+            match format {
+                OutputFormat::Table => print!("{}", report::table(&result)),
+                OutputFormat::Json => println!("{}", report::json(&result)),
+            }
+            Ok(if result.remaining.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DRIFT)
+            })
+        }
+        Command::Demo {
+            chunks,
+            data_dir,
+            inject_drift,
+        } => {
             let temp = tempfile::tempdir().context("creating a temporary directory")?;
             let dir = data_dir.unwrap_or_else(|| temp.path().join("qdrant"));
             let shape = StreamShape {
@@ -103,7 +209,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 mentions: chunks * 3 / 4,
                 ..StreamShape::default()
             };
-            let report = demo::run(shape, &dir).await?;
+            let report = demo::run(shape, &dir, inject_drift).await?;
+            if let Some(line) = &report.reconcile_line {
+                println!("{line}");
+            }
             println!("{}", report.line());
             Ok(if report.is_ok() {
                 ExitCode::SUCCESS

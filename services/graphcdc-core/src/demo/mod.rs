@@ -4,6 +4,7 @@
 //! and a synthetic GraphRAG change stream go through the real processor code path; the
 //! final store is compared with the state computed from the generated stream alone.
 
+pub mod drift;
 pub mod stream;
 pub mod verify;
 
@@ -12,8 +13,10 @@ use crate::config::Config;
 use crate::event::ChangeEvent;
 use crate::kafka::{self, ChangePublisher};
 use crate::processor::Processor;
+use crate::reconcile::repair::{RepairMode, RepairOptions};
+use crate::reconcile::{ReconcileOptions, Reconciler};
 use crate::sink::{self, VectorSink};
-use crate::stats::{Health, Stats};
+use crate::stats::{DriftGauges, Health, Stats};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use std::path::Path;
@@ -63,6 +66,8 @@ pub fn demo_config(bootstrap: &str, data_dir: &Path) -> anyhow::Result<Config> {
 /// Figures of a demo run.
 #[derive(Debug)]
 pub struct DemoReport {
+    /// `reconcile: …` line when drift was injected.
+    pub reconcile_line: Option<String>,
     pub stats: Arc<Stats>,
     pub comparison: verify::Comparison,
     pub records: usize,
@@ -71,9 +76,15 @@ pub struct DemoReport {
 }
 
 impl DemoReport {
-    /// Whether the store equals the model and every poison record reached the DLQ.
+    /// Whether the store equals the model, every poison record reached the DLQ, and
+    /// injected drift (if any) was repaired.
     pub fn is_ok(&self) -> bool {
-        self.comparison.is_exact() && Stats::get(&self.stats.dlq) == self.expected_dlq as u64
+        self.comparison.is_exact()
+            && Stats::get(&self.stats.dlq) == self.expected_dlq as u64
+            && self
+                .reconcile_line
+                .as_ref()
+                .is_none_or(|line| line.contains(" remaining=0 "))
     }
 
     /// The closing line: `demo: OK …` or `demo: FAIL …`.
@@ -114,12 +125,17 @@ impl DemoReport {
     }
 }
 
-/// Run the demo with `shape`, keeping the embedded store in `data_dir`.
+/// Run the demo with `shape`, keeping the embedded store in `data_dir`; with
+/// `inject_drift`, damage the store afterwards and let the reconciler repair it.
 ///
 /// # Errors
 /// When the mock broker, the sink or the processor cannot be set up, or the processor
 /// does not catch up within two minutes.
-pub async fn run(shape: StreamShape, data_dir: &Path) -> anyhow::Result<DemoReport> {
+pub async fn run(
+    shape: StreamShape,
+    data_dir: &Path,
+    inject_drift: bool,
+) -> anyhow::Result<DemoReport> {
     let mock = MockCluster::new(1).context("starting the in-process Kafka broker")?;
     let bootstrap = mock.bootstrap_servers();
     let config = demo_config(&bootstrap, data_dir)?;
@@ -172,9 +188,15 @@ pub async fn run(shape: StreamShape, data_dir: &Path) -> anyhow::Result<DemoRepo
     shutdown.cancel();
     task.await.context("processor task")??;
 
+    let reconcile_line = if inject_drift {
+        Some(damage_and_reconcile(&config, sink.clone(), &generated.expected).await?)
+    } else {
+        None
+    };
     let comparison = verify::compare(sink.as_ref(), &generated.expected).await?;
     drop(mock);
     Ok(DemoReport {
+        reconcile_line,
         stats,
         comparison,
         records: generated.records.len(),
@@ -183,31 +205,98 @@ pub async fn run(shape: StreamShape, data_dir: &Path) -> anyhow::Result<DemoRepo
     })
 }
 
-/// Produce the stream in order: chunks as Avro wire format, the rest as JSON.
+/// Produce the change stream in order (chunks as Avro wire format, the rest as JSON),
+/// then the state topic: the state of each key's newest version, as a correct capture
+/// side leaves it (the stream's replays and out-of-order events are deliveries, not
+/// states).
 async fn produce(config: &Config, records: &[DemoRecord]) -> anyhow::Result<()> {
     let codec = Arc::new(Codec::local());
     let avro = ChangePublisher::new(&config.kafka, codec.clone(), Format::Avro)?;
     let json = ChangePublisher::new(&config.kafka, codec, Format::Json)?;
-    // Keep per-key order: one publisher per key family, each in stream order.
-    let (chunks, others): (Vec<&ChangeEvent>, Vec<&ChangeEvent>) = records
+    let events: Vec<&ChangeEvent> = records
         .iter()
         .filter_map(|r| match r {
             DemoRecord::Event(e) => Some(e.as_ref()),
             DemoRecord::Poison { .. } => None,
         })
-        .partition(|e| e.labels.first().is_some_and(|l| l == "Chunk"));
-    let chunks: Vec<ChangeEvent> = chunks.into_iter().cloned().collect();
-    let others: Vec<ChangeEvent> = others.into_iter().cloned().collect();
-    for part in chunks.chunks(2_000) {
-        avro.publish_all(part).await?;
+        .collect();
+    let publisher_of = |e: &ChangeEvent| match e.labels.first().map(String::as_str) {
+        Some("Chunk") => &avro,
+        _ => &json,
+    };
+    for part in events.chunks(2_000) {
+        let (chunks, others): (Vec<ChangeEvent>, Vec<ChangeEvent>) = part
+            .iter()
+            .map(|e| (*e).clone())
+            .partition(|e| std::ptr::eq(publisher_of(e), &avro));
+        avro.publish_changes(&chunks).await?;
+        json.publish_changes(&others).await?;
     }
-    for part in others.chunks(2_000) {
-        json.publish_all(part).await?;
+    let mut newest: std::collections::BTreeMap<&str, &ChangeEvent> =
+        std::collections::BTreeMap::new();
+    for event in &events {
+        if newest
+            .get(event.key.as_str())
+            .is_none_or(|e| e.version < event.version)
+        {
+            newest.insert(&event.key, event);
+        }
     }
+    let (chunk_states, other_states): (Vec<ChangeEvent>, Vec<ChangeEvent>) = newest
+        .values()
+        .map(|e| (*e).clone())
+        .partition(|e| std::ptr::eq(publisher_of(e), &avro));
+    avro.publish_states(&chunk_states).await?;
+    json.publish_states(&other_states).await?;
     for record in records {
         if let DemoRecord::Poison { key, value } = record {
             json.publish_raw(key, value).await?;
         }
     }
     Ok(())
+}
+
+/// Damage the chunks collection (every drift class but "ahead"), then check, repair in
+/// the sink and check again; returns the `reconcile: …` line.
+async fn damage_and_reconcile(
+    config: &Config,
+    sink: Arc<dyn VectorSink>,
+    expected: &std::collections::BTreeMap<(String, String), stream::Expected>,
+) -> anyhow::Result<String> {
+    let mapping = &config.mappings[0];
+    let live: Vec<(String, i64)> = expected
+        .iter()
+        .filter(|((c, _), e)| c == &mapping.collection && e.text.is_some())
+        .map(|((_, key), e)| (key.clone(), e.version))
+        .collect();
+    let plan = drift::DriftPlan {
+        missing: 10,
+        orphans: 5,
+        stale: 5,
+        mismatched: 5,
+        ahead: 0,
+    };
+    let mapper =
+        crate::mapping::Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
+    drift::inject(sink.as_ref(), &mapper, mapping, &live, plan).await?;
+    let mut reconciler = Reconciler::new(config.clone(), sink, Arc::new(DriftGauges::default()))?;
+    let options = ReconcileOptions {
+        grace: Duration::ZERO,
+        repair: Some(RepairOptions {
+            mode: RepairMode::Sink,
+            dry_run: false,
+            force: false,
+            max_delete_ratio: 0.1,
+            rate_per_s: 10_000,
+        }),
+        settle_timeout: Duration::ZERO,
+    };
+    let result = reconciler.run_once(&options).await?;
+    Ok(format!(
+        "reconcile: drift_found={} repaired={} remaining={} took_ms={}",
+        result.found.drifts.len(),
+        result.repair.map_or(0, |r| r.repaired),
+        result.remaining.drifts.len(),
+        result.found.duration.as_millis()
+    ))
 }

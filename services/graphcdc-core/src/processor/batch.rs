@@ -5,6 +5,7 @@
 
 use crate::codec::{Codec, DecodeError};
 use crate::error::{PoisonError, PoisonKind, SinkError};
+use crate::event::CaptureMode;
 use crate::kafka::Record;
 use crate::mapping::{Mapper, PointWrite};
 use crate::sink::{Fence, VectorSink};
@@ -32,12 +33,14 @@ pub struct BatchApplier {
     sink: Arc<dyn VectorSink>,
 }
 
-/// A point write, the batch index of the record it came from, and the records whose
-/// older writes of the same point it replaced.
+/// A point write, the batch index of the record it came from, the records whose older
+/// writes of the same point it replaced, and its fence (repairs may rewrite the same
+/// version).
 struct Pending {
     write: PointWrite,
     record: usize,
     superseded: Vec<usize>,
+    fence: Fence,
 }
 
 impl BatchApplier {
@@ -59,8 +62,8 @@ impl BatchApplier {
         let mut outcome = BatchOutcome::default();
         let mut latest: HashMap<(String, Uuid), Pending> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
-            let writes = match self.decode_and_map(record).await? {
-                Ok(writes) => writes,
+            let (writes, fence) = match self.decode_and_map(record).await? {
+                Ok(mapped) => mapped,
                 Err(poison) => {
                     outcome.poisoned.push((index, poison));
                     continue;
@@ -72,7 +75,10 @@ impl BatchApplier {
             for write in writes {
                 let slot = (write.collection.clone(), write.id);
                 match latest.get_mut(&slot) {
-                    Some(kept) if kept.write.version >= write.version => {
+                    Some(kept)
+                        if kept.write.version > write.version
+                            || (kept.write.version == write.version && fence == Fence::Newer) =>
+                    {
                         outcome.skipped_stale += 1;
                         kept.superseded.push(index);
                     }
@@ -84,6 +90,7 @@ impl BatchApplier {
                             write,
                             record: index,
                             superseded,
+                            fence,
                         };
                     }
                     None => {
@@ -93,6 +100,7 @@ impl BatchApplier {
                                 write,
                                 record: index,
                                 superseded: Vec::new(),
+                                fence,
                             },
                         );
                     }
@@ -104,8 +112,12 @@ impl BatchApplier {
             by_collection.entry(collection).or_default().push(pending);
         }
         for (collection, pending) in by_collection {
-            self.write_collection(&collection, pending, &mut outcome)
-                .await?;
+            let (ordinary, repairs): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|p| p.fence == Fence::Newer);
+            for group in [ordinary, repairs] {
+                self.write_collection(&collection, group, &mut outcome)
+                    .await?;
+            }
         }
         // One DLQ record per source record, even when several of its writes failed.
         outcome.poisoned.sort_by_key(|(index, _)| *index);
@@ -113,11 +125,12 @@ impl BatchApplier {
         Ok(outcome)
     }
 
-    /// `Ok(Ok(writes))`, `Ok(Err(poison))`, or `Err` when the registry is unavailable.
+    /// `Ok(Ok((writes, fence)))`, `Ok(Err(poison))`, or `Err` when the registry is
+    /// unavailable. Repair events (source mode `repair`) may rewrite the same version.
     async fn decode_and_map(
         &self,
         record: &Record,
-    ) -> Result<Result<Vec<PointWrite>, PoisonError>, SinkError> {
+    ) -> Result<Result<(Vec<PointWrite>, Fence), PoisonError>, SinkError> {
         let Some(payload) = &record.payload else {
             return Ok(Err(PoisonError::new(
                 PoisonKind::Undecodable,
@@ -129,36 +142,52 @@ impl BatchApplier {
             Err(DecodeError::Poison(poison)) => return Ok(Err(poison)),
             Err(DecodeError::RegistryUnavailable(e)) => return Err(SinkError::Unavailable(e)),
         };
-        Ok(self.mapper.map(&event))
+        let fence = match event.source.mode {
+            CaptureMode::Repair => Fence::NewerOrEqual,
+            _ => Fence::Newer,
+        };
+        Ok(self.mapper.map(&event).map(|writes| (writes, fence)))
     }
 
+    /// Write one group of pending writes (all with the same fence) to `collection`.
     async fn write_collection(
         &self,
         collection: &str,
         mut pending: Vec<Pending>,
         outcome: &mut BatchOutcome,
     ) -> Result<(), SinkError> {
+        let Some(fence) = pending.first().map(|p| p.fence) else {
+            return Ok(());
+        };
         let ids: Vec<Uuid> = pending.iter().map(|p| p.write.id).collect();
         let stored = self.sink.versions(collection, &ids).await?;
         let before = pending.len();
-        pending.retain(|p| stored.get(&p.write.id).is_none_or(|v| *v < p.write.version));
+        pending.retain(|p| {
+            stored.get(&p.write.id).is_none_or(|v| match fence {
+                Fence::Newer => *v < p.write.version,
+                Fence::NewerOrEqual => *v <= p.write.version,
+            })
+        });
         outcome.skipped_stale += (before - pending.len()) as u64;
         if pending.is_empty() {
             return Ok(());
         }
-        let writes: Vec<PointWrite> = pending.iter().map(|p| p.write.clone()).collect();
-        match self.sink.write(collection, writes, Fence::Newer).await {
+        let (writes, origins): (Vec<PointWrite>, Vec<(usize, Vec<usize>)>) = pending
+            .into_iter()
+            .map(|p| (p.write, (p.record, p.superseded)))
+            .unzip();
+        match self.sink.write(collection, &writes, fence).await {
             Ok(()) => {
-                outcome.applied += pending.len() as u64;
+                outcome.applied += writes.len() as u64;
                 Ok(())
             }
             Err(e) if e.is_retriable() => Err(e),
             Err(batch_error) => {
                 tracing::warn!(%collection, error = %batch_error, "sink rejected a batch; writing its points one by one");
-                for p in pending {
+                for (write, (record, superseded)) in writes.iter().zip(origins) {
                     match self
                         .sink
-                        .write(collection, vec![p.write], Fence::Newer)
+                        .write(collection, std::slice::from_ref(write), fence)
                         .await
                     {
                         Ok(()) => outcome.applied += 1,
@@ -167,7 +196,7 @@ impl BatchApplier {
                             // Older writes of this point were folded into the rejected one:
                             // they go to the DLQ with it, so none is committed unapplied.
                             let message = e.to_string();
-                            for record in std::iter::once(p.record).chain(p.superseded) {
+                            for record in std::iter::once(record).chain(superseded) {
                                 let poison =
                                     PoisonError::new(PoisonKind::SinkRejected, message.clone());
                                 outcome.poisoned.push((record, poison));

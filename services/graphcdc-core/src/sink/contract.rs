@@ -69,7 +69,7 @@ async fn run_contract(sink: &dyn VectorSink, c: &str) {
     let batch: Vec<_> = (0..5)
         .map(|i| write(c, &format!("k{i}"), 2, "v2"))
         .collect();
-    sink.write(c, batch, Fence::Newer).await.unwrap();
+    sink.write(c, &batch, Fence::Newer).await.unwrap();
     assert_eq!(sink.count_live(c).await.unwrap(), 5);
 
     // One batch mixing newer, equal and older versions: per-point fence.
@@ -79,7 +79,7 @@ async fn run_contract(sink: &dyn VectorSink, c: &str) {
         write(c, "k2", 1, "older"),
         write(c, "k5", 1, "new"),
     ];
-    sink.write(c, mixed, Fence::Newer).await.unwrap();
+    sink.write(c, &mixed, Fence::Newer).await.unwrap();
     assert_eq!(text_of(sink, c, "k0").await, Some((3, false, json!("v3"))));
     assert_eq!(text_of(sink, c, "k1").await, Some((2, false, json!("v2"))));
     assert_eq!(text_of(sink, c, "k2").await, Some((2, false, json!("v2"))));
@@ -87,7 +87,7 @@ async fn run_contract(sink: &dyn VectorSink, c: &str) {
 
     // A repair may overwrite the same version, never a newer one.
     let repair = vec![write(c, "k1", 2, "repaired"), write(c, "k0", 2, "back")];
-    sink.write(c, repair, Fence::NewerOrEqual).await.unwrap();
+    sink.write(c, &repair, Fence::NewerOrEqual).await.unwrap();
     assert_eq!(
         text_of(sink, c, "k1").await,
         Some((2, false, json!("repaired")))
@@ -101,15 +101,15 @@ async fn run_contract(sink: &dyn VectorSink, c: &str) {
     assert_eq!(versions[&point_id(c, "k0")], 3);
 
     // A tombstone hides the point and fences older upserts; a newer upsert revives it.
-    sink.write(c, vec![tombstone(c, "k3", 5)], Fence::Newer)
+    sink.write(c, &[tombstone(c, "k3", 5)], Fence::Newer)
         .await
         .unwrap();
     assert_eq!(sink.count_live(c).await.unwrap(), 5);
-    sink.write(c, vec![write(c, "k3", 4, "zombie")], Fence::Newer)
+    sink.write(c, &[write(c, "k3", 4, "zombie")], Fence::Newer)
         .await
         .unwrap();
     assert_eq!(text_of(sink, c, "k3").await, Some((5, true, Value::Null)));
-    sink.write(c, vec![write(c, "k3", 6, "again")], Fence::Newer)
+    sink.write(c, &[write(c, "k3", 6, "again")], Fence::Newer)
         .await
         .unwrap();
     assert_eq!(
@@ -161,7 +161,7 @@ async fn embedded_sink_keeps_acknowledged_writes_after_reopen() {
     {
         let sink = edge::EdgeSink::open(dir.path()).unwrap();
         sink.ensure_collection(&spec("c")).await.unwrap();
-        sink.write("c", vec![write("c", "a", 7, "kept")], Fence::Newer)
+        sink.write("c", &[write("c", "a", 7, "kept")], Fence::Newer)
             .await
             .unwrap();
     }
@@ -180,7 +180,7 @@ async fn embedded_sink_rejects_wrong_dimension_without_retry() {
     sink.ensure_collection(&spec("c")).await.unwrap();
     let mut bad = write("c", "a", 1, "x");
     bad.vector = Some(vec![1.0; DIM + 1]);
-    let err = sink.write("c", vec![bad], Fence::Newer).await.unwrap_err();
+    let err = sink.write("c", &[bad], Fence::Newer).await.unwrap_err();
     assert!(!err.is_retriable(), "{err}");
 }
 

@@ -173,15 +173,18 @@ fn fence_filter(points: impl Iterator<Item = (Uuid, i64)>, fence: Fence) -> Filt
     }
 }
 
-fn to_point(write: PointWrite) -> PointStructPersisted {
+fn to_point(write: &PointWrite) -> PointStructPersisted {
     let mut vectors = HashMap::new();
-    if let Some(vector) = write.vector {
-        vectors.insert(write.vector_name, VectorPersisted::Dense(vector));
+    if let Some(vector) = &write.vector {
+        vectors.insert(
+            write.vector_name.clone(),
+            VectorPersisted::Dense(vector.clone()),
+        );
     }
     PointStructPersisted {
         id: PointId::Uuid(write.id),
         vector: VectorStructPersisted::Named(vectors),
-        payload: Some(Payload(write.payload)),
+        payload: Some(Payload(write.payload.clone())),
     }
 }
 
@@ -258,18 +261,17 @@ impl VectorSink for EdgeSink {
     async fn write(
         &self,
         collection: &str,
-        points: Vec<PointWrite>,
+        points: &[PointWrite],
         fence: Fence,
     ) -> Result<(), SinkError> {
         if points.is_empty() {
             return Ok(());
         }
+        let condition = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
+        let points: Vec<PointStructPersisted> = points.iter().map(to_point).collect();
         self.with_shard(collection, move |s| {
-            let condition = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
             let op = ConditionalInsertOperation {
-                points_op: PointInsertOperations::PointsList(
-                    points.into_iter().map(to_point).collect(),
-                ),
+                points_op: PointInsertOperations::PointsList(points),
                 condition,
                 update_mode: None,
             };

@@ -76,7 +76,7 @@ pub trait VectorSink: Send + Sync {
     async fn write(
         &self,
         collection: &str,
-        points: Vec<PointWrite>,
+        points: &[PointWrite],
         fence: Fence,
     ) -> Result<(), SinkError>;
 

@@ -216,7 +216,7 @@ impl VectorSink for QdrantSink {
     async fn write(
         &self,
         collection: &str,
-        points: Vec<PointWrite>,
+        points: &[PointWrite],
         fence: Fence,
     ) -> Result<(), SinkError> {
         if points.is_empty() {
@@ -224,13 +224,13 @@ impl VectorSink for QdrantSink {
         }
         let filter = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
         let structs: Vec<PointStruct> = points
-            .into_iter()
+            .iter()
             .map(|p| {
                 let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
-                if let Some(v) = p.vector {
-                    vectors.insert(p.vector_name, v);
+                if let Some(v) = &p.vector {
+                    vectors.insert(p.vector_name.clone(), v.clone());
                 }
-                PointStruct::new(p.id.to_string(), vectors, Payload::from(p.payload))
+                PointStruct::new(p.id.to_string(), vectors, Payload::from(p.payload.clone()))
             })
             .collect();
         let response = self

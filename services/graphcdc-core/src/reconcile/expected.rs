@@ -1,0 +1,285 @@
+//! The expected content of the sink, read from the compacted state topic.
+//!
+//! Kept compact: per point only the key, version, content hash and where the latest
+//! state record sits (no payloads, no vectors). The reader does not rely on compaction
+//! having happened: later records of a key replace earlier ones, a tombstone (null value)
+//! removes the key. It keeps following the topic between checks.
+
+use crate::codec::Codec;
+use crate::event::{CaptureMode, EntityState, Source};
+use crate::kafka::{self, Record};
+use crate::mapping::{point_id, Mapper, PointWrite};
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What one point should look like, and where its state record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedPoint {
+    pub collection: u16,
+    pub key: Box<str>,
+    pub version: i64,
+    pub hash: u128,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka timestamp of the state record (ms), for the grace period.
+    pub timestamp_ms: i64,
+}
+
+/// Expected points by point id, plus the reader that keeps them current.
+pub struct ExpectedState {
+    consumer: BaseConsumer,
+    topic: String,
+    collections: Vec<String>,
+    /// Expected points by id.
+    pub points: HashMap<Uuid, ExpectedPoint>,
+    /// State records that map to no valid point (bad vector, …), counted once each.
+    pub invalid_records: u64,
+    /// Records read so far.
+    pub records_read: u64,
+    /// Next offset to read per partition.
+    next_offsets: HashMap<i32, i64>,
+}
+
+/// Parse a 32-hex-digit content hash; 0 for anything else.
+pub fn parse_hash(hex: &str) -> u128 {
+    u128::from_str_radix(hex, 16).unwrap_or(0)
+}
+
+impl ExpectedState {
+    /// A reader of `topic` from the beginning (no consumer group, no commits).
+    ///
+    /// # Errors
+    /// When the consumer cannot be created or the topic has no partitions.
+    pub fn open(kafka: &crate::config::KafkaConfig, mapper: &Mapper) -> anyhow::Result<Self> {
+        let mut config = kafka::client_config(kafka);
+        config
+            .set("group.id", format!("{}-reconciler", kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = config.create().context("creating state topic reader")?;
+        let topic = kafka.state_topic.clone();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), kafka::ADMIN_TIMEOUT)
+            .context("fetching state topic metadata")?;
+        let mut assignment = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+            }
+        }
+        anyhow::ensure!(
+            assignment.count() > 0,
+            "state topic {topic} has no partitions"
+        );
+        consumer
+            .assign(&assignment)
+            .context("assigning state topic partitions")?;
+        let mut collections: Vec<String> = Vec::new();
+        for m in mapper.mappings() {
+            if !collections.contains(&m.collection) {
+                collections.push(m.collection.clone());
+            }
+        }
+        Ok(ExpectedState {
+            consumer,
+            topic,
+            collections,
+            points: HashMap::new(),
+            invalid_records: 0,
+            records_read: 0,
+            next_offsets: HashMap::new(),
+        })
+    }
+
+    /// Collections the mapping writes to, in config order.
+    pub fn collections(&self) -> &[String] {
+        &self.collections
+    }
+
+    fn collection_index(&self, name: &str) -> u16 {
+        self.collections.iter().position(|c| c == name).unwrap_or(0) as u16
+    }
+
+    /// Partitions with records not read yet: partition → high watermark to reach.
+    fn unread(&self) -> anyhow::Result<HashMap<i32, i64>> {
+        let mut unread = HashMap::new();
+        for e in self.consumer.assignment()?.elements() {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, e.partition(), kafka::ADMIN_TIMEOUT)
+                .context("fetching state topic watermarks")?;
+            let next = self
+                .next_offsets
+                .get(&e.partition())
+                .copied()
+                .unwrap_or(low)
+                .max(low);
+            if next < high {
+                unread.insert(e.partition(), high);
+            }
+        }
+        Ok(unread)
+    }
+
+    /// Read everything up to the current end of the topic into the expected state.
+    ///
+    /// # Errors
+    /// When the broker cannot be read within `timeout`.
+    pub async fn catch_up(
+        &mut self,
+        codec: &Codec,
+        mapper: &Mapper,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let mut unread = self.unread()?;
+        let deadline = std::time::Instant::now() + timeout;
+        while !unread.is_empty() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "state topic not read to its end within {timeout:?}"
+            );
+            let Some(message) =
+                tokio::task::block_in_place(|| self.consumer.poll(Duration::from_millis(200)))
+            else {
+                continue;
+            };
+            let record = Record::from_message(&message.context("reading the state topic")?);
+            self.next_offsets
+                .insert(record.partition, record.offset + 1);
+            if unread
+                .get(&record.partition)
+                .is_some_and(|high| record.offset + 1 >= *high)
+            {
+                unread.remove(&record.partition);
+            }
+            self.apply(&record, codec, mapper).await;
+        }
+        Ok(())
+    }
+
+    /// Fold one state record into the expected state.
+    async fn apply(&mut self, record: &Record, codec: &Codec, mapper: &Mapper) {
+        self.records_read += 1;
+        let Some(key) = record.key.as_deref().map(String::from_utf8_lossy) else {
+            self.invalid_records += 1;
+            return;
+        };
+        let Some(payload) = &record.payload else {
+            for collection in &self.collections {
+                self.points.remove(&point_id(collection, &key));
+            }
+            return;
+        };
+        let writes = match codec.decode_state(payload).await {
+            Ok(state) => mapper.map(&state.to_event(String::new(), repair_source())),
+            Err(e) => {
+                tracing::debug!(%key, error = %e, "undecodable state record");
+                self.invalid_records += 1;
+                return;
+            }
+        };
+        let Ok(writes) = writes else {
+            self.invalid_records += 1;
+            return;
+        };
+        // A key's labels may change: forget it in collections it no longer maps to.
+        let mapped: HashSet<Uuid> = writes.iter().map(|w| w.id).collect();
+        for collection in &self.collections {
+            let id = point_id(collection, &key);
+            if !mapped.contains(&id) {
+                self.points.remove(&id);
+            }
+        }
+        for write in writes {
+            let expected = self.expected_point(&write, record);
+            self.points.insert(write.id, expected);
+        }
+    }
+
+    fn expected_point(&self, write: &PointWrite, record: &Record) -> ExpectedPoint {
+        ExpectedPoint {
+            collection: self.collection_index(&write.collection),
+            key: write.key.as_str().into(),
+            version: write.version,
+            hash: parse_hash(&write.hash),
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms.unwrap_or(0),
+        }
+    }
+
+    /// Read the full state records of `wanted` points again (one pass over the topic up
+    /// to the recorded offsets).
+    ///
+    /// # Errors
+    /// When the topic cannot be read.
+    pub async fn fetch_states(
+        &self,
+        kafka_config: &crate::config::KafkaConfig,
+        codec: &Codec,
+        mapper: &Mapper,
+        wanted: &HashSet<Uuid>,
+    ) -> anyhow::Result<HashMap<Uuid, EntityState>> {
+        let mut by_location: HashMap<(i32, i64), Vec<Uuid>> = HashMap::new();
+        for id in wanted {
+            if let Some(p) = self.points.get(id) {
+                by_location
+                    .entry((p.partition, p.offset))
+                    .or_default()
+                    .push(*id);
+            }
+        }
+        let mut found = HashMap::new();
+        if by_location.is_empty() {
+            return Ok(found);
+        }
+        let reader = ExpectedState::open(kafka_config, mapper)?;
+        let mut last_wanted: HashMap<i32, i64> = HashMap::new();
+        for (partition, offset) in by_location.keys() {
+            let last = last_wanted.entry(*partition).or_insert(*offset);
+            *last = (*last).max(*offset);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !last_wanted.is_empty() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "state records not read again in time"
+            );
+            let Some(message) =
+                tokio::task::block_in_place(|| reader.consumer.poll(Duration::from_millis(200)))
+            else {
+                continue;
+            };
+            let record = Record::from_message(&message.context("reading the state topic")?);
+            if last_wanted
+                .get(&record.partition)
+                .is_some_and(|last| record.offset >= *last)
+            {
+                last_wanted.remove(&record.partition);
+            }
+            let Some(ids) = by_location.get(&(record.partition, record.offset)) else {
+                continue;
+            };
+            let Some(payload) = &record.payload else {
+                continue;
+            };
+            let Ok(state) = codec.decode_state(payload).await else {
+                continue;
+            };
+            found.extend(ids.iter().map(|id| (*id, state.clone())));
+        }
+        Ok(found)
+    }
+}
+
+/// Source of the events the reconciler writes.
+pub fn repair_source() -> Source {
+    Source {
+        db: "graphcdc-reconciler".into(),
+        mode: CaptureMode::Repair,
+    }
+}

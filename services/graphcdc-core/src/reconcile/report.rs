@@ -1,0 +1,86 @@
+//! Reconcile reports: a table for people, JSON for machines.
+
+use super::classify::{DriftClass, DriftReport};
+use super::OnceResult;
+use serde_json::json;
+
+/// Keys shown per drift class.
+const SAMPLE: usize = 5;
+
+fn samples(report: &DriftReport, class: DriftClass) -> Vec<String> {
+    report
+        .drifts
+        .iter()
+        .filter(|d| d.class == class)
+        .take(SAMPLE)
+        .map(|d| format!("{}/{}", d.collection, d.key))
+        .collect()
+}
+
+fn check_json(report: &DriftReport) -> serde_json::Value {
+    let counts = report.counts();
+    json!({
+        "expected_points": report.expected_points,
+        "sink_live_points": report.sink_live_points,
+        "in_grace": report.in_grace,
+        "drifted": report.drifts.len(),
+        "drift_percent": report.drift_percent(),
+        "took_ms": report.duration.as_millis() as u64,
+        "classes": DriftClass::ALL.iter().map(|c| (c.name().to_owned(), json!({
+            "count": counts[c],
+            "sample": samples(report, *c),
+        }))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// The result as one JSON document.
+pub fn json(result: &OnceResult) -> String {
+    let value = json!({
+        "found": check_json(&result.found),
+        "repair": result.repair.as_ref().map(|r| json!({
+            "planned": r.planned,
+            "repaired": r.repaired,
+            "left_ahead": r.left_ahead,
+        })),
+        "remaining": check_json(&result.remaining),
+        "clean": result.remaining.is_clean(),
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+/// The result as a table.
+pub fn table(result: &OnceResult) -> String {
+    let r = &result.found;
+    let counts = r.counts();
+    let mut out = format!(
+        "expected points: {}   live points in sink: {}   not yet judged (grace): {}   took: {} ms\n",
+        r.expected_points,
+        r.sink_live_points,
+        r.in_grace,
+        r.duration.as_millis()
+    );
+    out.push_str(&format!("{:<18} {:>8}  sample\n", "class", "count"));
+    for class in DriftClass::ALL {
+        out.push_str(&format!(
+            "{:<18} {:>8}  {}\n",
+            class.name(),
+            counts[&class],
+            samples(r, class).join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "drift: {:.3} % ({} points)\n",
+        r.drift_percent(),
+        r.drifts.len()
+    ));
+    if let Some(repair) = &result.repair {
+        out.push_str(&format!(
+            "repair: planned={} repaired={} left_ahead={} remaining={}\n",
+            repair.planned,
+            repair.repaired,
+            repair.left_ahead,
+            result.remaining.drifts.len()
+        ));
+    }
+    out
+}

@@ -1,0 +1,289 @@
+//! The reconciler against a real broker's state topic and the embedded Qdrant: each drift
+//! class is injected by hand, detected with exact counts, and repaired in both modes.
+
+mod support;
+
+use graphcdc_core::codec::Format;
+use graphcdc_core::demo::drift::{self, DriftPlan};
+use graphcdc_core::event::Op;
+use graphcdc_core::mapping::{point_id, Mapper};
+use graphcdc_core::reconcile::classify::{DriftClass, DriftReport};
+use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions, SafetyRefusal};
+use graphcdc_core::reconcile::{ReconcileOptions, Reconciler};
+use graphcdc_core::sink::VectorSink;
+use graphcdc_core::stats::DriftGauges;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{churn, doc, Harness, Model, COLLECTION};
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// Publish a churn stream (change + state topics) and apply it with a processor.
+async fn populated(name: &str) -> (Harness, Arc<dyn VectorSink>, Model) {
+    let h = Harness::new(name).await;
+    let events = churn(120, 400, 21);
+    let mut model = Model::default();
+    events.iter().for_each(|e| model.apply(e));
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    let sink = h.open_sink();
+    let running = h.start_processor(sink.clone()).await;
+    h.wait_caught_up(CATCH_UP).await;
+    running.stop().await;
+    (h, sink, model)
+}
+
+fn live_keys(model: &Model) -> Vec<(String, i64)> {
+    model
+        .expected
+        .iter()
+        .filter(|(_, e)| e.text.is_some())
+        .map(|((_, key), e)| (key.clone(), e.version))
+        .collect()
+}
+
+/// Damage the sink: 3 deleted, 2 orphans, 2 lowered versions, 2 changed payloads,
+/// 1 ahead; and 2 entities published but never applied. Returns the "ahead" key.
+async fn inject_drift(h: &Harness, sink: &dyn VectorSink, model: &mut Model) -> String {
+    let live = live_keys(model);
+    let plan = DriftPlan {
+        missing: 3,
+        orphans: 2,
+        stale: 2,
+        mismatched: 2,
+        ahead: 1,
+    };
+    let mapper = Mapper::new(h.config.mappings.clone(), 1 << 20);
+    drift::inject(sink, &mapper, &h.config.mappings[0], &live, plan)
+        .await
+        .unwrap();
+    // Published to both topics, never applied: the processor is not running.
+    let unapplied = [doc("late-1", 1, Op::Upsert), doc("late-2", 1, Op::Upsert)];
+    h.publisher(Format::Json)
+        .publish_all(&unapplied)
+        .await
+        .unwrap();
+    unapplied.iter().for_each(|e| model.apply(e));
+    live[plan.live_needed() - 1].0.clone()
+}
+
+fn counts(report: &DriftReport) -> BTreeMap<&'static str, u64> {
+    report
+        .counts()
+        .into_iter()
+        .map(|(c, n)| (c.name(), n))
+        .collect()
+}
+
+fn expected_counts(
+    missing: u64,
+    orphan: u64,
+    stale: u64,
+    mismatch: u64,
+    ahead: u64,
+) -> BTreeMap<&'static str, u64> {
+    BTreeMap::from([
+        ("missing", missing),
+        ("orphan", orphan),
+        ("stale", stale),
+        ("content_mismatch", mismatch),
+        ("ahead", ahead),
+    ])
+}
+
+fn repair_options(mode: RepairMode) -> RepairOptions {
+    RepairOptions {
+        mode,
+        dry_run: false,
+        force: false,
+        max_delete_ratio: 0.1,
+        rate_per_s: 10_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_drift_class_is_counted_exactly_and_repaired_in_the_sink() {
+    let (h, sink, mut model) = populated("drift-sink").await;
+    let mut reconciler = Reconciler::new(
+        h.config.clone(),
+        sink.clone(),
+        Arc::new(DriftGauges::default()),
+    )
+    .unwrap();
+    let clean = reconciler.check(Duration::ZERO).await.unwrap();
+    assert!(
+        clean.is_clean(),
+        "freshly applied stream has no drift: {:?}",
+        clean.drifts
+    );
+    assert_eq!(
+        clean.sink_live_points,
+        model.compare(sink.as_ref()).await.expected_live
+    );
+
+    let ahead_key = inject_drift(&h, sink.as_ref(), &mut model).await;
+    let found = reconciler.check(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        counts(&found),
+        expected_counts(5, 2, 2, 2, 1),
+        "{:?}",
+        found.drifts
+    );
+    let ahead = found
+        .drifts
+        .iter()
+        .find(|d| d.class == DriftClass::Ahead)
+        .unwrap();
+    assert_eq!(ahead.key, ahead_key);
+
+    // Dry run: a plan, no change.
+    let mut dry = repair_options(RepairMode::Sink);
+    dry.dry_run = true;
+    let plan = reconciler.repair(&found, &dry).await.unwrap();
+    assert_eq!((plan.planned, plan.repaired, plan.left_ahead), (11, 0, 1));
+    let unchanged = reconciler.check(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        counts(&unchanged),
+        counts(&found),
+        "dry run changed nothing"
+    );
+
+    // Safety threshold: 2 deletes of ~100 live points is more than 1 %.
+    let mut strict = repair_options(RepairMode::Sink);
+    strict.max_delete_ratio = 0.01;
+    let refused = reconciler.repair(&found, &strict).await.unwrap_err();
+    assert!(
+        refused.downcast_ref::<SafetyRefusal>().is_some(),
+        "{refused}"
+    );
+    assert_eq!(
+        counts(&reconciler.check(Duration::ZERO).await.unwrap()),
+        counts(&found)
+    );
+
+    let done = reconciler
+        .repair(&found, &repair_options(RepairMode::Sink))
+        .await
+        .unwrap();
+    assert_eq!(done.repaired, 11);
+    let after = reconciler.check(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        counts(&after),
+        expected_counts(0, 0, 0, 0, 1),
+        "only 'ahead' is left: {:?}",
+        after.drifts
+    );
+
+    // The point ahead is never written backwards; once removed, it is missing and repaired.
+    let ahead_id = point_id(COLLECTION, &ahead_key);
+    sink.purge(COLLECTION, &[(ahead_id, i64::MAX >> 12)])
+        .await
+        .unwrap();
+    let options = ReconcileOptions {
+        grace: Duration::ZERO,
+        repair: Some(repair_options(RepairMode::Sink)),
+        settle_timeout: Duration::ZERO,
+    };
+    let result = reconciler.run_once(&options).await.unwrap();
+    assert_eq!(counts(&result.found), expected_counts(1, 0, 0, 0, 0));
+    assert!(result.remaining.is_clean());
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "the sink equals the model again: {cmp:?}");
+
+    // Idempotent: a second run right after finds nothing.
+    let again = reconciler.run_once(&options).await.unwrap();
+    assert!(again.found.is_clean() && again.repair.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_repair_heals_through_the_processor() {
+    let (h, sink, mut model) = populated("drift-log").await;
+    let ahead_key = inject_drift(&h, sink.as_ref(), &mut model).await;
+    sink.purge(
+        COLLECTION,
+        &[(point_id(COLLECTION, &ahead_key), i64::MAX >> 12)],
+    )
+    .await
+    .unwrap();
+    let mut reconciler = Reconciler::new(
+        h.config.clone(),
+        sink.clone(),
+        Arc::new(DriftGauges::default()),
+    )
+    .unwrap();
+    let found = reconciler.check(Duration::ZERO).await.unwrap();
+    assert_eq!(counts(&found), expected_counts(6, 2, 2, 2, 0));
+
+    let outcome = reconciler
+        .repair(&found, &repair_options(RepairMode::Log))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.repaired, 12,
+        "one corrective event per drifted point"
+    );
+    // The processor applies the corrective events (and the two late ones) like any other.
+    let running = h.start_processor(sink.clone()).await;
+    h.wait_caught_up(CATCH_UP).await;
+    running.stop().await;
+    let after = reconciler.check(Duration::ZERO).await.unwrap();
+    assert!(after.is_clean(), "{:?}", after.drifts);
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_once_exits_3_on_drift_and_0_after_repair() {
+    let (h, sink, mut model) = populated("drift-cli").await;
+    let ahead_key = inject_drift(&h, sink.as_ref(), &mut model).await;
+    sink.purge(
+        COLLECTION,
+        &[(point_id(COLLECTION, &ahead_key), i64::MAX >> 12)],
+    )
+    .await
+    .unwrap();
+    drop(sink);
+    let config = h.config_file();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+            .args(["reconcile", "--once", "--grace-ms", "0", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let check = run(&["--format", "json"]);
+    assert_eq!(
+        check.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(json["found"]["classes"]["missing"]["count"], 6);
+    assert_eq!(json["found"]["classes"]["orphan"]["count"], 2);
+    assert_eq!(json["clean"], false);
+
+    let refused = run(&["--repair", "sink", "--max-delete-ratio", "0.001"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("repair refused"));
+
+    let repaired = run(&["--repair", "sink"]);
+    let table = String::from_utf8_lossy(&repaired.stdout);
+    assert_eq!(
+        repaired.status.code(),
+        Some(0),
+        "{table}{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    assert!(
+        table.contains("repair: planned=12 repaired=12 left_ahead=0 remaining=0"),
+        "{table}"
+    );
+    assert_eq!(run(&[]).status.code(), Some(0), "clean on the next run");
+}
