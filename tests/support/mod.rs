@@ -53,8 +53,13 @@ pub struct Harness {
 impl Harness {
     /// Fresh topics and group named after `name`, and an empty store.
     pub async fn new(name: &str) -> Harness {
+        Self::with_extra(name, "").await
+    }
+
+    /// As [`Harness::new`], with `extra` TOML appended (e.g. a `[neo4j]` section).
+    pub async fn with_extra(name: &str, extra: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let toml = Self::toml(name, &dir.path().join("qdrant"));
+        let toml = format!("{}\n{extra}", Self::toml(name, &dir.path().join("qdrant")));
         let config = Config::from_toml(&toml).unwrap();
         let k = &config.kafka;
         kafka::ensure_topics(
@@ -98,6 +103,7 @@ impl Harness {
             label = "Doc"
             collection = "{COLLECTION}"
             dimension = {DIM}
+            vector_property = "embedding"
             "#,
             bootstrap = bootstrap(),
             store = store.display(),

@@ -24,6 +24,11 @@ pub struct Config {
     pub sink: SinkConfig,
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Bolt connection of the relay and the backfill.
+    #[serde(default)]
+    pub neo4j: Neo4jConfig,
+    #[serde(default)]
+    pub relay: RelayConfig,
     /// Which labels / relationship types go to which collection, and how.
     #[serde(default)]
     pub mappings: Vec<MappingConfig>,
@@ -55,6 +60,51 @@ impl Default for KafkaConfig {
             state_topic: "graph.state".into(),
             dlq_topic: "graph.changes.dlq".into(),
             properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Bolt connection to Neo4j (or any Bolt 4.x server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Neo4jConfig {
+    /// `bolt://host:7687` or `neo4j://…`.
+    pub uri: String,
+    pub user: String,
+    pub password: Secret,
+    /// Database name; the server's default when unset.
+    pub database: Option<String>,
+}
+
+impl Default for Neo4jConfig {
+    fn default() -> Self {
+        Neo4jConfig {
+            uri: "bolt://localhost:7687".into(),
+            user: "neo4j".into(),
+            password: Secret::new(""),
+            database: None,
+        }
+    }
+}
+
+/// The outbox relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Outbox entries published per round.
+    pub batch_size: usize,
+    /// Wait between rounds when the outbox is empty.
+    pub poll_interval_ms: u64,
+    /// Lease time: another relay takes over when it is not renewed this long.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 500,
+            poll_interval_ms: 200,
+            lease_ttl_ms: 15_000,
         }
     }
 }
@@ -309,6 +359,15 @@ impl Config {
                 ));
             }
         }
+        if self.relay.batch_size == 0 {
+            return Err(invalid("relay.batch_size", "must be at least 1"));
+        }
+        if !(self.neo4j.uri.starts_with("bolt") || self.neo4j.uri.starts_with("neo4j")) {
+            return Err(invalid(
+                "neo4j.uri",
+                format!("{:?} is not a bolt:// or neo4j:// URI", self.neo4j.uri),
+            ));
+        }
         if self.mappings.is_empty() {
             return Err(invalid("mappings", "at least one mapping is needed"));
         }
@@ -344,8 +403,24 @@ impl MappingConfig {
         if self.dimension == 0 || self.dimension > 65_536 {
             return Err(invalid(format!("{at}.dimension"), "must be 1..=65536"));
         }
-        if self.key_property.is_empty() {
-            return Err(invalid(format!("{at}.key_property"), "must not be empty"));
+        let identifier =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !identifier(&self.key_property) {
+            return Err(invalid(
+                format!("{at}.key_property"),
+                "use letters, digits and _ (it becomes a Cypher property name)",
+            ));
+        }
+        for (field, name) in [
+            ("label", &self.label),
+            ("relationship_type", &self.relationship_type),
+        ] {
+            if name.as_deref().is_some_and(|n| !identifier(n)) {
+                return Err(invalid(
+                    format!("{at}.{field}"),
+                    "use letters, digits and _ (it becomes a Cypher label or type)",
+                ));
+            }
         }
         if self.vector_name.is_empty() {
             return Err(invalid(format!("{at}.vector_name"), "must not be empty"));

@@ -1,6 +1,7 @@
 //! graphcdc: keeps a Qdrant vector store in sync with a Neo4j graph through Kafka.
 //!
 //! - [`event`]: the one event model (change events and entity states).
+//! - [`capture`]: the Neo4j outbox relay and the backfill.
 //! - [`codec`]: Avro (Confluent wire format) and JSON encoding of the contract.
 //! - [`config`]: configuration, validated at start.
 //! - [`mapping`]: from events to version-fenced point writes.
@@ -10,6 +11,7 @@
 //! - [`kafka`]: client config, topics, the keyed change publisher.
 //! - [`stats`]: counters and health shared with the metrics endpoint.
 
+pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod demo;

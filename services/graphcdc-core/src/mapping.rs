@@ -45,6 +45,8 @@ pub struct PointWrite {
     pub id: Uuid,
     pub key: String,
     pub version: i64,
+    /// Commit time of the source change (ms), for freshness.
+    pub commit_time_ms: i64,
     /// Content hash (hex) of the mapped payload and vector; empty for tombstones.
     pub hash: String,
     /// Name of the dense vector in the collection.
@@ -117,6 +119,7 @@ impl Mapper {
                 id,
                 key,
                 version: event.version,
+                commit_time_ms: event.commit_time_ms,
                 hash: String::new(),
                 vector_name: m.vector_name.clone(),
                 vector: None,
@@ -147,6 +150,7 @@ impl Mapper {
             id,
             key,
             version: event.version,
+            commit_time_ms: event.commit_time_ms,
             hash,
             vector_name: m.vector_name.clone(),
             vector: Some(vector),

@@ -23,6 +23,72 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Partition revocations seen.
     pub rebalances: AtomicU64,
+    /// Now − source commit time of every applied write, when the sink acknowledged it:
+    /// the end-to-end delay users feel.
+    pub freshness: LatencyHistogram,
+}
+
+/// Milliseconds histogram with 1 ms resolution up to 10 s (and an overflow bucket),
+/// lock-free to record.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: (0..=Self::MAX_MS + 1).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Largest value with its own bucket.
+    pub const MAX_MS: usize = 10_000;
+
+    /// Record one value (negative values count as 0).
+    pub fn record(&self, ms: i64) {
+        let index = (ms.max(0) as usize).min(Self::MAX_MS + 1);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of values recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in ms; `None` when empty. Values above 10 s report
+    /// as 10 001.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (ms, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(ms as u64);
+            }
+        }
+        Some(Self::MAX_MS as u64 + 1)
+    }
+
+    /// Bucket counts at or below each of `bounds` (ms), for Prometheus-style export.
+    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
+        bounds
+            .iter()
+            .map(|bound| {
+                self.buckets
+                    .iter()
+                    .take((*bound as usize).min(Self::MAX_MS) + 1)
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .sum()
+            })
+            .collect()
+    }
 }
 
 impl Stats {
@@ -71,4 +137,37 @@ pub struct DriftGauges {
     pub checks: AtomicU64,
     /// Fixes written or published.
     pub repaired: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in 1..=100 {
+            h.record(ms);
+        }
+        h.record(50_000);
+        assert_eq!(h.count(), 101);
+        assert_eq!(h.quantile(0.5), Some(51));
+        assert_eq!(h.quantile(0.99), Some(100));
+        assert_eq!(h.quantile(1.0), Some(10_001));
+        assert_eq!(h.cumulative(&[10, 100]), vec![10, 100]);
+    }
+}
+
+/// Counters of the outbox relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Outbox entries published and deleted.
+    pub published: AtomicU64,
+    /// Outbox entries waiting, at the last round.
+    pub outbox_depth: AtomicU64,
+    /// Age of the oldest waiting entry (ms), at the last round.
+    pub lag_ms: AtomicU64,
+    /// This relay holds the lease.
+    pub holds_lease: AtomicBool,
 }

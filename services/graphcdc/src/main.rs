@@ -4,6 +4,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use graphcdc_core::capture::backfill;
+use graphcdc_core::capture::relay::Relay;
 use graphcdc_core::config::Config;
 use graphcdc_core::demo::{self, stream::StreamShape};
 use graphcdc_core::kafka::{self, Cleanup};
@@ -11,7 +13,7 @@ use graphcdc_core::processor::Processor;
 use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions};
 use graphcdc_core::reconcile::{report, ReconcileOptions, Reconciler};
 use graphcdc_core::sink;
-use graphcdc_core::stats::{DriftGauges, Health, Stats};
+use graphcdc_core::stats::{DriftGauges, Health, RelayStats, Stats};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -72,6 +74,24 @@ enum Command {
         /// Output format of `--once`.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+    },
+    /// Publish the Neo4j outbox to the change and state topics (one active per database).
+    Relay {
+        /// TOML config file; `GRAPHCDC_…` variables override it.
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Snapshot the existing graph into the topics; resumable from a checkpoint file.
+    Backfill {
+        /// TOML config file; `GRAPHCDC_…` variables override it.
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Checkpoint file (created when missing; resume by running again).
+        #[arg(long, default_value = "graphcdc-backfill.json")]
+        checkpoint: PathBuf,
+        /// Entities per page.
+        #[arg(long, default_value_t = 1_000)]
+        page_size: usize,
     },
     /// Run the whole pipeline in-process on embedded defaults and check the result.
     Demo {
@@ -195,6 +215,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_DRIFT)
             })
         }
+        Command::Relay { config } => {
+            let config = Config::load(config.as_deref())?;
+            ensure_topics(&config).await?;
+            let relay = Relay::new(config, Arc::new(RelayStats::default()))?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            relay.run(shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill {
+            config,
+            checkpoint,
+            page_size,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            ensure_topics(&config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let report = backfill::run(&config, &checkpoint, page_size.max(1), shutdown).await?;
+            println!(
+                "backfill: published={} already_published={} complete={}",
+                report.published, report.already_published, report.complete
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo {
             chunks,
             data_dir,
@@ -223,7 +268,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn process(config: Config) -> anyhow::Result<()> {
+/// Create the change, state and DLQ topics when missing.
+async fn ensure_topics(config: &Config) -> anyhow::Result<()> {
     let k = &config.kafka;
     kafka::ensure_topics(
         k,
@@ -234,7 +280,11 @@ async fn process(config: Config) -> anyhow::Result<()> {
         ],
         6,
     )
-    .await?;
+    .await
+}
+
+async fn process(config: Config) -> anyhow::Result<()> {
+    ensure_topics(&config).await?;
     let sink = sink::open(&config.sink)?;
     let processor = Processor::new(
         config,

@@ -72,12 +72,7 @@ impl Codec {
     /// is reported as `Err(Err(..))`: retry, do not DLQ.
     pub async fn decode_change(&self, bytes: &[u8]) -> Result<ChangeEvent, DecodeError> {
         match Self::detect(bytes)? {
-            Format::Json => serde_json::from_slice(bytes).map_err(|e| {
-                DecodeError::Poison(PoisonError::new(
-                    PoisonKind::Undecodable,
-                    format!("invalid JSON change event: {e}"),
-                ))
-            }),
+            Format::Json => decode_json_change(bytes),
             Format::Avro => {
                 let value = self.read_avro(bytes, &self.change_schema).await?;
                 avro::change_from_value(value).map_err(schema_mismatch)
@@ -197,6 +192,27 @@ pub enum DecodeError {
     /// The schema registry could not be reached: retry later.
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
+}
+
+/// A JSON change event, plain or wrapped as `{"payload": …}` (what `apoc.kafka.publish`
+/// writes in direct capture mode).
+fn decode_json_change(bytes: &[u8]) -> Result<ChangeEvent, DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped {
+        payload: ChangeEvent,
+    }
+    serde_json::from_slice::<ChangeEvent>(bytes)
+        .or_else(|plain| {
+            serde_json::from_slice::<Wrapped>(bytes)
+                .map(|w| w.payload)
+                .map_err(|_| plain)
+        })
+        .map_err(|e| {
+            DecodeError::Poison(PoisonError::new(
+                PoisonKind::Undecodable,
+                format!("invalid JSON change event: {e}"),
+            ))
+        })
 }
 
 fn schema_mismatch(message: impl Into<String>) -> DecodeError {

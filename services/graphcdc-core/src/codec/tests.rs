@@ -240,3 +240,14 @@ async fn unreachable_registry_is_retriable_not_poison() {
         Err(DecodeError::RegistryUnavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn apoc_kafka_payload_wrapper_is_accepted() {
+    let codec = Codec::local();
+    let event = sample();
+    let wrapped = serde_json::json!({ "payload": event }).to_string();
+    assert_eq!(
+        codec.decode_change(wrapped.as_bytes()).await.unwrap(),
+        event
+    );
+}

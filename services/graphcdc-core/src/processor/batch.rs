@@ -24,6 +24,8 @@ pub struct BatchOutcome {
     pub unmapped: u64,
     /// Records to send to the DLQ: (index in the batch, why).
     pub poisoned: Vec<(usize, PoisonError)>,
+    /// Source commit times (ms) of the acknowledged writes.
+    pub applied_commit_times: Vec<i64>,
 }
 
 /// Applies batches of change-topic records to one sink.
@@ -179,6 +181,9 @@ impl BatchApplier {
         match self.sink.write(collection, &writes, fence).await {
             Ok(()) => {
                 outcome.applied += writes.len() as u64;
+                outcome
+                    .applied_commit_times
+                    .extend(writes.iter().map(|w| w.commit_time_ms));
                 Ok(())
             }
             Err(e) if e.is_retriable() => Err(e),
@@ -190,7 +195,10 @@ impl BatchApplier {
                         .write(collection, std::slice::from_ref(write), fence)
                         .await
                     {
-                        Ok(()) => outcome.applied += 1,
+                        Ok(()) => {
+                            outcome.applied += 1;
+                            outcome.applied_commit_times.push(write.commit_time_ms);
+                        }
                         Err(e) if e.is_retriable() => return Err(e),
                         Err(e) => {
                             // Older writes of this point were folded into the rejected one:

@@ -379,6 +379,12 @@ impl Processor {
         Stats::add(&self.stats.unmapped, outcome.unmapped);
         Stats::add(&self.stats.dlq, outcome.poisoned.len() as u64);
         Stats::add(&self.stats.batches, 1);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for commit_time in &outcome.applied_commit_times {
+            self.stats.freshness.record(now_ms - commit_time);
+        }
     }
 
     /// Store the committable offsets and commit them.

@@ -28,6 +28,7 @@ fn write(collection: &str, key: &str, version: i64, text: &str) -> PointWrite {
         id: point_id(collection, key),
         key: key.to_owned(),
         version,
+        commit_time_ms: 0,
         hash: format!("h-{text}"),
         vector_name: "embedding".into(),
         vector: Some(vec![1.0, version as f32, 0.5, 0.25]),

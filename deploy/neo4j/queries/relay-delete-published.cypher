@@ -1,0 +1,1 @@
+MATCH (o:CdcOutbox) WHERE o.event_id IN $ids DELETE o

@@ -1,0 +1,204 @@
+//! `graphcdc relay`: publishes the Neo4j outbox (written by the `before`-phase trigger
+//! in `deploy/neo4j/`) to the change and state topics, then deletes what was published.
+//!
+//! At-least-once: entries are deleted only after the broker acknowledged them, so a
+//! crash between publish and delete publishes them again, which the version fence makes
+//! harmless. Per key, all pending entries go out in one round in version order. Only one
+//! relay per database is active: a lease node with an expiry (`CdcRelayLease`).
+
+use super::{connect, outbox_event, OutboxRow};
+use crate::codec::{Codec, Format, SchemaRegistry};
+use crate::config::Config;
+use crate::kafka::ChangePublisher;
+use crate::stats::RelayStats;
+use anyhow::Context;
+use neo4rs::{query, Graph};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Take or renew the lease when it is free, ours, or expired; returns the holder.
+pub const ACQUIRE_LEASE: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-acquire-lease.cypher");
+
+/// Give the lease up on shutdown.
+pub const RELEASE_LEASE: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-release-lease.cypher");
+
+/// The oldest entries' keys, then every pending entry of those keys in version order.
+pub const READ_OUTBOX: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-read-outbox.cypher");
+
+/// Delete published entries.
+pub const DELETE_PUBLISHED: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-delete-published.cypher");
+
+/// Outbox depth and age of the oldest entry.
+pub const OUTBOX_DEPTH: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-outbox-depth.cypher");
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The outbox relay of one database.
+pub struct Relay {
+    config: Config,
+    graph: Graph,
+    publisher: ChangePublisher,
+    /// Lease holder name: host and process id.
+    me: String,
+    stats: Arc<RelayStats>,
+}
+
+impl Relay {
+    /// Connect to Neo4j and the broker.
+    ///
+    /// # Errors
+    /// When the Bolt URI or the producer config is invalid.
+    pub fn new(config: Config, stats: Arc<RelayStats>) -> anyhow::Result<Self> {
+        let graph = connect(&config.neo4j)?;
+        let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
+        let publisher = ChangePublisher::new(&config.kafka, codec, Format::Avro)?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".into());
+        Ok(Relay {
+            me: format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
+            config,
+            graph,
+            publisher,
+            stats,
+        })
+    }
+
+    /// Whether this relay holds the lease now (taking or renewing it when possible).
+    ///
+    /// # Errors
+    /// When Neo4j cannot be reached.
+    pub async fn acquire_lease(&self) -> anyhow::Result<bool> {
+        let q = query(ACQUIRE_LEASE)
+            .param("me", self.me.as_str())
+            .param("now", now_ms())
+            .param("ttl", self.config.relay.lease_ttl_ms as i64);
+        let mut rows = self
+            .graph
+            .execute(q)
+            .await
+            .context("acquiring the relay lease")?;
+        let mut held = false;
+        while let Some(row) = rows.next().await? {
+            held |= row.get::<String>("holder").is_ok_and(|h| h == self.me);
+        }
+        Ok(held)
+    }
+
+    async fn release_lease(&self) -> anyhow::Result<()> {
+        self.graph
+            .run(query(RELEASE_LEASE).param("me", self.me.as_str()))
+            .await
+            .context("releasing the relay lease")?;
+        Ok(())
+    }
+
+    /// Publish one round of the outbox; returns how many entries went out.
+    ///
+    /// # Errors
+    /// When Neo4j or the broker fails; nothing is deleted then.
+    pub async fn publish_round(&self) -> anyhow::Result<usize> {
+        let q = query(READ_OUTBOX).param("limit", self.config.relay.batch_size as i64);
+        let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
+        let mut events = Vec::new();
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next().await? {
+            let entry: OutboxRow = row.to().context("outbox entry of unexpected shape")?;
+            ids.push(entry.event_id.clone());
+            events.push(outbox_event(entry)?);
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.publisher.publish_all(&events).await?;
+        self.graph
+            .run(query(DELETE_PUBLISHED).param("ids", ids))
+            .await
+            .context("deleting published outbox entries")?;
+        self.stats
+            .published
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(events.len())
+    }
+
+    async fn measure_depth(&self) -> anyhow::Result<()> {
+        let mut rows = self.graph.execute(query(OUTBOX_DEPTH)).await?;
+        if let Some(row) = rows.next().await? {
+            let depth: i64 = row.get("depth").unwrap_or(0);
+            let oldest: Option<i64> = row.get("oldest").ok();
+            self.stats
+                .outbox_depth
+                .store(depth.max(0) as u64, Ordering::Relaxed);
+            let lag = oldest.map_or(0, |t| (now_ms() - t).max(0) as u64);
+            self.stats.lag_ms.store(lag, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Relay until `shutdown`: wait for the lease, then publish rounds, renewing the
+    /// lease before each; release it on the way out.
+    ///
+    /// # Errors
+    /// Only set-up errors; Neo4j and broker failures are retried.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let idle = Duration::from_millis(self.config.relay.poll_interval_ms);
+        let mut holding = false;
+        while !shutdown.is_cancelled() {
+            let round = async {
+                if !self.acquire_lease().await? {
+                    return anyhow::Ok(None);
+                }
+                let published = self.publish_round().await?;
+                self.measure_depth().await?;
+                Ok(Some(published))
+            };
+            let pause = match round.await {
+                Ok(None) => {
+                    if holding {
+                        tracing::warn!("relay lease lost");
+                    }
+                    holding = false;
+                    self.stats.holds_lease.store(false, Ordering::Relaxed);
+                    idle.max(Duration::from_millis(self.config.relay.lease_ttl_ms / 3))
+                }
+                Ok(Some(published)) => {
+                    if !holding {
+                        tracing::info!(holder = %self.me, "relay lease acquired");
+                    }
+                    holding = true;
+                    self.stats.holds_lease.store(true, Ordering::Relaxed);
+                    if published > 0 {
+                        Duration::ZERO
+                    } else {
+                        idle
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "relay round failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        if holding {
+            self.release_lease().await?;
+        }
+        Ok(())
+    }
+}
