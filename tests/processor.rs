@@ -298,3 +298,73 @@ async fn sink_outage_pauses_commits_nothing_and_loses_nothing() {
     let cmp = model.compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "{cmp:?}");
 }
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response)
+}
+
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
+    let h = Harness::new("metrics").await;
+    let sink = h.open_sink();
+    let running = h.start_processor(sink.clone()).await;
+    let state = graphcdc_core::ops::OpsState {
+        stats: running.stats.clone(),
+        health: running.health.clone(),
+        group: h.config.kafka.group_id.clone(),
+        topic: h.config.kafka.changes_topic.clone(),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (addr, _) =
+        graphcdc_core::ops::serve("127.0.0.1:0".parse().unwrap(), state, shutdown.clone())
+            .await
+            .unwrap();
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    let (_, before) = http_get(addr, "/metrics").await;
+    assert_eq!(metric(&before, "graphcdc_points_applied_total"), 0);
+
+    let events = support::churn(20, 100, 1);
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    h.wait_caught_up(CATCH_UP).await;
+    let (status, after) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(metric(&after, "graphcdc_events_consumed_total"), 100);
+    let applied = metric(&after, "graphcdc_points_applied_total");
+    let skipped = metric(&after, "graphcdc_points_skipped_stale_total");
+    assert_eq!(applied + skipped, 100);
+    assert_eq!(metric(&after, "graphcdc_freshness_seconds_count"), applied);
+    assert_eq!(
+        metric(&after, "graphcdc_partitions_assigned"),
+        support::PARTITIONS as u64
+    );
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(addr, "/nope").await.0, 404);
+
+    running.stop().await;
+    assert_eq!(
+        http_get(addr, "/readyz").await.0,
+        503,
+        "a stopped processor is not ready"
+    );
+    shutdown.cancel();
+}

@@ -9,6 +9,7 @@
 //! - [`processor`]: the consumer group member applying the change topic to a sink.
 //! - [`reconcile`]: drift detection and repair against the compacted state topic.
 //! - [`kafka`]: client config, topics, the keyed change publisher.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`stats`]: counters and health shared with the metrics endpoint.
 
 pub mod capture;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod kafka;
 pub mod mapping;
+pub mod ops;
 pub mod processor;
 pub mod reconcile;
 pub mod sink;

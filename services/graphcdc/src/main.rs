@@ -9,6 +9,7 @@ use graphcdc_core::capture::relay::Relay;
 use graphcdc_core::config::Config;
 use graphcdc_core::demo::{self, stream::StreamShape};
 use graphcdc_core::kafka::{self, Cleanup};
+use graphcdc_core::ops::{self, OpsState};
 use graphcdc_core::processor::Processor;
 use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions};
 use graphcdc_core::reconcile::{report, ReconcileOptions, Reconciler};
@@ -41,6 +42,9 @@ enum Command {
         /// Print the effective config (secrets masked) and exit.
         #[arg(long)]
         print_config: bool,
+        /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9187).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Compare the sink with the compacted state topic; report and repair drift.
     Reconcile {
@@ -158,13 +162,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Process {
             config,
             print_config,
+            listen,
         } => {
             let config = Config::load(config.as_deref())?;
             if print_config {
                 println!("{config:#?}");
                 return Ok(ExitCode::SUCCESS);
             }
-            process(config).await?;
+            process(config, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile {
@@ -283,17 +288,23 @@ async fn ensure_topics(config: &Config) -> anyhow::Result<()> {
     .await
 }
 
-async fn process(config: Config) -> anyhow::Result<()> {
+async fn process(config: Config, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     ensure_topics(&config).await?;
     let sink = sink::open(&config.sink)?;
-    let processor = Processor::new(
-        config,
-        sink,
-        Arc::new(Stats::default()),
-        Arc::new(Health::default()),
-    )
-    .await?;
+    let stats = Arc::new(Stats::default());
+    let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
+    if let Some(addr) = listen {
+        let state = OpsState {
+            stats: stats.clone(),
+            health: health.clone(),
+            group: config.kafka.group_id.clone(),
+            topic: config.kafka.changes_topic.clone(),
+        };
+        let (bound, _) = ops::serve(addr, state, shutdown.clone()).await?;
+        tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    }
+    let processor = Processor::new(config, sink, stats, health).await?;
     tokio::spawn(stop_on_signal(shutdown.clone()));
     processor.run(shutdown).await
 }
