@@ -20,6 +20,10 @@ FOR (o:CdcOutbox) ON (o.key, o.version);
 CREATE INDEX cdc_outbox_created_at IF NOT EXISTS
 FOR (o:CdcOutbox) ON (o.created_at);
 
+// --- Relay lease: one node, so two relays starting together cannot each create one -------
+CREATE CONSTRAINT cdc_relay_lease_name IF NOT EXISTS
+FOR (l:CdcRelayLease) REQUIRE l.name IS UNIQUE;
+
 // --- Recommended: business keys of captured entities are unique -------------------------------
 // (The trigger uses `uuid` as key; duplicates would share one version counter / one Qdrant point.)
 CREATE CONSTRAINT chunk_uuid IF NOT EXISTS FOR (n:Chunk) REQUIRE n.uuid IS UNIQUE;

@@ -224,7 +224,7 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
             name: "4. freshness (visible in sink − produced)".into(),
             value: format!("p50 {} ms, p99 {} ms, max {} ms", q(0.5), q(0.99), q(1.0)),
             note: format!(
-                "{} events/s for {} s, batch wait 5 ms, linger 1 ms",
+                "{} events/s for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms",
                 args.freshness_rate, args.freshness_seconds
             ),
         });
@@ -308,10 +308,12 @@ async fn freshness(
 ) -> anyhow::Result<Arc<Stats>> {
     let mut config = broker.config("fresh", store).await?;
     config.processor.batch_max_wait_ms = 5;
-    config
-        .kafka
-        .properties
-        .insert("linger.ms".into(), graphcdc_core::config::Secret::new("1"));
+    for (key, value) in [("linger.ms", "1"), ("fetch.wait.max.ms", "10")] {
+        config
+            .kafka
+            .properties
+            .insert(key.into(), graphcdc_core::config::Secret::new(value));
+    }
     let publisher = ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
     let sink: Arc<dyn VectorSink> = Arc::new(EdgeSink::open(store)?);
     let stats = Arc::new(Stats::default());

@@ -156,35 +156,47 @@ impl ExpectedState {
             {
                 unread.remove(&record.partition);
             }
-            self.apply(&record, codec, mapper).await;
+            self.apply(&record, codec, mapper).await?;
         }
         Ok(())
     }
 
     /// Fold one state record into the expected state.
-    async fn apply(&mut self, record: &Record, codec: &Codec, mapper: &Mapper) {
+    ///
+    /// # Errors
+    /// When the schema registry is unavailable: the reader must then be reopened, since
+    /// the record was consumed but not applied.
+    async fn apply(
+        &mut self,
+        record: &Record,
+        codec: &Codec,
+        mapper: &Mapper,
+    ) -> anyhow::Result<()> {
         self.records_read += 1;
         let Some(key) = record.key.as_deref().map(String::from_utf8_lossy) else {
             self.invalid_records += 1;
-            return;
+            return Ok(());
         };
         let Some(payload) = &record.payload else {
             for collection in &self.collections {
                 self.points.remove(&point_id(collection, &key));
             }
-            return;
+            return Ok(());
         };
         let writes = match codec.decode_state(payload).await {
             Ok(state) => mapper.map(&state.to_event(String::new(), repair_source())),
+            Err(crate::codec::DecodeError::RegistryUnavailable(e)) => {
+                anyhow::bail!("schema registry unavailable while reading the state topic: {e}")
+            }
             Err(e) => {
                 tracing::debug!(%key, error = %e, "undecodable state record");
                 self.invalid_records += 1;
-                return;
+                return Ok(());
             }
         };
         let Ok(writes) = writes else {
             self.invalid_records += 1;
-            return;
+            return Ok(());
         };
         // A key's labels may change: forget it in collections it no longer maps to.
         let mapped: HashSet<Uuid> = writes.iter().map(|w| w.id).collect();
@@ -195,9 +207,19 @@ impl ExpectedState {
             }
         }
         for write in writes {
+            // A record older than what was read before means a producer broke per-key
+            // order; the higher version stays expected.
+            if self
+                .points
+                .get(&write.id)
+                .is_some_and(|p| p.version > write.version)
+            {
+                continue;
+            }
             let expected = self.expected_point(&write, record);
             self.points.insert(write.id, expected);
         }
+        Ok(())
     }
 
     fn expected_point(&self, write: &PointWrite, record: &Record) -> ExpectedPoint {
