@@ -166,8 +166,7 @@ fn stream(keys: usize, versions: i64) -> Vec<ChangeEvent> {
 async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
     let (h, graph) = harness("relay", "cdc1").await;
     let events = stream(60, 3);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     write_outbox(&graph, &events).await;
 
     let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
@@ -178,9 +177,7 @@ async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
     task.await.unwrap().unwrap();
 
     let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    running.stop().await;
+    h.process_to_end(sink.clone()).await;
     let cmp = model.compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "{cmp:?}");
     assert_eq!(cmp.live_points, 48, "60 docs, 12 deleted in the last round");
@@ -209,8 +206,7 @@ async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
 async fn relay_killed_between_publish_and_delete_duplicates_but_loses_nothing() {
     let (h, graph) = harness("relay-kill", "cdc2").await;
     let events = stream(300, 4);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     write_outbox(&graph, &events).await;
     let config = h.config_file();
     let mut kills = 0;
@@ -243,9 +239,7 @@ async fn relay_killed_between_publish_and_delete_duplicates_but_loses_nothing() 
         events.len()
     );
     let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    let stats = running.stop().await;
+    let stats = h.process_to_end(sink.clone()).await;
     let cmp = model.compare(sink.as_ref()).await;
     assert!(
         cmp.is_exact(),

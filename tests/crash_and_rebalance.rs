@@ -52,8 +52,7 @@ async fn wait_progress(h: &Harness, below: i64, child: &mut Child) {
 async fn sigkill_mid_stream_loses_nothing_and_regresses_nothing() {
     let h = Harness::new("sigkill").await;
     let events = churn(200, 6_000, 3);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     let publisher = h.publisher(Format::Avro);
     let waves: Vec<_> = events.chunks(1_000).collect();
     let mut produced = 0i64;
@@ -97,8 +96,7 @@ async fn sigkill_mid_stream_loses_nothing_and_regresses_nothing() {
 async fn sigterm_finishes_the_batch_commits_and_exits_zero() {
     let h = Harness::new("sigterm").await;
     let events = churn(100, 2_000, 5);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     h.publisher(Format::Json)
         .publish_all(&events)
         .await
@@ -114,9 +112,7 @@ async fn sigterm_finishes_the_batch_commits_and_exits_zero() {
     // Everything the stopped process applied is committed: a fresh run finishes the rest
     // and the result is exact.
     let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    let stats = running.stop().await;
+    let stats = h.process_to_end(sink.clone()).await;
     assert!(
         Stats::get(&stats.consumed) <= lag_after_drain as u64,
         "the second run re-read only uncommitted records"
@@ -129,8 +125,7 @@ async fn sigterm_finishes_the_batch_commits_and_exits_zero() {
 async fn two_processors_split_partitions_and_the_survivor_finishes() {
     let h = Harness::new("group").await;
     let events = churn(300, 3_000, 9);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     let publisher = h.publisher(Format::Avro);
     let sink = h.open_sink();
 

@@ -49,16 +49,13 @@ async fn stale_duplicate_and_out_of_order_versions_never_regress() {
         doc("recreated", 2, Op::Delete),
         doc("recreated", 3, Op::Upsert),
     ]);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     let (avro, json) = events.split_at(events.len() / 2);
     h.publisher(Format::Avro).publish_all(avro).await.unwrap();
     h.publisher(Format::Json).publish_all(json).await.unwrap();
 
     let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    let stats = running.stop().await;
+    let stats = h.process_to_end(sink.clone()).await;
 
     let cmp = model.compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "{cmp:?}");
@@ -126,9 +123,7 @@ async fn poison_events_go_to_the_dlq_with_connect_headers_and_the_stream_goes_on
         .unwrap();
 
     let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    let stats = running.stop().await;
+    let stats = h.process_to_end(sink.clone()).await;
     assert_eq!(Stats::get(&stats.dlq), 3);
     assert_eq!(
         sink.count_live(support::COLLECTION).await.unwrap(),
@@ -270,8 +265,7 @@ async fn sink_outage_pauses_commits_nothing_and_loses_nothing() {
         down: AtomicBool::new(true),
     });
     let events = support::churn(50, 300, 11);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     h.publisher(Format::Avro)
         .publish_all(&events)
         .await

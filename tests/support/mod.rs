@@ -170,6 +170,15 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Run a processor on `sink` until the group caught up, then stop it.
+    pub async fn process_to_end(&self, sink: Arc<dyn VectorSink>) -> Arc<Stats> {
+        let running = self.start_processor(sink).await;
+        self.wait_caught_up(Duration::from_secs(90)).await;
+        running.stop().await
+    }
+}
+
 /// A processor running as a task of the test.
 pub struct RunningProcessor {
     pub stats: Arc<Stats>,
@@ -206,6 +215,13 @@ pub struct Model {
 }
 
 impl Model {
+    /// The model of `events`.
+    pub fn of(events: &[ChangeEvent]) -> Model {
+        let mut model = Model::default();
+        events.iter().for_each(|e| model.apply(e));
+        model
+    }
+
     /// Fold `event` into the model.
     pub fn apply(&mut self, event: &ChangeEvent) {
         let slot = (COLLECTION.to_owned(), event.key.clone());
