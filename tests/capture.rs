@@ -205,12 +205,13 @@ async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_between_publish_and_delete_duplicates_but_loses_nothing() {
     let (h, graph) = harness("relay-kill", "cdc2").await;
-    let events = stream(300, 4);
+    let events = stream(600, 4);
     let model = Model::of(&events);
     write_outbox(&graph, &events).await;
     let config = h.config_file();
     let mut kills = 0;
-    while outbox_depth(&graph).await > 0 && kills < 4 {
+    let mut depth = outbox_depth(&graph).await;
+    while depth > 0 && kills < 4 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
             .args(["relay", "--config"])
             .arg(&config)
@@ -218,10 +219,16 @@ async fn relay_killed_between_publish_and_delete_duplicates_but_loses_nothing() 
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1_500 + 300 * kills)).await;
+        // Kill as soon as the relay made progress: mid-outbox, maybe mid-round.
+        let deadline = Instant::now() + CATCH_UP;
+        while outbox_depth(&graph).await >= depth {
+            assert!(Instant::now() < deadline, "relay made no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         child.kill().unwrap(); // SIGKILL: no lease release, no clean shutdown
         child.wait().unwrap();
         kills += 1;
+        depth = outbox_depth(&graph).await;
     }
     assert!(kills >= 2, "the relay was killed mid-outbox");
     // A fresh relay takes over once the dead one's lease expired, and drains the rest.
@@ -355,6 +362,68 @@ async fn backfill_of_20000_nodes_resumes_after_a_kill_and_publishes_each_once() 
         "published more than once: {:?}",
         &twice[..twice.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relationship_change_re_emits_the_node_with_its_context() {
+    let context = "\n[[mappings.context]]\nfield = \"mentioned_entities\"\nrelationship = \"MENTIONS\"\nproperties = [\"name\", \"uuid\"]\n";
+    let h = Harness::with_extra("context", &format!("{}{context}", neo4j_section("cdc5"))).await;
+    let graph = connect(&h.config.neo4j).unwrap();
+    graph.run(query("MATCH (n) DETACH DELETE n")).await.unwrap();
+    graph
+        .run(query(
+            "CREATE (c:Doc {uuid: 'c1', text: 'c1 v1', embedding: [1.0, 1.0, 0.5, -0.5]}),
+                    (a:Entity {uuid: 'e1', name: 'Bob'}), (b:Entity {uuid: 'e2', name: 'Alice'}),
+                    (:CdcVersion {key: 'node:c1', version: 1}),
+                    (c)-[:MENTIONS]->(a)",
+        ))
+        .await
+        .unwrap();
+    write_outbox(&graph, &[support::doc("c1", 1, Op::Upsert)]).await;
+    let relay_until_empty = || async {
+        let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay.run(shutdown.clone()));
+        wait_outbox_empty(&graph).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    };
+    relay_until_empty().await;
+
+    // The trigger's view of a new relationship: an outbox entry of kind relationship.
+    graph
+        .run(query(
+            "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
+             CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
+                     op: 'upsert', version: 1, commit_time_ms: 1, properties: '{}',
+                     rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2', db: 'neo4j'})",
+        ))
+        .await
+        .unwrap();
+    relay_until_empty().await;
+
+    let sink = h.open_sink();
+    h.process_to_end(sink.clone()).await;
+    let point = sink
+        .get(
+            support::COLLECTION,
+            graphcdc_core::mapping::point_id(support::COLLECTION, "c1"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(point.version, 2, "re-emitted with a new version");
+    let payload = point.payload.unwrap();
+    assert_eq!(
+        payload["mentioned_entities_name"],
+        serde_json::json!(["Alice", "Bob"])
+    );
+    assert_eq!(
+        payload["mentioned_entities_uuid"],
+        serde_json::json!(["e2", "e1"]),
+        "lists line up"
+    );
+    assert_eq!(payload["text"], "c1 v1");
 }
 
 #[test]

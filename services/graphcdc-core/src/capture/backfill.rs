@@ -168,6 +168,7 @@ pub async fn run(
                 tracing::info!(%label, published, "backfill of label complete");
                 break;
             };
+            super::context::enrich(&graph, &config.mappings, &mut events).await?;
             publisher.publish_all(&events).await?;
             published += events.len() as u64;
             report.published += events.len() as u64;

@@ -4,6 +4,7 @@
 //! relay's and the backfill's own (linted in CI with the rest).
 
 pub mod backfill;
+pub mod context;
 pub mod relay;
 
 use crate::config::Neo4jConfig;

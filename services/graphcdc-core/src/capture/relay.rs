@@ -6,7 +6,7 @@
 //! harmless. Per key, all pending entries go out in one round in version order. Only one
 //! relay per database is active: a lease node with an expiry (`CdcRelayLease`).
 
-use super::{connect, outbox_event, OutboxRow};
+use super::{connect, context, outbox_event, OutboxRow};
 use crate::codec::{Codec, Format, SchemaRegistry};
 use crate::config::Config;
 use crate::kafka::ChangePublisher;
@@ -123,6 +123,11 @@ impl Relay {
         if events.is_empty() {
             return Ok(0);
         }
+        let db = self.config.neo4j.database.as_deref().unwrap_or("neo4j");
+        let mappings = &self.config.mappings;
+        let reemitted = context::reemit(&self.graph, mappings, &events, db).await?;
+        events.extend(reemitted);
+        context::enrich(&self.graph, mappings, &mut events).await?;
         self.publisher.publish_all(&events).await?;
         self.graph
             .run(query(DELETE_PUBLISHED).param("ids", ids))
