@@ -87,7 +87,9 @@ fn outbox_params(event: &ChangeEvent) -> HashMap<String, neo4rs::BoltType> {
 
 async fn outbox_depth(graph: &Graph) -> i64 {
     let mut rows = graph
-        .execute(query("MATCH (o:CdcOutbox) RETURN count(o) AS depth"))
+        .execute(query(
+            "MATCH (o:CdcOutbox) WHERE o.failed IS NULL RETURN count(o) AS depth",
+        ))
         .await
         .unwrap();
     rows.next().await.unwrap().unwrap().get("depth").unwrap()
@@ -168,13 +170,36 @@ async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
     let events = stream(60, 3);
     let model = Model::of(&events);
     write_outbox(&graph, &events).await;
+    // An entry that cannot become an event must not block the others.
+    graph
+        .run(query(
+            "CREATE (:CdcOutbox {event_id: 'broken', kind: 'node', key: 'doc-0', op: 'upsert',
+                     version: 99, commit_time_ms: 0, properties: 'not json'})",
+        ))
+        .await
+        .unwrap();
 
-    let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
+    let stats = Arc::new(RelayStats::default());
+    let relay = Relay::new(h.config.clone(), stats.clone()).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
     wait_outbox_empty(&graph).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
+    assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let mut rows = graph
+        .execute(query(
+            "MATCH (o:CdcOutbox) RETURN o.event_id AS id, o.error AS error",
+        ))
+        .await
+        .unwrap();
+    let row = rows
+        .next()
+        .await
+        .unwrap()
+        .expect("the broken entry is kept");
+    assert_eq!(row.get::<String>("id").unwrap(), "broken");
+    assert!(row.get::<String>("error").unwrap().contains("JSON"));
 
     let sink = h.open_sink();
     h.process_to_end(sink.clone()).await;

@@ -34,7 +34,7 @@ const triggerParameters = [
   'assignedNodeProperties', 'assignedRelationshipProperties', 'metaData', 'trigger',
   'cdcNodeLabels', 'cdcRelTypes', 'cdcNodeKey', 'cdcRelKey', 'cdcExcludeProps', 'cdcDb', 'cdcTopic',
 ];
-const queryParameters = ['me', 'now', 'ttl', 'limit', 'ids', 'after', 'keys'];
+const queryParameters = ['me', 'now', 'ttl', 'limit', 'ids', 'after', 'keys', 'id', 'error'];
 
 const schema = (parameters) => ({
   functions,

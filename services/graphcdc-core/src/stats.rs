@@ -164,6 +164,8 @@ mod tests {
 pub struct RelayStats {
     /// Outbox entries published and deleted.
     pub published: AtomicU64,
+    /// Outbox entries marked failed (not convertible into events).
+    pub failed: AtomicU64,
     /// Outbox entries waiting, at the last round.
     pub outbox_depth: AtomicU64,
     /// Age of the oldest waiting entry (ms), at the last round.

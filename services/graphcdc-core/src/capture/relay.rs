@@ -34,6 +34,10 @@ pub const READ_OUTBOX: &str =
 pub const DELETE_PUBLISHED: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-delete-published.cypher");
 
+/// Mark an entry that cannot become an event.
+pub const MARK_FAILED: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-mark-failed.cypher");
+
 /// Outbox depth and age of the oldest entry.
 pub const OUTBOX_DEPTH: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-outbox-depth.cypher");
@@ -115,10 +119,30 @@ impl Relay {
         let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
         let mut events = Vec::new();
         let mut ids = Vec::new();
+        let mut failed = Vec::new();
         while let Some(row) = rows.next().await? {
-            let entry: OutboxRow = row.to().context("outbox entry of unexpected shape")?;
-            ids.push(entry.event_id.clone());
-            events.push(outbox_event(entry)?);
+            let event = row
+                .to::<OutboxRow>()
+                .map_err(anyhow::Error::from)
+                .and_then(outbox_event);
+            match event {
+                Ok(event) => {
+                    ids.push(event.event_id.clone());
+                    events.push(event);
+                }
+                Err(e) => failed.push((
+                    row.get::<String>("event_id").unwrap_or_default(),
+                    format!("{e:#}"),
+                )),
+            }
+        }
+        for (id, error) in failed {
+            tracing::warn!(event_id = %id, %error, "outbox entry cannot become an event; marked failed");
+            self.graph
+                .run(query(MARK_FAILED).param("id", id).param("error", error))
+                .await
+                .context("marking a failed outbox entry")?;
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
         }
         if events.is_empty() {
             return Ok(0);
