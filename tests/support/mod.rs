@@ -58,8 +58,16 @@ impl Harness {
 
     /// As [`Harness::new`], with `extra` TOML appended (e.g. a `[neo4j]` section).
     pub async fn with_extra(name: &str, extra: &str) -> Harness {
+        Self::on_broker(name, &bootstrap(), extra).await
+    }
+
+    /// As [`Harness::with_extra`], on the broker at `bootstrap_servers`.
+    pub async fn on_broker(name: &str, bootstrap_servers: &str, extra: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let toml = format!("{}\n{extra}", Self::toml(name, &dir.path().join("qdrant")));
+        let toml = format!(
+            "{}\n{extra}",
+            Self::toml(name, &dir.path().join("qdrant"), bootstrap_servers)
+        );
         let config = Config::from_toml(&toml).unwrap();
         let k = &config.kafka;
         kafka::ensure_topics(
@@ -76,7 +84,7 @@ impl Harness {
         Harness { config, toml, dir }
     }
 
-    fn toml(name: &str, store: &std::path::Path) -> String {
+    fn toml(name: &str, store: &std::path::Path, bootstrap: &str) -> String {
         let id = unique(name);
         format!(
             r#"
@@ -105,7 +113,6 @@ impl Harness {
             dimension = {DIM}
             vector_property = "embedding"
             "#,
-            bootstrap = bootstrap(),
             store = store.display(),
         )
     }
