@@ -132,3 +132,53 @@ fn key_falls_back_to_key_property() {
     event.key.clear();
     assert_eq!(mapper().map(&event).unwrap()[0].key, "from-prop");
 }
+
+/// Random property maps (any value kind, NaN/∞ doubles, nesting, long strings) either map
+/// to writes whose payload serialises, or are poison: never a panic.
+#[test]
+fn random_properties_map_or_poison_never_panic() {
+    use rand::{Rng, SeedableRng};
+    fn value(rng: &mut rand::rngs::StdRng, depth: u32) -> PropertyValue {
+        match rng.random_range(0..7) {
+            0 => PropertyValue::Null,
+            1 => PropertyValue::Bool(rng.random()),
+            2 => PropertyValue::Long(rng.random()),
+            3 => PropertyValue::Double(
+                [f64::NAN, f64::INFINITY, -0.0, 1e308, rng.random()][rng.random_range(0..5)],
+            ),
+            4 => PropertyValue::String("é\u{0}x".repeat(rng.random_range(0..50))),
+            _ if depth < 3 => PropertyValue::List(
+                (0..rng.random_range(0..5))
+                    .map(|_| value(rng, depth + 1))
+                    .collect(),
+            ),
+            _ => PropertyValue::Null,
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mapper = mapper();
+    for i in 0..5_000 {
+        let mut event = chunk(rng.random_range(-2..10));
+        for p in 0..rng.random_range(0..8) {
+            let name = if p == 0 {
+                "text".to_owned()
+            } else {
+                format!("p{p}")
+            };
+            event = event.with_property(&name, value(&mut rng, 0));
+        }
+        if i % 3 == 0 {
+            event.vector = Some(
+                (0..rng.random_range(0..5))
+                    .map(|_| rng.random::<f32>() * 1e38)
+                    .collect(),
+            );
+        }
+        if let Ok(writes) = mapper.map(&event) {
+            for w in writes {
+                serde_json::to_string(&w.payload).expect("payload serialises");
+                assert_eq!(w.hash.len(), 32);
+            }
+        }
+    }
+}
