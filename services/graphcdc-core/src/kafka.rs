@@ -299,43 +299,13 @@ impl ChangePublisher {
     }
 }
 
-/// Total lag of consumer group `group` on `topic`: high watermark minus committed offset,
-/// summed over partitions (a partition with no commit counts from its low watermark).
+/// Total lag of consumer group `group` on `topic` (see [`crate::inspect::offsets::show`]).
 ///
 /// # Errors
 /// When metadata, watermarks or committed offsets cannot be fetched.
 pub fn group_lag(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<i64> {
-    let mut config = client_config(kafka);
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().context("creating lag client")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
-        .context("fetching topic metadata")?;
-    let partitions: Vec<i32> = metadata
-        .topics()
+    Ok(crate::inspect::offsets::show(kafka, group, topic)?
         .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, ADMIN_TIMEOUT)
-        .context("fetching committed offsets")?;
-    let mut lag = 0;
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, ADMIN_TIMEOUT)
-            .context("fetching watermarks")?;
-        let position = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(rdkafka::Offset::Offset(o)) => o,
-            _ => low,
-        };
-        lag += (high - position).max(0);
-    }
-    Ok(lag)
+        .map(|p| p.lag)
+        .sum())
 }

@@ -8,6 +8,7 @@
 //! - [`sink`]: the [`sink::VectorSink`] trait, Qdrant server and embedded Qdrant.
 //! - [`processor`]: the consumer group member applying the change topic to a sink.
 //! - [`reconcile`]: drift detection and repair against the compacted state topic.
+//! - [`inspect`]: entity history and consumer-group offsets.
 //! - [`kafka`]: client config, topics, the keyed change publisher.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`stats`]: counters and health shared with the metrics endpoint.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod inspect;
 pub mod kafka;
 pub mod mapping;
 pub mod ops;

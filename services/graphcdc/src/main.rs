@@ -6,8 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use graphcdc_core::capture::backfill;
 use graphcdc_core::capture::relay::Relay;
+use graphcdc_core::codec::{Codec, SchemaRegistry};
 use graphcdc_core::config::Config;
 use graphcdc_core::demo::{self, stream::StreamShape};
+use graphcdc_core::inspect::history::{self, Start};
+use graphcdc_core::inspect::offsets::{self, ResetTo};
 use graphcdc_core::kafka::{self, Cleanup};
 use graphcdc_core::ops::{self, OpsState};
 use graphcdc_core::processor::Processor;
@@ -97,6 +100,27 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         page_size: usize,
     },
+    /// Show an entity's timeline on the change topic, with property diffs.
+    History {
+        /// Entity key.
+        key: String,
+        /// TOML config file; `GRAPHCDC_…` variables override it.
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Start at this offset of the key's partition.
+        #[arg(long, conflicts_with = "from_time")]
+        from_offset: Option<i64>,
+        /// Start at this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+        #[arg(long)]
+        from_time: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Show or reset a consumer group's offsets on the change topic.
+    Offsets {
+        #[command(subcommand)]
+        action: OffsetsAction,
+    },
     /// Run the whole pipeline in-process on embedded defaults and check the result.
     Demo {
         /// Number of chunks (the stream grows with it).
@@ -109,6 +133,45 @@ enum Command {
         #[arg(long)]
         inject_drift: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum OffsetsAction {
+    /// Committed offset and lag per partition.
+    Show {
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Consumer group (default: kafka.group_id).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Move a stopped group (refused while it has active members).
+    Reset {
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// RFC 3339 time, e.g. 2026-11-22T10:00:00Z.
+        #[arg(long, group = "target")]
+        to_datetime: Option<String>,
+        /// Print the new offsets, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Reset even when the broker cannot list the group's members (you stopped them).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Unix ms of an RFC 3339 time, with the option named in the error.
+fn parse_time(option: &str, text: &str) -> anyhow::Result<i64> {
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| anyhow::anyhow!("{option}: {text:?} is not an RFC 3339 time: {e}"))?;
+    Ok(time.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64)
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -243,6 +306,82 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "backfill: published={} already_published={} complete={}",
                 report.published, report.already_published, report.complete
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History {
+            key,
+            config,
+            from_offset,
+            from_time,
+            format,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let start = match (from_offset, from_time) {
+                (Some(o), _) => Start::Offset(o),
+                (None, Some(t)) => Start::Time(parse_time("--from-time", &t)?),
+                (None, None) => Start::Beginning,
+            };
+            let codec = Codec::new(SchemaRegistry::from_config(&config.registry)?);
+            let entries = history::history(&config.kafka, &codec, &key, start).await?;
+            match format {
+                OutputFormat::Table => print!("{}", history::table(&entries)),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Offsets { action } => {
+            match action {
+                OffsetsAction::Show { config, group } => {
+                    let config = Config::load(config.as_deref())?;
+                    let group = group.unwrap_or_else(|| config.kafka.group_id.clone());
+                    println!(
+                        "{:>9} {:>10} {:>10} {:>10} {:>8}",
+                        "partition", "committed", "low", "high", "lag"
+                    );
+                    for p in offsets::show(&config.kafka, &group, &config.kafka.changes_topic)? {
+                        let committed = p.committed.map_or("-".to_owned(), |c| c.to_string());
+                        println!(
+                            "{:>9} {committed:>10} {:>10} {:>10} {:>8}",
+                            p.partition, p.low, p.high, p.lag
+                        );
+                    }
+                }
+                OffsetsAction::Reset {
+                    config,
+                    group,
+                    to_earliest,
+                    to_latest,
+                    to_datetime,
+                    dry_run,
+                    force,
+                } => {
+                    let config = Config::load(config.as_deref())?;
+                    let group = group.unwrap_or_else(|| config.kafka.group_id.clone());
+                    let to = match (to_earliest, to_latest, to_datetime) {
+                        (true, _, _) => ResetTo::Earliest,
+                        (_, true, _) => ResetTo::Latest,
+                        (_, _, Some(t)) => ResetTo::Time(parse_time("--to-datetime", &t)?),
+                        _ => anyhow::bail!(
+                            "offsets reset: give --to-earliest, --to-latest or --to-datetime"
+                        ),
+                    };
+                    let moved = offsets::reset(
+                        &config.kafka,
+                        &group,
+                        &config.kafka.changes_topic,
+                        to,
+                        dry_run,
+                        force,
+                    )?;
+                    for (partition, old, new) in moved {
+                        let old = old.map_or("-".to_owned(), |o| o.to_string());
+                        println!(
+                            "partition {partition}: {old} -> {new}{}",
+                            if dry_run { " (dry run)" } else { "" }
+                        );
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

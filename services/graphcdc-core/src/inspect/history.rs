@@ -1,0 +1,269 @@
+//! `graphcdc history <key>`: an entity's timeline on the change topic, with a property
+//! diff between consecutive versions. Reads only the key's partition, found with the same
+//! partitioner the producers use (the Java client's murmur2).
+
+use crate::codec::Codec;
+use crate::config::KafkaConfig;
+use crate::event::{CaptureMode, Op, PropertyValue};
+use crate::kafka::{self, Record};
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Kafka's murmur2 hash (as `org.apache.kafka.common.utils.Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// The partition the Java client (and `murmur2_random`) puts `key` in.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+/// Where a history scan starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    Beginning,
+    Offset(i64),
+    /// Unix time in ms.
+    Time(i64),
+}
+
+/// One property change between two versions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "lowercase")]
+pub enum Diff {
+    Added {
+        name: String,
+        value: PropertyValue,
+    },
+    Removed {
+        name: String,
+    },
+    Changed {
+        name: String,
+        old: PropertyValue,
+        new: PropertyValue,
+    },
+}
+
+/// One event of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub version: i64,
+    pub op: Op,
+    pub mode: CaptureMode,
+    pub diff: Vec<Diff>,
+}
+
+fn diff(old: &BTreeMap<String, PropertyValue>, new: &BTreeMap<String, PropertyValue>) -> Vec<Diff> {
+    let mut out = Vec::new();
+    for (name, value) in new {
+        match old.get(name) {
+            None => out.push(Diff::Added {
+                name: name.clone(),
+                value: value.clone(),
+            }),
+            Some(previous) if previous != value => out.push(Diff::Changed {
+                name: name.clone(),
+                old: previous.clone(),
+                new: value.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for name in old.keys().filter(|n| !new.contains_key(*n)) {
+        out.push(Diff::Removed { name: name.clone() });
+    }
+    out
+}
+
+/// Every change of `key` on the change topic from `start`, in offset order.
+///
+/// # Errors
+/// When the topic cannot be read.
+pub async fn history(
+    kafka_config: &KafkaConfig,
+    codec: &Codec,
+    key: &str,
+    start: Start,
+) -> anyhow::Result<Vec<HistoryEntry>> {
+    let topic = &kafka_config.changes_topic;
+    let mut client = kafka::client_config(kafka_config);
+    client
+        .set("group.id", format!("{}-history", kafka_config.group_id))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = client.create().context("creating history reader")?;
+    let metadata = consumer.fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len()) as i32;
+    anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+    let partition = partition_for(key.as_bytes(), partitions);
+    let (_, high) = consumer.fetch_watermarks(topic, partition, kafka::ADMIN_TIMEOUT)?;
+    let offset = match start {
+        Start::Beginning => Offset::Beginning,
+        Start::Offset(o) => Offset::Offset(o),
+        Start::Time(ms) => {
+            let mut times = TopicPartitionList::new();
+            times.add_partition_offset(topic, partition, Offset::Offset(ms))?;
+            let found = consumer.offsets_for_times(times, kafka::ADMIN_TIMEOUT)?;
+            found
+                .find_partition(topic, partition)
+                .map_or(Offset::End, |e| e.offset())
+        }
+    };
+    let mut out = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, offset)?;
+    consumer.assign(&assignment)?;
+    let mut previous: BTreeMap<String, PropertyValue> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let position = consumer
+            .position()?
+            .find_partition(topic, partition)
+            .and_then(|e| e.offset().to_raw());
+        if position.is_some_and(|p| p >= high) || high == 0 || matches!(offset, Offset::End) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "partition not read to its end in time"
+        );
+        let Some(message) =
+            tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)))
+        else {
+            continue;
+        };
+        let record = Record::from_message(&message?);
+        let reached_end = record.offset + 1 >= high;
+        if record.key.as_deref() == Some(key.as_bytes()) {
+            if let Some(Ok(event)) = match &record.payload {
+                Some(p) => Some(codec.decode_change(p).await),
+                None => None,
+            } {
+                out.push(HistoryEntry {
+                    partition,
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp_ms,
+                    version: event.version,
+                    op: event.op,
+                    mode: event.source.mode,
+                    diff: diff(&previous, &event.properties),
+                });
+                previous = event.properties;
+            }
+        }
+        if reached_end {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The timeline as a table.
+pub fn table(entries: &[HistoryEntry]) -> String {
+    let mut out = format!(
+        "{:>8} {:>14} {:>8} {:<7} {:<8} diff\n",
+        "offset", "time_ms", "version", "op", "mode"
+    );
+    for e in entries {
+        let diff: Vec<String> = e
+            .diff
+            .iter()
+            .map(|d| match d {
+                Diff::Added { name, value } => format!("+{name}={}", short(value)),
+                Diff::Removed { name } => format!("-{name}"),
+                Diff::Changed { name, old, new } => {
+                    format!("~{name}: {} → {}", short(old), short(new))
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:>8} {:>14} {:>8} {:<7} {:<8} {}\n",
+            e.offset,
+            e.timestamp_ms.unwrap_or(0),
+            e.version,
+            format!("{:?}", e.op).to_lowercase(),
+            format!("{:?}", e.mode).to_lowercase(),
+            diff.join("; ")
+        ));
+    }
+    out
+}
+
+fn short(value: &PropertyValue) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Values from Kafka's own UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 4] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                expected,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn diff_lists_added_changed_removed() {
+        let old = BTreeMap::from([
+            ("a".to_owned(), PropertyValue::Long(1)),
+            ("b".to_owned(), PropertyValue::Null),
+        ]);
+        let new = BTreeMap::from([
+            ("a".to_owned(), PropertyValue::Long(2)),
+            ("c".to_owned(), PropertyValue::Bool(true)),
+        ]);
+        let d = diff(&old, &new);
+        assert_eq!(d.len(), 3);
+        assert!(d.contains(&Diff::Removed { name: "b".into() }));
+    }
+}
