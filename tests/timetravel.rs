@@ -7,11 +7,12 @@ use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::event::{Op, PropertyValue};
 use graphcdc_core::inspect::history::{self, Diff, Start};
 use graphcdc_core::inspect::offsets::{self, ResetTo};
+use graphcdc_core::inspect::replay;
 use graphcdc_core::stats::Stats;
 use rdkafka::producer::FutureRecord;
 use std::process::Command;
 use std::time::Duration;
-use support::{churn, doc, Harness};
+use support::{churn, doc, Harness, Model};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_finds_the_partition_producers_use() {
@@ -184,4 +185,43 @@ async fn offsets_reset_moves_a_stopped_group_and_refuses_an_active_one() {
     )
     .unwrap();
     assert_eq!(h.lag(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_to_a_time_rebuilds_the_store_as_of_that_time() {
+    let h = Harness::new("replay").await;
+    let events = churn(50, 600, 12);
+    let (before, after) = events.split_at(300);
+    let publisher = h.publisher(Format::Avro);
+    publisher.publish_all(before).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let cut = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publisher.publish_all(after).await.unwrap();
+
+    let shadow = |name: &str| {
+        let mut config = h.config.clone();
+        config.sink = graphcdc_core::config::SinkConfig::Embedded {
+            path: h.dir.path().join(name),
+        };
+        let sink = graphcdc_core::sink::open(&config.sink).unwrap();
+        (config, sink)
+    };
+    let (config, sink) = shadow("as-of-cut");
+    let report = replay::replay(&config, sink.clone(), Start::Beginning, Some(cut))
+        .await
+        .unwrap();
+    assert_eq!(report.records, 300, "only what was written before the cut");
+    let cmp = Model::of(before).compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "the store as of the cut: {cmp:?}");
+
+    let (config, sink) = shadow("now");
+    replay::replay(&config, sink.clone(), Start::Beginning, None)
+        .await
+        .unwrap();
+    let cmp = Model::of(&events).compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "deleted entities stay deleted: {cmp:?}");
 }

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 use graphcdc_core::capture::backfill;
 use graphcdc_core::capture::relay::Relay;
 use graphcdc_core::codec::{Codec, SchemaRegistry};
-use graphcdc_core::config::Config;
+use graphcdc_core::config::{Config, SinkConfig};
 use graphcdc_core::demo::{self, stream::StreamShape};
 use graphcdc_core::inspect::history::{self, Start};
 use graphcdc_core::inspect::offsets::{self, ResetTo};
+use graphcdc_core::inspect::replay;
 use graphcdc_core::kafka::{self, Cleanup};
 use graphcdc_core::ops::{self, OpsState};
 use graphcdc_core::processor::Processor;
@@ -115,6 +116,26 @@ enum Command {
         from_time: Option<String>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+    },
+    /// Rebuild the store as of a time into a shadow target (live collections untouched).
+    Replay {
+        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Start at this time (RFC 3339); default: the beginning.
+        #[arg(long, conflicts_with = "from_offset")]
+        from_time: Option<String>,
+        /// Start at this offset on every partition.
+        #[arg(long)]
+        from_offset: Option<i64>,
+        /// Stop before this time (RFC 3339); default: today's end of the topic.
+        #[arg(long)]
+        to_time: Option<String>,
+        /// Embedded sink: the shadow store's directory.
+        #[arg(long, conflicts_with = "target_suffix")]
+        target_path: Option<PathBuf>,
+        /// Server sink: shadow collections are named `{collection}_{suffix}`.
+        #[arg(long)]
+        target_suffix: Option<String>,
     },
     /// Show or reset a consumer group's offsets on the change topic.
     Offsets {
@@ -327,6 +348,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 OutputFormat::Table => print!("{}", history::table(&entries)),
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            config,
+            from_time,
+            from_offset,
+            to_time,
+            target_path,
+            target_suffix,
+        } => {
+            let mut config = Config::load(config.as_deref())?;
+            match (&mut config.sink, target_path, target_suffix) {
+                (SinkConfig::Embedded { path }, Some(target), _) => *path = target,
+                (SinkConfig::Qdrant { .. }, _, Some(suffix)) => {
+                    for m in &mut config.mappings {
+                        m.collection = format!("{}_{suffix}", m.collection);
+                    }
+                }
+                (SinkConfig::Embedded { .. }, ..) => {
+                    anyhow::bail!("replay: give --target-path for the embedded sink")
+                }
+                (SinkConfig::Qdrant { .. }, ..) => {
+                    anyhow::bail!("replay: give --target-suffix for the Qdrant server sink")
+                }
+            }
+            let from = match (from_offset, from_time) {
+                (Some(o), _) => Start::Offset(o),
+                (None, Some(t)) => Start::Time(parse_time("--from-time", &t)?),
+                (None, None) => Start::Beginning,
+            };
+            let to = to_time.map(|t| parse_time("--to-time", &t)).transpose()?;
+            let sink = sink::open(&config.sink)?;
+            let report = replay::replay(&config, sink, from, to).await?;
+            println!(
+                "replay: records={} applied={} skipped_stale={} poison={}",
+                report.records, report.applied, report.skipped_stale, report.poison
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Offsets { action } => {

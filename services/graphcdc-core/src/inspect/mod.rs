@@ -1,4 +1,6 @@
-//! Looking back: an entity's history on the change topic, and consumer-group offsets.
+//! Looking back: an entity's history on the change topic, consumer-group offsets, and
+//! replays into a shadow target.
 
 pub mod history;
 pub mod offsets;
+pub mod replay;
