@@ -362,3 +362,65 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
     );
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sink_is_a_second_consumer_group_and_gets_the_same_events() {
+    let h = Harness::new("two-sinks").await;
+    let qdrant = h.open_sink();
+    let mut audit_config = h.config.clone();
+    audit_config.kafka.group_id = format!("{}-audit", h.config.kafka.group_id);
+    audit_config.sink = graphcdc_core::config::SinkConfig::Jsonl {
+        path: h.dir.path().join("audit"),
+        max_file_bytes: 8 << 10,
+    };
+    let audit = graphcdc_core::sink::open(&audit_config.sink).unwrap();
+    let first = h.start_processor(qdrant.clone()).await;
+    let stats = Arc::new(Stats::default());
+    let second = graphcdc_core::processor::Processor::new(
+        audit_config.clone(),
+        audit.clone(),
+        stats.clone(),
+        Arc::new(graphcdc_core::stats::Health::default()),
+    )
+    .await
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(second.run(shutdown.clone()));
+
+    let events = support::churn(80, 600, 4);
+    let model = Model::of(&events);
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    h.wait_caught_up(CATCH_UP).await;
+    let k = &audit_config.kafka;
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while tokio::task::block_in_place(|| {
+        graphcdc_core::kafka::group_lag(k, &k.group_id, &k.changes_topic).unwrap()
+    }) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit group did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.stop().await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    for (name, sink) in [("qdrant-edge", &qdrant), ("jsonl", &audit)] {
+        let cmp = model.compare(sink.as_ref()).await;
+        assert!(cmp.is_exact(), "{name}: {cmp:?}");
+    }
+    assert_eq!(
+        Stats::get(&stats.consumed),
+        600,
+        "the audit group read every event"
+    );
+    let files = std::fs::read_dir(h.dir.path().join("audit").join(support::COLLECTION))
+        .unwrap()
+        .count();
+    assert!(files > 1, "audit files rotated: {files}");
+}

@@ -149,6 +149,14 @@ pub enum SinkConfig {
         /// Directory holding one sub-directory per collection.
         path: PathBuf,
     },
+    /// JSON Lines audit/export files (one directory per collection, rotated).
+    Jsonl {
+        /// Directory holding one sub-directory per collection.
+        path: PathBuf,
+        /// A new file is started once the current one reaches this size.
+        #[serde(default = "default_max_file_bytes")]
+        max_file_bytes: u64,
+    },
     /// A Qdrant server over gRPC: the production path.
     Qdrant {
         /// gRPC URL, e.g. `http://localhost:6334`.
@@ -159,6 +167,10 @@ pub enum SinkConfig {
         #[serde(default = "default_timeout_ms")]
         timeout_ms: u64,
     },
+}
+
+fn default_max_file_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_timeout_ms() -> u64 {

@@ -360,14 +360,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let mut config = Config::load(config.as_deref())?;
             match (&mut config.sink, target_path, target_suffix) {
-                (SinkConfig::Embedded { path }, Some(target), _) => *path = target,
+                (
+                    SinkConfig::Embedded { path } | SinkConfig::Jsonl { path, .. },
+                    Some(target),
+                    _,
+                ) => *path = target,
                 (SinkConfig::Qdrant { .. }, _, Some(suffix)) => {
                     for m in &mut config.mappings {
                         m.collection = format!("{}_{suffix}", m.collection);
                     }
                 }
-                (SinkConfig::Embedded { .. }, ..) => {
-                    anyhow::bail!("replay: give --target-path for the embedded sink")
+                (SinkConfig::Embedded { .. } | SinkConfig::Jsonl { .. }, ..) => {
+                    anyhow::bail!(
+                        "replay: give --target-path for a directory sink (embedded, jsonl)"
+                    )
                 }
                 (SinkConfig::Qdrant { .. }, ..) => {
                     anyhow::bail!("replay: give --target-suffix for the Qdrant server sink")

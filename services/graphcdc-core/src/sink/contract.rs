@@ -157,6 +157,49 @@ async fn embedded_sink_keeps_the_contract() {
 }
 
 #[tokio::test]
+async fn jsonl_sink_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = jsonl::JsonlSink::open(dir.path(), 1_000).unwrap();
+    run_contract(&sink, "contract").await;
+    let files = std::fs::read_dir(dir.path().join("contract"))
+        .unwrap()
+        .count();
+    assert!(files > 1, "rotated at 1 kB: {files} files");
+}
+
+#[tokio::test]
+async fn jsonl_sink_rebuilds_its_index_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sink = jsonl::JsonlSink::open(dir.path(), 1_000).unwrap();
+        sink.ensure_collection(&spec("c")).await.unwrap();
+        sink.write(
+            "c",
+            &[write("c", "a", 7, "kept"), write("c", "b", 1, "gone")],
+            Fence::Newer,
+        )
+        .await
+        .unwrap();
+        sink.purge("c", &[(point_id("c", "b"), 1)]).await.unwrap();
+    }
+    let sink = jsonl::JsonlSink::open(dir.path(), 1_000).unwrap();
+    sink.ensure_collection(&spec("c")).await.unwrap();
+    assert_eq!(
+        text_of(&sink, "c", "a").await,
+        Some((7, false, json!("kept")))
+    );
+    assert!(sink.get("c", point_id("c", "b")).await.unwrap().is_none());
+    sink.write("c", &[write("c", "a", 6, "older")], Fence::Newer)
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&sink, "c", "a").await,
+        Some((7, false, json!("kept"))),
+        "fence survives a restart"
+    );
+}
+
+#[tokio::test]
 async fn embedded_sink_keeps_acknowledged_writes_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -6,6 +6,7 @@
 //! the filter `should[ must[has_id(id_i), cdc_version < v_i] … ]`.
 
 pub mod edge;
+pub mod jsonl;
 pub mod qdrant;
 
 use crate::config::{Distance, SinkConfig};
@@ -106,6 +107,10 @@ pub trait VectorSink: Send + Sync {
 pub fn open(config: &SinkConfig) -> anyhow::Result<Arc<dyn VectorSink>> {
     Ok(match config {
         SinkConfig::Embedded { path } => Arc::new(edge::EdgeSink::open(path)?),
+        SinkConfig::Jsonl {
+            path,
+            max_file_bytes,
+        } => Arc::new(jsonl::JsonlSink::open(path, *max_file_bytes)?),
         SinkConfig::Qdrant {
             url,
             api_key,
