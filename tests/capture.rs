@@ -95,6 +95,18 @@ async fn outbox_depth(graph: &Graph) -> i64 {
     rows.next().await.unwrap().unwrap().get("depth").unwrap()
 }
 
+/// Run a relay in the test until the outbox is empty, then stop it.
+async fn relay_until_empty(h: &Harness, graph: &Graph) -> Arc<RelayStats> {
+    let stats = Arc::new(RelayStats::default());
+    let relay = Relay::new(h.config.clone(), stats.clone()).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    wait_outbox_empty(graph).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    stats
+}
+
 async fn wait_outbox_empty(graph: &Graph) {
     let deadline = Instant::now() + CATCH_UP;
     while outbox_depth(graph).await > 0 {
@@ -179,13 +191,7 @@ async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
         .await
         .unwrap();
 
-    let stats = Arc::new(RelayStats::default());
-    let relay = Relay::new(h.config.clone(), stats.clone()).unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    wait_outbox_empty(&graph).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let stats = relay_until_empty(&h, &graph).await;
     assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 1);
     let mut rows = graph
         .execute(query(
@@ -257,12 +263,7 @@ async fn relay_killed_between_publish_and_delete_duplicates_but_loses_nothing() 
     }
     assert!(kills >= 2, "the relay was killed mid-outbox");
     // A fresh relay takes over once the dead one's lease expired, and drains the rest.
-    let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    wait_outbox_empty(&graph).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    relay_until_empty(&h, &graph).await;
 
     let published = read_all(&h, &h.config.kafka.changes_topic).len();
     assert!(
@@ -405,15 +406,7 @@ async fn a_relationship_change_re_emits_the_node_with_its_context() {
         .await
         .unwrap();
     write_outbox(&graph, &[support::doc("c1", 1, Op::Upsert)]).await;
-    let relay_until_empty = || async {
-        let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(relay.run(shutdown.clone()));
-        wait_outbox_empty(&graph).await;
-        shutdown.cancel();
-        task.await.unwrap().unwrap();
-    };
-    relay_until_empty().await;
+    relay_until_empty(&h, &graph).await;
 
     // The trigger's view of a new relationship: an outbox entry of kind relationship.
     graph
@@ -425,7 +418,7 @@ async fn a_relationship_change_re_emits_the_node_with_its_context() {
         ))
         .await
         .unwrap();
-    relay_until_empty().await;
+    relay_until_empty(&h, &graph).await;
 
     let sink = h.open_sink();
     h.process_to_end(sink.clone()).await;

@@ -299,6 +299,26 @@ impl ChangePublisher {
     }
 }
 
+/// Partition ids of `topic`.
+///
+/// # Errors
+/// When metadata cannot be fetched or the topic has no partitions.
+pub fn partition_ids<C: rdkafka::consumer::ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .with_context(|| format!("fetching metadata of {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    Ok(partitions)
+}
+
 /// Total lag of consumer group `group` on `topic` (see [`crate::inspect::offsets::show`]).
 ///
 /// # Errors

@@ -120,12 +120,7 @@ pub async fn history(
         .set("group.id", format!("{}-history", kafka_config.group_id))
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = client.create().context("creating history reader")?;
-    let metadata = consumer.fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len()) as i32;
-    anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+    let partitions = kafka::partition_ids(&consumer, topic)?.len() as i32;
     let partition = partition_for(key.as_bytes(), partitions);
     let (_, high) = consumer.fetch_watermarks(topic, partition, kafka::ADMIN_TIMEOUT)?;
     let offset = match start {

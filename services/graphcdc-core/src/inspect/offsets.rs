@@ -48,15 +48,7 @@ pub fn show(
     topic: &str,
 ) -> anyhow::Result<Vec<PartitionOffsets>> {
     let consumer = client(kafka_config, group)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)
-        .context("fetching topic metadata")?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let partitions = kafka::partition_ids(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);

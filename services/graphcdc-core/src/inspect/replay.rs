@@ -88,13 +88,7 @@ pub async fn replay(
         .set("group.id", format!("{}-replay", config.kafka.group_id))
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = client.create().context("creating replay reader")?;
-    let metadata = consumer.fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let partitions = kafka::partition_ids(&consumer, topic)?;
 
     // End bound per partition: the first offset at/after `to`, or today's end.
     let mut ends: HashMap<i32, i64> = HashMap::new();
