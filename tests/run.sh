@@ -131,7 +131,26 @@ lint_cypher() {
   (cd deploy/neo4j && npm ci --no-audit --no-fund --loglevel=error && node lint.mjs)
 }
 
+# The Kubernetes manifests against the Kubernetes schemas (kubernetes-validate bundles
+# them; the ServiceMonitor CRD has no bundled schema), and the observability files parse.
+validate_manifests() {
+  local home="$HOME/.cache/graphcdc/kubernetes-validate-1.37.0"
+  if [ ! -d "$home/kubernetes_validate" ]; then
+    log "installing kubernetes-validate"
+    python3 -m pip install --quiet --target "$home" kubernetes-validate==1.37.0
+  fi
+  log "validating deploy/k8s"
+  (cd deploy/k8s && PYTHONPATH="$home" python3 -m kubernetes_validate --strict --quiet \
+    processor.yaml reconciler.yaml relay.yaml autoscaler.yaml)
+  PYTHONPATH="$home" python3 -c 'import json, sys, yaml
+for f in sys.argv[1:]:
+    (json.load if f.endswith(".json") else yaml.safe_load)(open(f))' \
+    deploy/observability/alerts.yaml deploy/observability/dashboard.json deploy/k8s/kustomization.yaml \
+    deploy/k8s/servicemonitor.yaml docker-compose.yml
+}
+
 lint_cypher
+validate_manifests
 
 # Build first (tests spawn the graphcdc binary) while nothing else competes for the cores.
 cargo build --workspace --all-targets
