@@ -96,6 +96,25 @@ impl Proxy {
     }
 }
 
+/// Publish the `rest` of the stream after the fault, let the processor catch up, stop
+/// it, compare the store with the model, stop the private broker.
+async fn finish(
+    h: &Harness,
+    running: support::RunningProcessor,
+    sink: &dyn graphcdc_core::sink::VectorSink,
+    rest: &[graphcdc_core::event::ChangeEvent],
+    model: &Model,
+    mut broker: Child,
+) {
+    h.publisher(Format::Avro).publish_all(rest).await.unwrap();
+    h.wait_caught_up(CATCH_UP).await;
+    running.stop().await;
+    let cmp = model.compare(sink).await;
+    assert!(cmp.is_exact(), "0 lost, 0 stale, 0 extra: {cmp:?}");
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
+
 async fn wait_consumed(stats: &Stats, at_least: u64) {
     let deadline = Instant::now() + CATCH_UP;
     while Stats::get(&stats.consumed) < at_least {
@@ -108,13 +127,15 @@ async fn wait_consumed(stats: &Stats, at_least: u64) {
 async fn network_cut_between_processor_and_broker_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (listen, advertised) = (free_port(), free_port());
-    let mut broker = start_tansu(dir.path(), listen, advertised);
+    let broker = start_tansu(dir.path(), listen, advertised);
     let proxy = Proxy::start(advertised, listen).await;
     let h = Harness::on_broker("netcut", &format!("127.0.0.1:{}", proxy.port), "").await;
     let events = churn(300, 4_000, 17);
     let model = Model::of(&events);
-    let publisher = h.publisher(Format::Avro);
-    publisher.publish_all(&events[..2_000]).await.unwrap();
+    h.publisher(Format::Avro)
+        .publish_all(&events[..2_000])
+        .await
+        .unwrap();
 
     let sink = h.open_sink();
     let running = h.start_processor(sink.clone()).await;
@@ -123,13 +144,7 @@ async fn network_cut_between_processor_and_broker_loses_nothing() {
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(8)).await;
     proxy.restore();
-    publisher.publish_all(&events[2_000..]).await.unwrap();
-    h.wait_caught_up(CATCH_UP).await;
-    running.stop().await;
-    let cmp = model.compare(sink.as_ref()).await;
-    assert!(cmp.is_exact(), "{cmp:?}");
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    finish(&h, running, sink.as_ref(), &events[2_000..], &model, broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,14 +171,5 @@ async fn broker_restart_mid_stream_loses_nothing() {
     broker.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker = start_tansu(dir.path(), port, port);
-    h.publisher(Format::Avro)
-        .publish_all(&events[2_000..])
-        .await
-        .unwrap();
-    h.wait_caught_up(CATCH_UP).await;
-    running.stop().await;
-    let cmp = model.compare(sink.as_ref()).await;
-    assert!(cmp.is_exact(), "{cmp:?}");
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    finish(&h, running, sink.as_ref(), &events[2_000..], &model, broker).await;
 }
