@@ -319,7 +319,7 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
     let h = Harness::new("metrics").await;
     let sink = h.open_sink();
     let running = h.start_processor(sink.clone()).await;
-    let state = graphcdc_core::ops::OpsState {
+    let state = graphcdc_core::ops::OpsState::Processor {
         stats: running.stats.clone(),
         health: running.health.clone(),
         group: h.config.kafka.group_id.clone(),

@@ -1,10 +1,10 @@
 //! The operations endpoint of a service: `/metrics` (Prometheus text format),
-//! `/healthz` (process alive) and `/readyz` (partitions assigned, circuit closed).
+//! `/healthz` (process alive) and `/readyz` (processor: loop running, circuit closed).
 //!
 //! A deliberately small HTTP/1.1 server on tokio: three read-only routes, no request
 //! bodies, one response per connection.
 
-use crate::stats::{Health, Stats};
+use crate::stats::{DriftGauges, Health, RelayStats, Stats};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,20 +16,73 @@ use tokio_util::sync::CancellationToken;
 /// Bucket bounds (ms) of the freshness histogram in `/metrics` (exported in seconds).
 const FRESHNESS_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
 
-/// What the endpoint reports on.
+/// What the endpoint reports on: one of the services.
 #[derive(Clone)]
-pub struct OpsState {
-    pub stats: Arc<Stats>,
-    pub health: Arc<Health>,
-    /// Consumer group and topic, as metric labels.
-    pub group: String,
-    pub topic: String,
+pub enum OpsState {
+    Processor {
+        stats: Arc<Stats>,
+        health: Arc<Health>,
+        /// Consumer group and topic, as metric labels.
+        group: String,
+        topic: String,
+    },
+    Reconciler {
+        gauges: Arc<DriftGauges>,
+    },
+    Relay {
+        stats: Arc<RelayStats>,
+    },
 }
 
-/// Prometheus text exposition of the processor's counters.
+impl OpsState {
+    /// Whether the service should receive traffic (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            OpsState::Processor { health, .. } => health.is_ready(),
+            OpsState::Reconciler { .. } | OpsState::Relay { .. } => true,
+        }
+    }
+}
+
+/// One sample with its HELP and TYPE lines (no braces without labels).
+fn sample(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    labels: &str,
+    value: impl std::fmt::Display,
+) {
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}"
+    );
+}
+
+/// Prometheus text exposition of the service's counters and gauges.
 pub fn render_metrics(state: &OpsState) -> String {
-    let s = &state.stats;
-    let labels = format!("group=\"{}\",topic=\"{}\"", state.group, state.topic);
+    match state {
+        OpsState::Processor {
+            stats,
+            health,
+            group,
+            topic,
+        } => render_processor(
+            stats,
+            health,
+            &format!("group=\"{group}\",topic=\"{topic}\""),
+        ),
+        OpsState::Reconciler { gauges } => render_reconciler(gauges),
+        OpsState::Relay { stats } => render_relay(stats),
+    }
+}
+
+fn render_processor(s: &Stats, h: &Health, labels: &str) -> String {
     let mut out = String::new();
     let counters = [
         (
@@ -70,13 +123,8 @@ pub fn render_metrics(state: &OpsState) -> String {
         ),
     ];
     for (name, help, counter) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{labels}}} {}",
-            Stats::get(counter)
-        );
+        sample(&mut out, name, "counter", help, labels, Stats::get(counter));
     }
-    let h = &state.health;
     let gauges = [
         (
             "graphcdc_partitions_assigned",
@@ -95,10 +143,7 @@ pub fn render_metrics(state: &OpsState) -> String {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}"
-        );
+        sample(&mut out, name, "gauge", help, labels, value);
     }
     let name = "graphcdc_freshness_seconds";
     let _ = writeln!(
@@ -116,6 +161,107 @@ pub fn render_metrics(state: &OpsState) -> String {
     let total = s.freshness.count();
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
     let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+    out
+}
+
+fn render_reconciler(g: &DriftGauges) -> String {
+    let mut out = String::new();
+    let name = "graphcdc_drift_points";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Drifted points per class at the last check.\n# TYPE {name} gauge"
+    );
+    for (class, gauge) in [
+        ("missing", &g.missing),
+        ("orphan", &g.orphan),
+        ("stale", &g.stale),
+        ("content_mismatch", &g.content_mismatch),
+        ("ahead", &g.ahead),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name}{{class=\"{class}\"}} {}",
+            gauge.load(Ordering::Relaxed)
+        );
+    }
+    let ms = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1000.0;
+    sample(
+        &mut out,
+        "graphcdc_reconcile_last_check_timestamp_seconds",
+        "gauge",
+        "When the last check finished.",
+        "",
+        ms(&g.last_check_unix_ms),
+    );
+    sample(
+        &mut out,
+        "graphcdc_reconcile_check_duration_seconds",
+        "gauge",
+        "How long the last check took.",
+        "",
+        ms(&g.last_check_duration_ms),
+    );
+    sample(
+        &mut out,
+        "graphcdc_reconcile_checks_total",
+        "counter",
+        "Checks completed.",
+        "",
+        g.checks.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "graphcdc_reconcile_repaired_total",
+        "counter",
+        "Fixes written or published.",
+        "",
+        g.repaired.load(Ordering::Relaxed),
+    );
+    out
+}
+
+fn render_relay(r: &RelayStats) -> String {
+    let mut out = String::new();
+    sample(
+        &mut out,
+        "graphcdc_relay_published_total",
+        "counter",
+        "Outbox entries published.",
+        "",
+        r.published.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "graphcdc_relay_failed_total",
+        "counter",
+        "Outbox entries marked failed.",
+        "",
+        r.failed.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "graphcdc_relay_outbox_depth",
+        "gauge",
+        "Outbox entries waiting.",
+        "",
+        r.outbox_depth.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "graphcdc_relay_lag_seconds",
+        "gauge",
+        "Age of the oldest waiting entry.",
+        "",
+        r.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+    );
+    sample(
+        &mut out,
+        "graphcdc_relay_holds_lease",
+        "gauge",
+        "1 when this relay is the active one.",
+        "",
+        r.holds_lease.load(Ordering::Relaxed) as u8,
+    );
     out
 }
 
@@ -156,7 +302,7 @@ async fn respond(mut socket: tokio::net::TcpStream, state: &OpsState) -> std::io
     let (status, content_type, body) = match path {
         "/metrics" => ("200 OK", "text/plain; version=0.0.4", render_metrics(state)),
         "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-        "/readyz" if state.health.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+        "/readyz" if state.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
         "/readyz" => (
             "503 Service Unavailable",
             "text/plain",
@@ -170,4 +316,34 @@ async fn respond(mut socket: tokio::net::TcpStream, state: &OpsState) -> std::io
     );
     socket.write_all(response.as_bytes()).await?;
     socket.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciler_and_relay_metrics_render_their_gauges() {
+        let gauges = Arc::new(DriftGauges::default());
+        gauges.orphan.store(3, Ordering::Relaxed);
+        gauges
+            .last_check_duration_ms
+            .store(1_500, Ordering::Relaxed);
+        let text = render_metrics(&OpsState::Reconciler { gauges });
+        assert!(
+            text.contains("graphcdc_drift_points{class=\"orphan\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("graphcdc_reconcile_check_duration_seconds 1.5"),
+            "{text}"
+        );
+
+        let stats = Arc::new(RelayStats::default());
+        stats.published.store(42, Ordering::Relaxed);
+        stats.holds_lease.store(true, Ordering::Relaxed);
+        let text = render_metrics(&OpsState::Relay { stats });
+        assert!(text.contains("graphcdc_relay_published_total 42"), "{text}");
+        assert!(text.contains("graphcdc_relay_holds_lease 1"), "{text}");
+    }
 }

@@ -82,12 +82,18 @@ enum Command {
         /// Output format of `--once`.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// Continuous mode: serve /metrics (drift gauges) and /healthz on this address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Publish the Neo4j outbox to the change and state topics (one active per database).
     Relay {
         /// TOML config file; `GRAPHCDC_…` variables override it.
         #[arg(long, short, env = "GRAPHCDC_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve /metrics and /healthz on this address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Snapshot the existing graph into the topics; resumable from a checkpoint file.
     Backfill {
@@ -267,6 +273,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             grace_ms,
             interval_s,
             format,
+            listen,
         } => {
             let config = Config::load(config.as_deref())?;
             let options = ReconcileOptions {
@@ -284,10 +291,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 settle_timeout: Duration::from_secs(30),
             };
             let sink = sink::open(&config.sink)?;
-            let mut reconciler = Reconciler::new(config, sink, Arc::new(DriftGauges::default()))?;
+            let gauges = Arc::new(DriftGauges::default());
+            let mut reconciler = Reconciler::new(config, sink, gauges.clone())?;
             if !once {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
+                serve_ops(listen, OpsState::Reconciler { gauges }, &shutdown).await?;
                 reconciler
                     .run_continuous(&options, Duration::from_secs(interval_s), shutdown)
                     .await?;
@@ -304,12 +313,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_DRIFT)
             })
         }
-        Command::Relay { config } => {
+        Command::Relay { config, listen } => {
             let config = Config::load(config.as_deref())?;
             ensure_topics(&config).await?;
-            let relay = Relay::new(config, Arc::new(RelayStats::default()))?;
+            let stats = Arc::new(RelayStats::default());
+            let relay = Relay::new(config, stats.clone())?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
+            serve_ops(listen, OpsState::Relay { stats }, &shutdown).await?;
             relay.run(shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -497,19 +508,29 @@ async fn process(config: Config, listen: Option<std::net::SocketAddr>) -> anyhow
     let stats = Arc::new(Stats::default());
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
-    if let Some(addr) = listen {
-        let state = OpsState {
-            stats: stats.clone(),
-            health: health.clone(),
-            group: config.kafka.group_id.clone(),
-            topic: config.kafka.changes_topic.clone(),
-        };
-        let (bound, _) = ops::serve(addr, state, shutdown.clone()).await?;
-        tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
-    }
+    let state = OpsState::Processor {
+        stats: stats.clone(),
+        health: health.clone(),
+        group: config.kafka.group_id.clone(),
+        topic: config.kafka.changes_topic.clone(),
+    };
+    serve_ops(listen, state, &shutdown).await?;
     let processor = Processor::new(config, sink, stats, health).await?;
     tokio::spawn(stop_on_signal(shutdown.clone()));
     processor.run(shutdown).await
+}
+
+/// Serve /metrics, /healthz and /readyz on `listen`, when given, until `shutdown`.
+async fn serve_ops(
+    listen: Option<std::net::SocketAddr>,
+    state: OpsState,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(addr) = listen {
+        let (bound, _) = ops::serve(addr, state, shutdown.clone()).await?;
+        tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    }
+    Ok(())
 }
 
 /// Cancel `shutdown` on SIGINT or SIGTERM.
