@@ -190,6 +190,7 @@ impl Relay {
                 if !self.acquire_lease().await? {
                     return anyhow::Ok(None);
                 }
+                self.stats.holds_lease.store(true, Ordering::Relaxed);
                 let published = self.publish_round().await?;
                 self.measure_depth().await?;
                 Ok(Some(published))
