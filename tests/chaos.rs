@@ -96,6 +96,29 @@ impl Proxy {
     }
 }
 
+/// Publish the first half of a 4,000-event stream and start a processor; returns once
+/// it is consuming (the fault then hits mid-stream).
+async fn start_mid_stream(
+    h: &Harness,
+    seed: u64,
+) -> (
+    Vec<graphcdc_core::event::ChangeEvent>,
+    Model,
+    std::sync::Arc<dyn graphcdc_core::sink::VectorSink>,
+    support::RunningProcessor,
+) {
+    let events = churn(300, 4_000, seed);
+    let model = Model::of(&events);
+    h.publisher(Format::Avro)
+        .publish_all(&events[..2_000])
+        .await
+        .unwrap();
+    let sink = h.open_sink();
+    let running = h.start_processor(sink.clone()).await;
+    wait_consumed(&running.stats, 500).await;
+    (events, model, sink, running)
+}
+
 /// Publish the `rest` of the stream after the fault, let the processor catch up, stop
 /// it, compare the store with the model, stop the private broker.
 async fn finish(
@@ -130,16 +153,7 @@ async fn network_cut_between_processor_and_broker_loses_nothing() {
     let broker = start_tansu(dir.path(), listen, advertised);
     let proxy = Proxy::start(advertised, listen).await;
     let h = Harness::on_broker("netcut", &format!("127.0.0.1:{}", proxy.port), "").await;
-    let events = churn(300, 4_000, 17);
-    let model = Model::of(&events);
-    h.publisher(Format::Avro)
-        .publish_all(&events[..2_000])
-        .await
-        .unwrap();
-
-    let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    wait_consumed(&running.stats, 500).await;
+    let (events, model, sink, running) = start_mid_stream(&h, 17).await;
     // Longer than the session timeout (6 s): the member loses its assignment too.
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -153,16 +167,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
     let port = free_port();
     let mut broker = start_tansu(dir.path(), port, port);
     let h = Harness::on_broker("restart", &format!("127.0.0.1:{port}"), "").await;
-    let events = churn(300, 4_000, 23);
-    let model = Model::of(&events);
-    h.publisher(Format::Avro)
-        .publish_all(&events[..2_000])
-        .await
-        .unwrap();
-
-    let sink = h.open_sink();
-    let running = h.start_processor(sink.clone()).await;
-    wait_consumed(&running.stats, 500).await;
+    let (events, model, sink, running) = start_mid_stream(&h, 23).await;
     // SIGTERM, then start again on the same data: tansu's sqlite storage keeps it all.
     Command::new("kill")
         .arg(broker.id().to_string())

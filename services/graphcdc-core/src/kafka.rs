@@ -299,6 +299,25 @@ impl ChangePublisher {
     }
 }
 
+/// Poll `consumer` once (up to 200 ms, on the blocking pool) for an owned record;
+/// `None` when nothing arrived.
+///
+/// # Errors
+/// "timed out: {task}" once `deadline` has passed; consumer errors.
+pub fn poll_record(
+    consumer: &BaseConsumer,
+    deadline: std::time::Instant,
+    task: &str,
+) -> anyhow::Result<Option<Record>> {
+    anyhow::ensure!(std::time::Instant::now() < deadline, "timed out: {task}");
+    match tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200))) {
+        None => Ok(None),
+        Some(message) => Ok(Some(Record::from_message(
+            &message.with_context(|| task.to_owned())?,
+        ))),
+    }
+}
+
 /// Partition ids of `topic`.
 ///
 /// # Errors

@@ -11,7 +11,7 @@ use super::connect;
 use crate::codec::{Codec, Format, SchemaRegistry};
 use crate::config::{Config, MappingConfig};
 use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, PropertyValue, Source};
-use crate::kafka::{self, ChangePublisher, Record};
+use crate::kafka::{self, ChangePublisher};
 use anyhow::Context;
 use neo4rs::query;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -258,15 +258,10 @@ async fn published_after(
     reader.assign(&assignment)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !remaining.is_empty() {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "state topic tail not read in time"
-        );
-        let Some(message) = tokio::task::block_in_place(|| reader.poll(Duration::from_millis(200)))
-        else {
+        let task = "reading the state topic's tail";
+        let Some(record) = kafka::poll_record(&reader, deadline, task)? else {
             continue;
         };
-        let record = Record::from_message(&message?);
         if remaining
             .get(&record.partition)
             .is_some_and(|end| record.offset + 1 >= *end)

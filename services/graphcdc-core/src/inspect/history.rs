@@ -5,7 +5,7 @@
 use crate::codec::Codec;
 use crate::config::KafkaConfig;
 use crate::event::{CaptureMode, Op, PropertyValue};
-use crate::kafka::{self, Record};
+use crate::kafka;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -149,16 +149,10 @@ pub async fn history(
         if position.is_some_and(|p| p >= high) || high == 0 || matches!(offset, Offset::End) {
             break;
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "partition not read to its end in time"
-        );
-        let Some(message) =
-            tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)))
-        else {
+        let task = "reading the key's partition to its end";
+        let Some(record) = kafka::poll_record(&consumer, deadline, task)? else {
             continue;
         };
-        let record = Record::from_message(&message?);
         let reached_end = record.offset + 1 >= high;
         if record.key.as_deref() == Some(key.as_bytes()) {
             if let Some(Ok(event)) = match &record.payload {

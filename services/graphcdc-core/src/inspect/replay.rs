@@ -141,13 +141,8 @@ pub async fn replay(
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
     let deadline = std::time::Instant::now() + Duration::from_secs(3_600);
     while !open.is_empty() {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "replay did not finish within an hour"
-        );
-        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
-        if let Some(message) = polled {
-            let record = Record::from_message(&message?);
+        let task = "replaying (an hour at most)";
+        if let Some(record) = kafka::poll_record(&consumer, deadline, task)? {
             let end = open.get(&record.partition).copied();
             if end.is_some_and(|end| record.offset + 1 >= end) {
                 open.remove(&record.partition);

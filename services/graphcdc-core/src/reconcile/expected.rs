@@ -138,16 +138,10 @@ impl ExpectedState {
         let mut unread = self.unread()?;
         let deadline = std::time::Instant::now() + timeout;
         while !unread.is_empty() {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "state topic not read to its end within {timeout:?}"
-            );
-            let Some(message) =
-                tokio::task::block_in_place(|| self.consumer.poll(Duration::from_millis(200)))
-            else {
+            let task = "reading the state topic to its end";
+            let Some(record) = kafka::poll_record(&self.consumer, deadline, task)? else {
                 continue;
             };
-            let record = Record::from_message(&message.context("reading the state topic")?);
             self.next_offsets
                 .insert(record.partition, record.offset + 1);
             if unread
@@ -267,16 +261,10 @@ impl ExpectedState {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while !last_wanted.is_empty() {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "state records not read again in time"
-            );
-            let Some(message) =
-                tokio::task::block_in_place(|| reader.consumer.poll(Duration::from_millis(200)))
-            else {
+            let task = "reading state records again for the repair";
+            let Some(record) = kafka::poll_record(&reader.consumer, deadline, task)? else {
                 continue;
             };
-            let record = Record::from_message(&message.context("reading the state topic")?);
             if last_wanted
                 .get(&record.partition)
                 .is_some_and(|last| record.offset >= *last)
