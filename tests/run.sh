@@ -146,11 +146,43 @@ validate_manifests() {
 for f in sys.argv[1:]:
     (json.load if f.endswith(".json") else yaml.safe_load)(open(f))' \
     deploy/observability/alerts.yaml deploy/observability/dashboard.json deploy/k8s/kustomization.yaml \
-    deploy/k8s/servicemonitor.yaml docker-compose.yml
+    deploy/k8s/servicemonitor.yaml deploy/observability/prometheus.yml \
+    deploy/observability/grafana/provisioning/datasources/prometheus.yaml \
+    deploy/observability/grafana/provisioning/dashboards/graphcdc.yaml
+}
+
+# docker-compose.yml against the Compose specification's JSON schema (bundled by dclint,
+# pinned by deploy/compose-lint/package-lock.json) and dclint's rules, then what the
+# schema cannot see: references between services, secrets and volumes, and the mounted
+# repository files (check-refs.mjs). Nothing is run: there is no Docker engine here.
+validate_compose() {
+  log "validating docker-compose.yml against the Compose specification"
+  (cd deploy/compose-lint && npm ci --no-audit --no-fund --loglevel=error \
+    && node_modules/.bin/dclint --config dclint.json --max-warnings 0 --no-color ../../docker-compose.yml \
+    && node check-refs.mjs ../../docker-compose.yml)
+}
+
+# The local stack's prometheus.yml and the alert rules it loads, with promtool from
+# Debian's prometheus package (unpacked into the cache, not installed).
+check_prometheus() {
+  local home="$HOME/.cache/graphcdc/promtool" tmp
+  if [ ! -x "$home/usr/bin/promtool" ]; then
+    log "fetching promtool (Debian package prometheus)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq prometheus; }; })
+    mkdir -p "$home"
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$home"
+    rm -rf "$tmp"
+  fi
+  log "checking deploy/observability/prometheus.yml and its rule file with promtool"
+  "$home/usr/bin/promtool" check config deploy/observability/prometheus.yml
 }
 
 lint_cypher
 validate_manifests
+validate_compose
+check_prometheus
 
 # Build first (tests spawn the graphcdc binary) while nothing else competes for the cores.
 cargo build --workspace --all-targets
