@@ -195,10 +195,7 @@ async fn replay_to_a_time_rebuilds_the_store_as_of_that_time() {
     let publisher = h.publisher(Format::Avro);
     publisher.publish_all(before).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let cut = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let cut = graphcdc_core::unix_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
     publisher.publish_all(after).await.unwrap();
 

@@ -22,12 +22,6 @@ const DIM: usize = 384;
 /// Many partitions: the mock broker keeps only about 5 MB per partition.
 const PARTITIONS: i32 = 32;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A chunk upsert with a 384-d vector and about 1 KB of payload.
 fn chunk(i: usize, commit_time_ms: i64) -> ChangeEvent {
     let vector = (0..DIM)
@@ -79,7 +73,7 @@ impl Broker {
     /// A config with its own topics and group, named after `run`.
     async fn config(&self, run: &str, store: &std::path::Path) -> anyhow::Result<Config> {
         let mut config = demo_config(&self.bootstrap, store)?;
-        let suffix = format!("{run}-{}", now_ms());
+        let suffix = format!("{run}-{}", graphcdc_core::unix_ms());
         let k = &mut config.kafka;
         k.group_id = format!("bench-{suffix}");
         k.changes_topic = format!("bench.{suffix}.changes");
@@ -129,7 +123,9 @@ async fn wait_caught_up(config: &Config, stats: &Stats, total: u64) -> anyhow::R
 pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Broker::new(args)?;
-    let events: Vec<ChangeEvent> = (0..args.events).map(|i| chunk(i, now_ms())).collect();
+    let events: Vec<ChangeEvent> = (0..args.events)
+        .map(|i| chunk(i, graphcdc_core::unix_ms()))
+        .collect();
 
     // 1. Ceiling: fenced bulk writes straight into the embedded sink.
     let config = broker
@@ -251,7 +247,7 @@ fn broker_name(args: &Args) -> &'static str {
 async fn naive(broker: &Broker, n: usize, store: &std::path::Path) -> anyhow::Result<f64> {
     let config = broker.config("naive", store).await?;
     let codec = Arc::new(Codec::local());
-    let events: Vec<ChangeEvent> = (0..n).map(|i| chunk(i, now_ms())).collect();
+    let events: Vec<ChangeEvent> = (0..n).map(|i| chunk(i, graphcdc_core::unix_ms())).collect();
     ChangePublisher::new(&config.kafka, codec.clone(), Format::Avro)?
         .publish_changes(&events)
         .await?;
@@ -335,7 +331,7 @@ async fn freshness(
     for _ in 0..ticks {
         interval.tick().await;
         let batch: Vec<ChangeEvent> = (sent..sent + per_tick)
-            .map(|i| chunk(i, now_ms()))
+            .map(|i| chunk(i, graphcdc_core::unix_ms()))
             .collect();
         sent += per_tick;
         publisher.publish_changes(&batch).await?;

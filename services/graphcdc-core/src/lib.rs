@@ -27,3 +27,10 @@ pub mod processor;
 pub mod reconcile;
 pub mod sink;
 pub mod stats;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

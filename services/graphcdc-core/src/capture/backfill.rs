@@ -192,9 +192,7 @@ fn backfill_event(row: PageRow, db: &str) -> anyhow::Result<ChangeEvent> {
     let properties: BTreeMap<String, PropertyValue> =
         serde_json::from_value(serde_json::Value::Object(row.props))
             .context("unsupported property value")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::unix_ms();
     let labels: Vec<&str> = row.labels.iter().map(String::as_str).collect();
     let mut event = ChangeEvent::node(&row.key, &labels, Op::Upsert, row.version, now);
     event.kind = EntityKind::Node;

@@ -150,7 +150,8 @@ pub async fn reemit(
         while let Some(row) = rows.next().await? {
             let row: NodeRow = row.to().context("node row of unexpected shape")?;
             let labels: Vec<&str> = row.labels.iter().map(String::as_str).collect();
-            let mut event = ChangeEvent::node(&row.key, &labels, Op::Upsert, row.version, now_ms());
+            let mut event =
+                ChangeEvent::node(&row.key, &labels, Op::Upsert, row.version, crate::unix_ms());
             event.properties = serde_json::from_value(serde_json::Value::Object(row.props))
                 .context("unsupported property value")?;
             event.source = Source {
@@ -161,10 +162,4 @@ pub async fn reemit(
         }
     }
     Ok(out)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -42,12 +42,6 @@ pub const MARK_FAILED: &str =
 pub const OUTBOX_DEPTH: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-outbox-depth.cypher");
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The outbox relay of one database.
 pub struct Relay {
     config: Config,
@@ -88,7 +82,7 @@ impl Relay {
     pub async fn acquire_lease(&self) -> anyhow::Result<bool> {
         let q = query(ACQUIRE_LEASE)
             .param("me", self.me.as_str())
-            .param("now", now_ms())
+            .param("now", crate::unix_ms())
             .param("ttl", self.config.relay.lease_ttl_ms as i64);
         let mut rows = self
             .graph
@@ -171,7 +165,7 @@ impl Relay {
             self.stats
                 .outbox_depth
                 .store(depth.max(0) as u64, Ordering::Relaxed);
-            let lag = oldest.map_or(0, |t| (now_ms() - t).max(0) as u64);
+            let lag = oldest.map_or(0, |t| (crate::unix_ms() - t).max(0) as u64);
             self.stats.lag_ms.store(lag, Ordering::Relaxed);
         }
         Ok(())

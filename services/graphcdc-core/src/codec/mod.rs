@@ -16,7 +16,8 @@ use crate::event::{ChangeEvent, EntityState};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 /// Text of `schemas/change-event.avsc`.
 pub const CHANGE_EVENT_SCHEMA: &str = include_str!("../../../../schemas/change-event.avsc");
@@ -45,6 +46,8 @@ pub struct Codec {
     registry: SchemaRegistry,
     change_schema: Arc<Schema>,
     state_schema: Arc<Schema>,
+    /// (schema id, reader schema address) → the writer schema equals the reader's.
+    identical: RwLock<HashMap<(u32, usize), bool>>,
 }
 
 impl Codec {
@@ -56,6 +59,7 @@ impl Codec {
                 Schema::parse_str(CHANGE_EVENT_SCHEMA).expect("bundled schema"),
             ),
             state_schema: Arc::new(Schema::parse_str(ENTITY_STATE_SCHEMA).expect("bundled schema")),
+            identical: RwLock::default(),
         }
     }
 
@@ -160,6 +164,17 @@ impl Codec {
         }
     }
 
+    /// Whether schema `id` (`writer`) is `reader` itself, remembered per id.
+    fn is_reader_schema(&self, id: u32, writer: &Schema, reader: &Schema) -> bool {
+        let slot = (id, std::ptr::from_ref(reader) as usize);
+        if let Some(same) = self.identical.read().unwrap().get(&slot) {
+            return *same;
+        }
+        let same = writer.canonical_form() == reader.canonical_form();
+        self.identical.write().unwrap().insert(slot, same);
+        same
+    }
+
     async fn read_avro(
         &self,
         bytes: &[u8],
@@ -168,8 +183,11 @@ impl Codec {
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         let writer = self.registry.schema(id).await?;
         let mut body = &bytes[5..];
+        // Resolving copies the whole value: skip it when the writer wrote with the reader
+        // schema itself (the common case, and most of the decoding time otherwise).
+        let resolve = !self.is_reader_schema(id, &writer, reader_schema);
         let value = GenericDatumReader::builder(&writer)
-            .reader_schema(reader_schema)
+            .maybe_reader_schema(resolve.then_some(reader_schema))
             .build()
             .and_then(|reader| reader.read_value(&mut body))
             .map_err(|e| schema_mismatch(format!("schema id {id}: {e}")))?;

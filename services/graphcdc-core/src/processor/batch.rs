@@ -24,8 +24,9 @@ pub struct BatchOutcome {
     pub unmapped: u64,
     /// Records to send to the DLQ: (index in the batch, why).
     pub poisoned: Vec<(usize, PoisonError)>,
-    /// Source commit times (ms) of the acknowledged writes.
-    pub applied_commit_times: Vec<i64>,
+    /// Freshness of each acknowledged write: its acknowledgement time minus its source
+    /// commit time (ms).
+    pub freshness_ms: Vec<i64>,
 }
 
 /// Applies batches of change-topic records to one sink.
@@ -33,6 +34,13 @@ pub struct BatchApplier {
     codec: Arc<Codec>,
     mapper: Mapper,
     sink: Arc<dyn VectorSink>,
+}
+
+/// A batch decoded, mapped and collapsed to one write per point, not yet written.
+pub struct PreparedBatch {
+    by_collection: BTreeMap<String, Vec<Pending>>,
+    /// What preparing found: poison records, unmapped records, in-batch stale writes.
+    outcome: BatchOutcome,
 }
 
 /// A point write, the batch index of the record it came from, the records whose older
@@ -61,6 +69,16 @@ impl BatchApplier {
     /// A retriable [`SinkError`] (sink or schema registry unavailable): nothing may be
     /// committed; retrying the same batch is safe (writes are version-fenced).
     pub async fn apply(&self, records: &[Record]) -> Result<BatchOutcome, SinkError> {
+        let prepared = self.prepare(records).await?;
+        self.write(prepared).await
+    }
+
+    /// Decode, map and collapse `records` without touching the sink, so that the next
+    /// batch can be prepared while the sink still writes the previous one.
+    ///
+    /// # Errors
+    /// [`SinkError::Unavailable`] when the schema registry cannot be reached.
+    pub async fn prepare(&self, records: &[Record]) -> Result<PreparedBatch, SinkError> {
         let mut outcome = BatchOutcome::default();
         let mut latest: HashMap<(String, Uuid), Pending> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
@@ -113,6 +131,22 @@ impl BatchApplier {
         for ((collection, _), pending) in latest {
             by_collection.entry(collection).or_default().push(pending);
         }
+        Ok(PreparedBatch {
+            by_collection,
+            outcome,
+        })
+    }
+
+    /// Write a prepared batch: drop what the sink already holds at an equal or newer
+    /// version, write the rest with the version fence, and split on rejection.
+    ///
+    /// # Errors
+    /// A retriable [`SinkError`]; prepare the batch again before retrying.
+    pub async fn write(&self, prepared: PreparedBatch) -> Result<BatchOutcome, SinkError> {
+        let PreparedBatch {
+            by_collection,
+            mut outcome,
+        } = prepared;
         for (collection, pending) in by_collection {
             let (ordinary, repairs): (Vec<_>, Vec<_>) =
                 pending.into_iter().partition(|p| p.fence == Fence::Newer);
@@ -181,9 +215,10 @@ impl BatchApplier {
         match self.sink.write(collection, &writes, fence).await {
             Ok(()) => {
                 outcome.applied += writes.len() as u64;
+                let now = crate::unix_ms();
                 outcome
-                    .applied_commit_times
-                    .extend(writes.iter().map(|w| w.commit_time_ms));
+                    .freshness_ms
+                    .extend(writes.iter().map(|w| now - w.commit_time_ms));
                 Ok(())
             }
             Err(e) if e.is_retriable() => Err(e),
@@ -197,7 +232,9 @@ impl BatchApplier {
                     {
                         Ok(()) => {
                             outcome.applied += 1;
-                            outcome.applied_commit_times.push(write.commit_time_ms);
+                            outcome
+                                .freshness_ms
+                                .push(crate::unix_ms() - write.commit_time_ms);
                         }
                         Err(e) if e.is_retriable() => return Err(e),
                         Err(e) => {

@@ -4,6 +4,8 @@
 //! - offsets are stored and committed only after the sink acknowledged the batch and the
 //!   DLQ acknowledged its poison records, and only up to the highest contiguous handled
 //!   offset of each partition ([`offsets::OffsetTracker`]);
+//! - batches reach the sink one after the other: batch n+1 is received, decoded and
+//!   mapped while batch n is being written, and written only after batch n succeeded;
 //! - a transient failure pauses the partitions and retries the same batch with backoff;
 //!   nothing is committed meanwhile and the consumer keeps polling so rebalances are
 //!   served; after `breaker_threshold` failures the circuit opens (not ready);
@@ -14,6 +16,7 @@
 pub mod batch;
 pub mod dlq;
 pub mod offsets;
+mod rebalance;
 pub mod retry;
 
 use crate::codec::{Codec, SchemaRegistry};
@@ -24,101 +27,29 @@ use crate::mapping::Mapper;
 use crate::sink::{CollectionSpec, VectorSink};
 use crate::stats::{Health, Stats};
 use anyhow::Context;
+use batch::PreparedBatch;
 use batch::{BatchApplier, BatchOutcome};
 use dlq::DeadLetterQueue;
 use offsets::OffsetTracker;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use rebalance::{commit_stored, ProcessorContext};
 use retry::{Backoff, CircuitBreaker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long an idle consumer waits for a record before checking for shutdown again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// Rebalance hooks: commit on revoke, remember revoked partitions, track assignment,
-/// and keep newly assigned partitions paused while a batch is being retried.
-struct ProcessorContext {
-    revoked: Mutex<Vec<(String, i32)>>,
-    /// A batch is being retried: every assigned partition must stay paused.
-    retrying: AtomicBool,
-    stats: Arc<Stats>,
-    health: Arc<Health>,
-}
-
-impl ClientContext for ProcessorContext {}
-
-impl ConsumerContext for ProcessorContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let revoked_now = match rebalance {
-            Rebalance::Revoke(partitions) => {
-                // Only acknowledged offsets are ever stored, so committing them is safe
-                // (unless the assignment is already lost to another member).
-                if !consumer.assignment_lost() {
-                    commit_stored(consumer, CommitMode::Sync);
-                }
-                // librdkafka keeps a partition's pause flag across revoke/assign.
-                let _ = consumer.resume(partitions);
-                (*partitions).clone()
-            }
-            Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "rebalance error: dropping the whole assignment");
-                consumer.assignment().unwrap_or_default()
-            }
-            Rebalance::Assign(_) => return,
-        };
-        let mut revoked = self.revoked.lock().unwrap();
-        for p in revoked_now.elements() {
-            revoked.push((p.topic().to_owned(), p.partition()));
-        }
-        Stats::add(&self.stats.rebalances, 1);
-        tracing::info!(partitions = revoked_now.count(), "partitions revoked");
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let assigned = consumer.assignment().map_or(0, |a| a.count());
-        self.health
-            .assigned_partitions
-            .store(assigned, Ordering::Relaxed);
-        if let Rebalance::Assign(partitions) = rebalance {
-            if self.retrying.load(Ordering::SeqCst) {
-                let _ = consumer.pause(partitions);
-            }
-            tracing::info!(partitions = partitions.count(), "partitions assigned");
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            if !matches!(
-                e,
-                KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
-            ) {
-                tracing::warn!(error = %e, "offset commit failed; the next commit covers it");
-            }
-        }
-    }
-}
-
-/// Commit the stored offsets; "nothing to commit" is not an error.
-fn commit_stored<C: ConsumerContext, K: Consumer<C>>(consumer: &K, mode: CommitMode) {
-    match consumer.commit_consumer_state(mode) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "offset commit failed"),
-    }
-}
-
 /// A configured processor, ready to run.
 pub struct Processor {
     config: Config,
-    applier: BatchApplier,
-    dlq: DeadLetterQueue,
+    applier: Arc<BatchApplier>,
+    dlq: Arc<DeadLetterQueue>,
     stats: Arc<Stats>,
     health: Arc<Health>,
 }
@@ -154,8 +85,8 @@ impl Processor {
             config.kafka.group_id.clone(),
         );
         Ok(Processor {
-            applier: BatchApplier::new(codec, mapper, sink),
-            dlq,
+            applier: Arc::new(BatchApplier::new(codec, mapper, sink)),
+            dlq: Arc::new(dlq),
             config,
             stats,
             health,
@@ -200,33 +131,89 @@ impl Processor {
     /// commit, and leave the group.
     ///
     /// # Errors
-    /// Fatal errors only (consumer cannot be created); transient ones are retried.
+    /// Fatal errors only (consumer cannot be created, a batch task panicked); transient
+    /// ones are retried.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.consumer()?;
         self.health.running.store(true, Ordering::Relaxed);
         tracing::info!(topic = %self.config.kafka.changes_topic, group = %self.config.kafka.group_id, "processor started");
         let mut tracker = OffsetTracker::default();
         let mut breaker = CircuitBreaker::new(self.config.processor.breaker_threshold);
-        let mut batch: Vec<Record> = Vec::new();
+        let mut next: Vec<Record> = Vec::new();
+        let mut in_flight: Option<InFlight> = None;
+        let mut finished = None;
+        let mut interrupted = false;
         loop {
             let stopping = self
-                .fill(&consumer, &mut batch, &mut tracker, &shutdown)
+                .fill(
+                    &consumer,
+                    &mut next,
+                    &mut tracker,
+                    (&mut in_flight, &mut finished),
+                    &shutdown,
+                )
                 .await;
-            drop_revoked(&consumer, &mut tracker, &mut [&mut batch]);
-            if !batch.is_empty() {
-                let taken = std::mem::take(&mut batch);
-                match self
-                    .apply_with_retry(&consumer, taken, &mut tracker, &mut breaker, &shutdown)
-                    .await
+            drop_revoked(&consumer, &mut tracker, &mut [&mut next]);
+            // Decode and map the next batch while the sink still writes the previous one
+            // (a registry outage here is retried by the batch task).
+            let mut prepared = match next.is_empty() {
+                true => None,
+                false => self.applier.prepare(&next).await.ok(),
+            };
+            if let Some(task) = in_flight.take() {
+                finished = Some(task.await?);
+            }
+            if let Some((records, result)) = finished.take() {
+                let received = next.len();
+                let done = self
+                    .finish(
+                        &consumer,
+                        records,
+                        result,
+                        &mut next,
+                        &mut tracker,
+                        &mut breaker,
+                        &shutdown,
+                    )
+                    .await;
+                if !done {
+                    interrupted = true;
+                    break;
+                }
+                if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || next.len() != received
                 {
-                    Some(carry) => batch = carry,
-                    None => break,
+                    prepared = None;
                 }
                 self.commit(&consumer, &mut tracker, CommitMode::Async);
+            }
+            if !next.is_empty() {
+                in_flight = Some(self.spawn_batch(std::mem::take(&mut next), prepared));
+                // Let the batch task start now: tokio runs a freshly spawned task on this
+                // worker (not stealable) once this task yields, and preparing the next
+                // batch does not yield.
+                tokio::task::yield_now().await;
             }
             if stopping {
                 break;
             }
+        }
+        if let Some(task) = in_flight.take() {
+            let (records, result) = task.await?;
+            let mut rest = Vec::new();
+            interrupted |= !self
+                .finish(
+                    &consumer,
+                    records,
+                    result,
+                    &mut rest,
+                    &mut tracker,
+                    &mut breaker,
+                    &shutdown,
+                )
+                .await;
+        }
+        if interrupted {
+            tracing::warn!("shutdown during retries: the failing batch is left uncommitted");
         }
         self.commit(&consumer, &mut tracker, CommitMode::Sync);
         commit_stored(&consumer, CommitMode::Sync);
@@ -237,21 +224,33 @@ impl Processor {
     }
 
     /// Receive into `batch` until it is full, its oldest record waited long enough, or
-    /// shutdown is requested (returns `true` then).
+    /// shutdown is requested (returns `true` then). While the batch is empty it also
+    /// returns as soon as the in-flight batch finishes, so its offsets are committed
+    /// without waiting for new records.
     async fn fill(
         &self,
         consumer: &StreamConsumer<ProcessorContext>,
         batch: &mut Vec<Record>,
         tracker: &mut OffsetTracker,
+        (in_flight, finished): (&mut Option<InFlight>, &mut Option<BatchResult>),
         shutdown: &CancellationToken,
     ) -> bool {
         let max_wait = Duration::from_millis(self.config.processor.batch_max_wait_ms);
         let mut deadline = (!batch.is_empty()).then(|| Instant::now() + max_wait);
         while batch.len() < self.config.processor.batch_max_events {
             let until = deadline.unwrap_or_else(|| Instant::now() + IDLE_POLL);
+            let watch_task = batch.is_empty() && in_flight.is_some();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return true,
+                result = async { in_flight.as_mut().expect("watched").await }, if watch_task => {
+                    *in_flight = None;
+                    match result {
+                        Ok(output) => *finished = Some(output),
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    }
+                    return false;
+                }
                 received = tokio::time::timeout_at(until, consumer.recv()) => {
                     drop_revoked(consumer, tracker, &mut [batch]);
                     match received {
@@ -278,25 +277,38 @@ impl Processor {
         batch.push(record);
     }
 
-    /// Apply `batch` until it succeeds; returns the records received meanwhile (to start
-    /// the next batch), or `None` when shutdown interrupted the retries.
-    async fn apply_with_retry(
+    /// Write `records` (and send their poison records to the DLQ) on a task of their own.
+    fn spawn_batch(&self, records: Vec<Record>, prepared: Option<PreparedBatch>) -> InFlight {
+        let applier = self.applier.clone();
+        let dlq = self.dlq.clone();
+        tokio::spawn(async move {
+            let result = apply_once(&applier, &dlq, &records, prepared).await;
+            (records, result)
+        })
+    }
+
+    /// Settle a written batch: on success mark its offsets handled; on a transient
+    /// failure retry it (partitions paused, records received meanwhile go to `next`)
+    /// until it succeeds. Returns `false` when shutdown interrupted the retries.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
         &self,
         consumer: &StreamConsumer<ProcessorContext>,
         mut batch: Vec<Record>,
+        mut result: Result<BatchOutcome, SinkError>,
+        next: &mut Vec<Record>,
         tracker: &mut OffsetTracker,
         breaker: &mut CircuitBreaker,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Record>> {
+    ) -> bool {
         let p = &self.config.processor;
         let mut backoff = Backoff::new(
             Duration::from_millis(p.retry_initial_ms),
             Duration::from_millis(p.retry_max_ms),
         );
         let mut paused = false;
-        let mut carry = Vec::new();
-        loop {
-            match self.apply_once(&batch).await {
+        let settled = loop {
+            let e = match result {
                 Ok(outcome) => {
                     for r in &batch {
                         tracker.handled(&r.topic, r.partition, r.offset);
@@ -304,76 +316,71 @@ impl Processor {
                     self.record(&outcome);
                     breaker.success();
                     self.health.circuit_open.store(false, Ordering::Relaxed);
-                    break;
+                    break true;
                 }
-                Err(e) => {
-                    let open = breaker.failure();
-                    self.health.circuit_open.store(open, Ordering::Relaxed);
-                    Stats::add(&self.stats.retries, 1);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, circuit_open = open, "batch failed; partitions paused");
-                    if !paused {
-                        consumer.context().retrying.store(true, Ordering::SeqCst);
-                        if let Ok(assignment) = consumer.assignment() {
-                            let _ = consumer.pause(&assignment);
-                        }
-                        paused = true;
-                    }
-                    let until = Instant::now() + delay;
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = shutdown.cancelled() => {
-                                tracing::warn!(records = batch.len(), "shutdown during retries: batch left uncommitted");
-                                return None;
-                            }
-                            received = tokio::time::timeout_at(until, consumer.recv()) => {
-                                drop_revoked(consumer, tracker, &mut [&mut batch, &mut carry]);
-                                match received {
-                                    Err(_elapsed) => break,
-                                    Ok(Ok(message)) => self.accept(Record::from_message(&message), &mut carry, tracker),
-                                    Ok(Err(e)) => {
-                                        tracing::warn!(error = %e, "consumer error while paused");
-                                        tokio::time::sleep(Duration::from_millis(100)).await;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if batch.is_empty() {
-                        break;
-                    }
+                Err(e) => e,
+            };
+            let open = breaker.failure();
+            self.health.circuit_open.store(open, Ordering::Relaxed);
+            Stats::add(&self.stats.retries, 1);
+            let delay = backoff.next_delay();
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, circuit_open = open, "batch failed; partitions paused");
+            if !paused {
+                consumer.context().retrying.store(true, Ordering::SeqCst);
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
                 }
+                paused = true;
             }
-        }
+            if !self
+                .wait_paused(consumer, delay, &mut batch, next, tracker, shutdown)
+                .await
+            {
+                break false;
+            }
+            if batch.is_empty() {
+                break true;
+            }
+            result = apply_once(&self.applier, &self.dlq, &batch, None).await;
+        };
         if paused {
             consumer.context().retrying.store(false, Ordering::SeqCst);
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.resume(&assignment);
             }
         }
-        Some(carry)
+        settled
     }
 
-    /// Apply to the sink, then send poison records to the DLQ; both acknowledged or error.
-    async fn apply_once(&self, batch: &[Record]) -> Result<BatchOutcome, SinkError> {
-        let outcome = self.applier.apply(batch).await?;
-        if !outcome.poisoned.is_empty() {
-            for (index, error) in &outcome.poisoned {
-                let r = &batch[*index];
-                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, %error, "poison event sent to the DLQ");
+    /// Keep polling (rebalances, records already fetched) for `delay` while paused.
+    /// Returns `false` when shutdown was requested.
+    async fn wait_paused(
+        &self,
+        consumer: &StreamConsumer<ProcessorContext>,
+        delay: Duration,
+        batch: &mut Vec<Record>,
+        next: &mut Vec<Record>,
+        tracker: &mut OffsetTracker,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return false,
+                received = tokio::time::timeout_at(until, consumer.recv()) => {
+                    drop_revoked(consumer, tracker, &mut [batch, next]);
+                    match received {
+                        Err(_elapsed) => return true,
+                        Ok(Ok(message)) => self.accept(Record::from_message(&message), next, tracker),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "consumer error while paused");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
             }
-            let poisoned: Vec<_> = outcome
-                .poisoned
-                .iter()
-                .map(|(index, error)| (&batch[*index], error.clone()))
-                .collect();
-            self.dlq
-                .send_all(&poisoned)
-                .await
-                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
         }
-        Ok(outcome)
     }
 
     fn record(&self, outcome: &BatchOutcome) {
@@ -382,11 +389,8 @@ impl Processor {
         Stats::add(&self.stats.unmapped, outcome.unmapped);
         Stats::add(&self.stats.dlq, outcome.poisoned.len() as u64);
         Stats::add(&self.stats.batches, 1);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        for commit_time in &outcome.applied_commit_times {
-            self.stats.freshness.record(now_ms - commit_time);
+        for ms in &outcome.freshness_ms {
+            self.stats.freshness.record(*ms);
         }
     }
 
@@ -415,17 +419,54 @@ impl Processor {
     }
 }
 
-/// Drop records of partitions revoked since the last call; their next owner reads them.
+/// A batch being written by its own task: its records and the result.
+type BatchResult = (Vec<Record>, Result<BatchOutcome, SinkError>);
+type InFlight = JoinHandle<BatchResult>;
+
+/// Apply to the sink (preparing the batch unless `prepared`), then send poison records
+/// to the DLQ; both acknowledged or error.
+async fn apply_once(
+    applier: &BatchApplier,
+    dlq: &DeadLetterQueue,
+    batch: &[Record],
+    prepared: Option<PreparedBatch>,
+) -> Result<BatchOutcome, SinkError> {
+    let prepared = match prepared {
+        Some(prepared) => prepared,
+        None => applier.prepare(batch).await?,
+    };
+    let outcome = applier.write(prepared).await?;
+    if !outcome.poisoned.is_empty() {
+        for (index, error) in &outcome.poisoned {
+            let r = &batch[*index];
+            tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, %error, "poison event sent to the DLQ");
+        }
+        let poisoned: Vec<_> = outcome
+            .poisoned
+            .iter()
+            .map(|(index, error)| (&batch[*index], error.clone()))
+            .collect();
+        dlq.send_all(&poisoned)
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+    }
+    Ok(outcome)
+}
+
+/// Drop records of partitions revoked since the last call (their next owner reads them);
+/// `true` when any partition was revoked.
 fn drop_revoked(
     consumer: &StreamConsumer<ProcessorContext>,
     tracker: &mut OffsetTracker,
     batches: &mut [&mut Vec<Record>],
-) {
+) -> bool {
     let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap());
+    let any = !revoked.is_empty();
     for (topic, partition) in revoked {
         tracker.forget(&topic, partition);
         for batch in batches.iter_mut() {
             batch.retain(|r| !(r.topic == topic && r.partition == partition));
         }
     }
+    any
 }

@@ -125,9 +125,7 @@ pub async fn check(
     grace: Duration,
 ) -> anyhow::Result<DriftReport> {
     let started = Instant::now();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::unix_ms();
     let young = |e: &ExpectedPoint| now_ms - e.timestamp_ms < grace.as_millis() as i64;
     let mut report = DriftReport {
         expected_points: expected.points.len() as u64,

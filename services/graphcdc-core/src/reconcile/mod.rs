@@ -125,9 +125,7 @@ impl Reconciler {
         ] {
             gauge.store(counts[&class], Ordering::Relaxed);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::unix_ms() as u64;
         g.last_check_unix_ms.store(now, Ordering::Relaxed);
         g.last_check_duration_ms
             .store(report.duration.as_millis() as u64, Ordering::Relaxed);

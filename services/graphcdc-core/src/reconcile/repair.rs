@@ -65,7 +65,7 @@ pub struct SafetyRefusal {
 /// mapping of its collection routes it.
 fn orphan_delete(mapping: &MappingConfig, key: &str, version: i64) -> ChangeEvent {
     let labels: Vec<&str> = mapping.label.as_deref().into_iter().collect();
-    let mut event = ChangeEvent::node(key, &labels, Op::Delete, version, now_ms());
+    let mut event = ChangeEvent::node(key, &labels, Op::Delete, version, crate::unix_ms());
     event.source = repair_source();
     if let Some(rel_type) = &mapping.relationship_type {
         event.kind = EntityKind::Relationship;
@@ -76,12 +76,6 @@ fn orphan_delete(mapping: &MappingConfig, key: &str, version: i64) -> ChangeEven
         });
     }
     event
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Plan and carry out the repair of `report`.

@@ -179,12 +179,6 @@ fn load(dir: &Path) -> Result<Collection, SinkError> {
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[async_trait]
 impl VectorSink for JsonlSink {
     fn name(&self) -> &'static str {
@@ -217,7 +211,7 @@ impl VectorSink for JsonlSink {
     ) -> Result<(), SinkError> {
         let c = self.collection(collection)?;
         let mut c = c.lock().unwrap();
-        let written_at_ms = now_ms();
+        let written_at_ms = crate::unix_ms();
         let lines: Vec<Line> = points
             .iter()
             .filter(|p| {
@@ -245,7 +239,7 @@ impl VectorSink for JsonlSink {
     async fn purge(&self, collection: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
         let c = self.collection(collection)?;
         let mut c = c.lock().unwrap();
-        let written_at_ms = now_ms();
+        let written_at_ms = crate::unix_ms();
         let lines: Vec<Line> = points
             .iter()
             .filter_map(|(id, version)| {

@@ -1,0 +1,81 @@
+//! Rebalance hooks of the processor's consumer: commit on revoke, remember revoked
+//! partitions, track the assignment, keep new partitions paused during retries.
+
+use crate::stats::{Health, Stats};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::{ClientContext, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Rebalance hooks: commit on revoke, remember revoked partitions, track assignment,
+/// and keep newly assigned partitions paused while a batch is being retried.
+pub struct ProcessorContext {
+    pub revoked: Mutex<Vec<(String, i32)>>,
+    /// A batch is being retried: every assigned partition must stay paused.
+    pub retrying: AtomicBool,
+    pub stats: Arc<Stats>,
+    pub health: Arc<Health>,
+}
+
+impl ClientContext for ProcessorContext {}
+
+impl ConsumerContext for ProcessorContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let revoked_now = match rebalance {
+            Rebalance::Revoke(partitions) => {
+                // Only acknowledged offsets are ever stored, so committing them is safe
+                // (unless the assignment is already lost to another member).
+                if !consumer.assignment_lost() {
+                    commit_stored(consumer, CommitMode::Sync);
+                }
+                // librdkafka keeps a partition's pause flag across revoke/assign.
+                let _ = consumer.resume(partitions);
+                (*partitions).clone()
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error: dropping the whole assignment");
+                consumer.assignment().unwrap_or_default()
+            }
+            Rebalance::Assign(_) => return,
+        };
+        let mut revoked = self.revoked.lock().unwrap();
+        for p in revoked_now.elements() {
+            revoked.push((p.topic().to_owned(), p.partition()));
+        }
+        Stats::add(&self.stats.rebalances, 1);
+        tracing::info!(partitions = revoked_now.count(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        self.health
+            .assigned_partitions
+            .store(assigned, Ordering::Relaxed);
+        if let Rebalance::Assign(partitions) = rebalance {
+            if self.retrying.load(Ordering::SeqCst) {
+                let _ = consumer.pause(partitions);
+            }
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !matches!(
+                e,
+                KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
+            ) {
+                tracing::warn!(error = %e, "offset commit failed; the next commit covers it");
+            }
+        }
+    }
+}
+
+/// Commit the stored offsets; "nothing to commit" is not an error.
+pub fn commit_stored<C: ConsumerContext, K: Consumer<C>>(consumer: &K, mode: CommitMode) {
+    match consumer.commit_consumer_state(mode) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+    }
+}
