@@ -316,7 +316,11 @@ fn metric(body: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
-    let h = Harness::new("metrics").await;
+    let mut h = Harness::new("metrics").await;
+    h.config.kafka.properties.insert(
+        "statistics.interval.ms".into(),
+        graphcdc_core::config::Secret::new("200"),
+    );
     let sink = h.open_sink();
     let running = h.start_processor(sink.clone()).await;
     let state = graphcdc_core::ops::OpsState::Processor {
@@ -351,6 +355,47 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
         metric(&after, "graphcdc_partitions_assigned"),
         support::PARTITIONS as u64
     );
+    let batches = metric(&after, "graphcdc_batches_total");
+    assert!(batches > 0);
+    assert_eq!(metric(&after, "graphcdc_batch_size_events_count"), batches);
+    assert_eq!(metric(&after, "graphcdc_batch_size_events_sum"), 100);
+    assert_eq!(
+        metric(&after, "graphcdc_apply_duration_seconds_count"),
+        batches
+    );
+    let collection = format!(
+        "graphcdc_collection_points_applied_total{{group=\"{}\",topic=\"{}\",collection=\"{}\"}}",
+        h.config.kafka.group_id, h.config.kafka.changes_topic, h.config.mappings[0].collection
+    );
+    assert_eq!(metric(&after, &collection), applied);
+    // Per-partition lag from the consumer's statistics: every partition listed, the
+    // high watermarks add up to the 100 records, and the lag drains to 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (high, lag) = loop {
+        let (_, body) = http_get(addr, "/metrics").await;
+        let series = |name: &str| -> Vec<u64> {
+            body.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+                .collect()
+        };
+        let high = series("graphcdc_high_watermark_offset");
+        let lag = series("graphcdc_consumer_lag_records");
+        let done = high.len() == support::PARTITIONS as usize
+            && high.iter().sum::<u64>() == 100
+            && lag.iter().sum::<u64>() == 0;
+        if done || std::time::Instant::now() > deadline {
+            break (high, lag);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        high.len(),
+        support::PARTITIONS as usize,
+        "one series per partition"
+    );
+    assert_eq!(high.iter().sum::<u64>(), 100, "high watermarks");
+    assert_eq!(lag.iter().sum::<u64>(), 0, "lag after catching up");
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
     assert_eq!(http_get(addr, "/nope").await.0, 404);
 

@@ -7,9 +7,14 @@ use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::event::{Op, PropertyValue};
 use graphcdc_core::inspect::history::{self, Diff, Start};
 use graphcdc_core::inspect::offsets::{self, ResetTo};
-use graphcdc_core::inspect::replay;
+use graphcdc_core::inspect::replay::{
+    self, AliasSwap, OffsetSpec, ReplayEnd, ReplayReport, ReplayStart, ShadowTarget,
+};
+use graphcdc_core::sink::edge::EdgeSink;
 use graphcdc_core::stats::Stats;
 use rdkafka::producer::FutureRecord;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::{churn, doc, Harness, Model};
@@ -192,33 +197,371 @@ async fn replay_to_a_time_rebuilds_the_store_as_of_that_time() {
     let h = Harness::new("replay").await;
     let events = churn(50, 600, 12);
     let (before, after) = events.split_at(300);
+    let cut = publish_with_cut(&h, before, after).await;
+
+    let shadow = |name: &str| {
+        ShadowTarget::Directory(h.dir.path().join(name))
+            .open(&h.config)
+            .unwrap()
+    };
+    let (config, sink) = shadow("as-of-cut");
+    let report = replay::replay(
+        &config,
+        sink.clone(),
+        ReplayStart::Beginning,
+        ReplayEnd::Time(cut),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.records, 300, "only what was written before the cut");
+    let cmp = Model::of(before).compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "the store as of the cut: {cmp:?}");
+
+    let (config, sink) = shadow("now");
+    replay::replay(
+        &config,
+        sink.clone(),
+        ReplayStart::Beginning,
+        ReplayEnd::Now,
+    )
+    .await
+    .unwrap();
+    let cmp = Model::of(&events).compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "deleted entities stay deleted: {cmp:?}");
+}
+
+/// Publish `before`, take the time, publish `after`; returns the time (Unix ms).
+async fn publish_with_cut(
+    h: &Harness,
+    before: &[graphcdc_core::event::ChangeEvent],
+    after: &[graphcdc_core::event::ChangeEvent],
+) -> i64 {
     let publisher = h.publisher(Format::Avro);
     publisher.publish_all(before).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let cut = graphcdc_core::unix_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
     publisher.publish_all(after).await.unwrap();
+    cut
+}
 
-    let shadow = |name: &str| {
-        let mut config = h.config.clone();
-        config.sink = graphcdc_core::config::SinkConfig::Embedded {
-            path: h.dir.path().join(name),
-        };
-        let sink = graphcdc_core::sink::open(&config.sink).unwrap();
-        (config, sink)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_takes_start_and_end_offsets_per_partition() {
+    let h = Harness::new("replay-offsets").await;
+    h.publisher(Format::Avro)
+        .publish_all(&churn(40, 400, 21))
+        .await
+        .unwrap();
+    let k = &h.config.kafka;
+    let highs: BTreeMap<i32, i64> = offsets::show(k, &k.group_id, &k.changes_topic)
+        .unwrap()
+        .iter()
+        .map(|p| (p.partition, p.high))
+        .collect();
+    assert_eq!(highs.values().sum::<i64>(), 400);
+    // What a replay must read: per partition [start, end) within [0, high).
+    let expected = |from: &OffsetSpec, to: Option<&OffsetSpec>| -> u64 {
+        highs
+            .iter()
+            .map(|(p, high)| {
+                let start = from.get(*p).unwrap_or(0);
+                let end = to.and_then(|t| t.get(*p)).map_or(*high, |e| e.min(*high));
+                (end - start).max(0) as u64
+            })
+            .sum()
     };
-    let (config, sink) = shadow("as-of-cut");
-    let report = replay::replay(&config, sink.clone(), Start::Beginning, Some(cut))
-        .await
-        .unwrap();
-    assert_eq!(report.records, 300, "only what was written before the cut");
-    let cmp = Model::of(before).compare(sink.as_ref()).await;
-    assert!(cmp.is_exact(), "the store as of the cut: {cmp:?}");
+    let mut run = 0;
+    let mut replay_records = |from: ReplayStart, to: ReplayEnd| {
+        run += 1;
+        let target = ShadowTarget::Directory(h.dir.path().join(format!("run-{run}")));
+        let config = h.config.clone();
+        async move {
+            let (config, sink) = target.open(&config).unwrap();
+            replay::replay(&config, sink, from, to).await
+        }
+    };
 
-    let (config, sink) = shadow("now");
-    replay::replay(&config, sink.clone(), Start::Beginning, None)
+    // Partition 0 from its middle, partition 1 from its end, the unlisted ones from the
+    // earliest offset; to today's end.
+    let from = OffsetSpec::parse(
+        "--from-offset",
+        &format!("0:{},1:{}", highs[&0] / 2, highs[&1]),
+    )
+    .unwrap();
+    let report = replay_records(ReplayStart::Offsets(from.clone()), ReplayEnd::Now)
         .await
         .unwrap();
-    let cmp = Model::of(&events).compare(sink.as_ref()).await;
-    assert!(cmp.is_exact(), "deleted entities stay deleted: {cmp:?}");
+    assert_eq!(report.records, expected(&from, None));
+    assert_eq!(
+        report.records,
+        (highs[&0] - highs[&0] / 2 + highs[&2] + highs[&3]) as u64
+    );
+
+    // One end offset for every partition (exclusive), and one for partition 2 only.
+    let all = OffsetSpec::All(0);
+    for to in [
+        OffsetSpec::parse("--to-offset", "30").unwrap(),
+        OffsetSpec::parse("--to-offset", "2:5").unwrap(),
+    ] {
+        let report = replay_records(ReplayStart::Beginning, ReplayEnd::Offsets(to.clone()))
+            .await
+            .unwrap();
+        assert_eq!(report.records, expected(&all, Some(&to)), "{to:?}");
+    }
+
+    // Both bounds from one list each.
+    let from = OffsetSpec::parse("--from-offset", "0:3,3:1").unwrap();
+    let to = OffsetSpec::parse("--to-offset", "0:10,1:4").unwrap();
+    let report = replay_records(
+        ReplayStart::Offsets(from.clone()),
+        ReplayEnd::Offsets(to.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.records, expected(&from, Some(&to)));
+
+    // A partition the topic does not have is refused, naming the flag.
+    let err = replay_records(
+        ReplayStart::Offsets(OffsetSpec::parse("--from-offset", "9:0").unwrap()),
+        ReplayEnd::Now,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("--from-offset: "), "{err}");
+    assert!(err.contains("no partition 9"), "{err}");
+
+    // The binary names the flag of bad input before touching anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .args(["replay", "--from-offset", "0:abc", "--target-path"])
+        .arg(h.dir.path().join("never"))
+        .arg("--config")
+        .arg(h.config_file())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--from-offset: offset \"abc\""), "{stderr}");
+    assert!(!h.dir.path().join("never").exists());
+}
+
+/// Replay `h`'s topic from the beginning to `to` into the shadow directory `name`, then
+/// point the symlink `alias` at it.
+async fn replay_and_swap(
+    h: &Harness,
+    name: &str,
+    to: ReplayEnd,
+    alias: &Path,
+    keep_old: bool,
+) -> (ReplayReport, AliasSwap) {
+    let target = ShadowTarget::Directory(h.dir.path().join(name));
+    let alias = alias.to_str().unwrap();
+    replay::check_alias(&h.config, &target, alias)
+        .await
+        .unwrap();
+    let (config, sink) = target.open(&h.config).unwrap();
+    // The replay owns the shadow store's only handle and drops it when done.
+    let report = replay::replay(&config, sink, ReplayStart::Beginning, to)
+        .await
+        .unwrap();
+    let mut swaps = replay::swap_alias(&h.config, &target, alias, keep_old)
+        .await
+        .unwrap();
+    assert_eq!(swaps.len(), 1);
+    (report, swaps.remove(0))
+}
+
+/// A reader opening the alias, as a processor with `[sink] path = <alias>` does.
+async fn through_alias(alias: &Path, model: &Model) -> graphcdc_core::demo::verify::Comparison {
+    let reader = EdgeSink::open(alias).unwrap();
+    model.compare(&reader).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_the_alias_points_readers_at_the_new_shadow_store() {
+    let h = Harness::new("alias").await;
+    let events = churn(40, 400, 33);
+    let (before, after) = events.split_at(200);
+    let cut = publish_with_cut(&h, before, after).await;
+    let alias = h.dir.path().join("store");
+    let resolves_to = |name: &str| {
+        std::fs::canonicalize(&alias).unwrap()
+            == std::fs::canonicalize(h.dir.path().join(name)).unwrap()
+    };
+
+    // A: the store as of the cut, behind the new alias.
+    let (report, swap) = replay_and_swap(&h, "a", ReplayEnd::Time(cut), &alias, false).await;
+    assert_eq!(report.records, 200);
+    assert_eq!(swap.previous, None);
+    assert!(resolves_to("a"));
+    let cmp = through_alias(&alias, &Model::of(before)).await;
+    assert!(cmp.is_exact(), "A through the alias: {cmp:?}");
+
+    // B: today's store; without --keep-old, A is removed.
+    let (report, swap) = replay_and_swap(&h, "b", ReplayEnd::Now, &alias, false).await;
+    assert_eq!(report.records, 400);
+    assert!(resolves_to("b"));
+    assert!(swap.removed);
+    assert!(!h.dir.path().join("a").exists(), "A removed");
+    let cmp = through_alias(&alias, &Model::of(&events)).await;
+    assert!(cmp.is_exact(), "B through the alias: {cmp:?}");
+    assert_eq!(cmp.live_points, cmp.expected_live);
+
+    // An alias already pointing at the target is refused before a replay writes into it.
+    let err = replay::check_alias(
+        &h.config,
+        &ShadowTarget::Directory(h.dir.path().join("b")),
+        alias.to_str().unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("already points at"), "{err}");
+
+    // C, through the binary, with --keep-old: B stays.
+    let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .arg("replay")
+        .arg("--target-path")
+        .arg(h.dir.path().join("c"))
+        .arg("--swap-alias")
+        .arg(&alias)
+        .arg("--keep-old")
+        .arg("--config")
+        .arg(h.config_file())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("records=400"), "{stdout}");
+    assert!(stdout.contains("alias: "), "{stdout}");
+    assert!(resolves_to("c"));
+    assert!(h.dir.path().join("b").is_dir(), "--keep-old keeps B");
+    let cmp = through_alias(&alias, &Model::of(&events)).await;
+    assert!(cmp.is_exact(), "C through the alias: {cmp:?}");
+}
+
+/// Runs only when `QDRANT_URL` points at a Qdrant server (gRPC port), like the sink
+/// contract suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_collection() {
+    use graphcdc_core::config::{Secret, SinkConfig};
+    use graphcdc_core::processor::Processor;
+    use graphcdc_core::sink::qdrant::QdrantSink;
+    use graphcdc_core::stats::Health;
+    use std::sync::Arc;
+
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("QDRANT_URL not set: server alias swap not run");
+        return;
+    };
+    let api_key = std::env::var("QDRANT_API_KEY").ok();
+    let h = Harness::new("alias-server").await;
+    let live = format!("graphcdc_alias_{}", uuid::Uuid::new_v4().simple());
+    let mut config = h.config.clone();
+    config.sink = SinkConfig::Qdrant {
+        url: url.clone(),
+        api_key: api_key.clone().map(Secret::new),
+        timeout_ms: 10_000,
+    };
+    config.mappings[0].collection = live.clone();
+    let server = QdrantSink::connect(&url, api_key, 10_000).unwrap();
+    // The model keyed by the live collection name (the alias).
+    let expected = |events: &[graphcdc_core::event::ChangeEvent]| {
+        Model::of(events)
+            .expected
+            .into_iter()
+            .map(|((_, key), e)| ((live.clone(), key), e))
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    let events = churn(40, 400, 44);
+    let (before, after) = events.split_at(200);
+    let cut = publish_with_cut(&h, before, after).await;
+
+    let replay_into = |suffix: &str, to: ReplayEnd| {
+        let target = ShadowTarget::Suffix(suffix.to_owned());
+        let config = config.clone();
+        let alias = live.clone();
+        async move {
+            replay::check_alias(&config, &target, &alias).await.unwrap();
+            let (shadow, sink) = target.open(&config).unwrap();
+            let report = replay::replay(&shadow, sink, ReplayStart::Beginning, to)
+                .await
+                .unwrap();
+            (report, target)
+        }
+    };
+
+    // A: as of the cut.
+    let (report, a) = replay_into("a", ReplayEnd::Time(cut)).await;
+    assert_eq!(report.records, 200);
+    let swaps = replay::swap_alias(&config, &a, &live, false).await.unwrap();
+    assert_eq!(swaps.len(), 1);
+    assert_eq!(swaps[0].previous, None);
+    assert_eq!(swaps[0].target, format!("{live}_a"));
+    let cmp = graphcdc_core::demo::verify::compare(&server, &expected(before))
+        .await
+        .unwrap();
+    assert!(cmp.is_exact(), "A through the alias: {cmp:?}");
+
+    // B: today's store, --keep-old: A stays.
+    let (_, b) = replay_into("b", ReplayEnd::Now).await;
+    let swaps = replay::swap_alias(&config, &b, &live, true).await.unwrap();
+    assert_eq!(
+        swaps[0].previous.as_deref(),
+        Some(format!("{live}_a").as_str())
+    );
+    assert!(!swaps[0].removed);
+    assert_eq!(
+        server.aliases().await.unwrap().get(&live),
+        Some(&format!("{live}_b"))
+    );
+    let cmp = graphcdc_core::demo::verify::compare(&server, &expected(&events))
+        .await
+        .unwrap();
+    assert!(cmp.is_exact(), "B through the alias: {cmp:?}");
+    let names = server.collection_names().await.unwrap();
+    assert!(names.contains(&format!("{live}_a")), "--keep-old keeps A");
+
+    // C: without --keep-old, B is deleted.
+    let (_, c) = replay_into("c", ReplayEnd::Now).await;
+    let swaps = replay::swap_alias(&config, &c, &live, false).await.unwrap();
+    assert!(swaps[0].removed);
+    let names = server.collection_names().await.unwrap();
+    assert!(!names.contains(&format!("{live}_b")), "B deleted");
+    assert!(names.contains(&format!("{live}_c")));
+
+    // A processor writing to the alias computes the ids the shadow holds: re-reading the
+    // whole topic applies nothing (all fenced) and adds no second point per entity.
+    let stats = Arc::new(Stats::default());
+    let processor = Processor::new(
+        config.clone(),
+        Arc::new(QdrantSink::connect(&url, std::env::var("QDRANT_API_KEY").ok(), 10_000).unwrap()),
+        stats.clone(),
+        Arc::new(Health::default()),
+    )
+    .await
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(processor.run(shutdown.clone()));
+    h.wait_caught_up(Duration::from_secs(90)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(Stats::get(&stats.applied), 0);
+    let cmp = graphcdc_core::demo::verify::compare(&server, &expected(&events))
+        .await
+        .unwrap();
+    assert!(
+        cmp.is_exact(),
+        "C after a processor ran through the alias: {cmp:?}"
+    );
+
+    for suffix in ["a", "c"] {
+        let _ = server.delete_collection(&format!("{live}_{suffix}")).await;
+    }
 }

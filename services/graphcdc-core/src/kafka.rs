@@ -236,47 +236,59 @@ impl ChangePublisher {
                 Some(state) => Some(self.codec.encode_state(&state, self.format).await?),
                 None => None,
             };
-            encoded.push((event, value, state));
+            // An event without trace context continues the current span's trace (relay
+            // rounds, repairs).
+            let traceparent = event
+                .traceparent
+                .clone()
+                .or_else(crate::telemetry::current_traceparent);
+            encoded.push((event, value, state, traceparent));
         }
-        let sends = encoded.iter().map(|(event, value, state)| async move {
-            let change_send = async {
-                if topics == Topics::State {
-                    return Ok(());
-                }
-                let mut headers = OwnedHeaders::new();
-                if let Some(traceparent) = &event.traceparent {
-                    headers = headers.insert(Header {
-                        key: "traceparent",
-                        value: Some(traceparent.as_bytes()),
-                    });
-                }
-                let record = FutureRecord::to(&self.changes_topic)
-                    .key(event.key.as_bytes())
-                    .payload(value)
-                    .headers(headers);
-                self.producer
-                    .send(record, SEND_TIMEOUT)
-                    .await
-                    .map(drop)
-                    .map_err(|(e, _)| anyhow::anyhow!("publishing to {}: {e}", self.changes_topic))
-            };
-            let state_send = async {
-                if topics == Topics::Changes {
-                    return Ok(());
-                }
-                let mut record: FutureRecord<'_, [u8], Vec<u8>> =
-                    FutureRecord::to(&self.state_topic).key(event.key.as_bytes());
-                if let Some(state) = state {
-                    record = record.payload(state);
-                }
-                self.producer
-                    .send(record, SEND_TIMEOUT)
-                    .await
-                    .map(drop)
-                    .map_err(|(e, _)| anyhow::anyhow!("publishing to {}: {e}", self.state_topic))
-            };
-            tokio::try_join!(change_send, state_send).map(drop)
-        });
+        let sends = encoded
+            .iter()
+            .map(|(event, value, state, traceparent)| async move {
+                let change_send = async {
+                    if topics == Topics::State {
+                        return Ok(());
+                    }
+                    let mut headers = OwnedHeaders::new();
+                    if let Some(traceparent) = traceparent {
+                        headers = headers.insert(Header {
+                            key: crate::telemetry::TRACEPARENT,
+                            value: Some(traceparent.as_bytes()),
+                        });
+                    }
+                    let record = FutureRecord::to(&self.changes_topic)
+                        .key(event.key.as_bytes())
+                        .payload(value)
+                        .headers(headers);
+                    self.producer
+                        .send(record, SEND_TIMEOUT)
+                        .await
+                        .map(drop)
+                        .map_err(|(e, _)| {
+                            anyhow::anyhow!("publishing to {}: {e}", self.changes_topic)
+                        })
+                };
+                let state_send = async {
+                    if topics == Topics::Changes {
+                        return Ok(());
+                    }
+                    let mut record: FutureRecord<'_, [u8], Vec<u8>> =
+                        FutureRecord::to(&self.state_topic).key(event.key.as_bytes());
+                    if let Some(state) = state {
+                        record = record.payload(state);
+                    }
+                    self.producer
+                        .send(record, SEND_TIMEOUT)
+                        .await
+                        .map(drop)
+                        .map_err(|(e, _)| {
+                            anyhow::anyhow!("publishing to {}: {e}", self.state_topic)
+                        })
+                };
+                tokio::try_join!(change_send, state_send).map(drop)
+            });
         futures::future::try_join_all(sends).await?;
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! - [`kafka`]: client config, topics, the keyed change publisher.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`stats`]: counters and health shared with the metrics endpoint.
+//! - [`telemetry`]: logs, trace context in Kafka headers, OTLP export.
 
 pub mod capture;
 pub mod codec;
@@ -27,6 +28,7 @@ pub mod processor;
 pub mod reconcile;
 pub mod sink;
 pub mod stats;
+pub mod telemetry;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> i64 {

@@ -4,7 +4,7 @@
 //! A deliberately small HTTP/1.1 server on tokio: three read-only routes, no request
 //! bodies, one response per connection.
 
-use crate::stats::{DriftGauges, Health, RelayStats, Stats};
+use crate::stats::{DriftGauges, Health, Histogram, RelayStats, Stats};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -13,8 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Bucket bounds (ms) of the freshness histogram in `/metrics` (exported in seconds).
-const FRESHNESS_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+/// Bucket bounds (ms) of the latency histograms in `/metrics` (exported in seconds).
+const MILLISECOND_BUCKETS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+/// Bucket bounds of the batch-size histogram.
+const BATCH_SIZE_BUCKETS: [u64; 9] = [1, 10, 50, 100, 250, 500, 1_000, 2_000, 5_000];
 
 /// What the endpoint reports on: one of the services.
 #[derive(Clone)]
@@ -72,17 +74,14 @@ pub fn render_metrics(state: &OpsState) -> String {
             health,
             group,
             topic,
-        } => render_processor(
-            stats,
-            health,
-            &format!("group=\"{group}\",topic=\"{topic}\""),
-        ),
+        } => render_processor(stats, health, group, topic),
         OpsState::Reconciler { gauges } => render_reconciler(gauges),
         OpsState::Relay { stats } => render_relay(stats),
     }
 }
 
-fn render_processor(s: &Stats, h: &Health, labels: &str) -> String {
+fn render_processor(s: &Stats, h: &Health, group: &str, topic: &str) -> String {
+    let labels = &format!("group=\"{group}\",topic=\"{topic}\"");
     let mut out = String::new();
     let counters = [
         (
@@ -145,23 +144,108 @@ fn render_processor(s: &Stats, h: &Health, labels: &str) -> String {
     for (name, help, value) in gauges {
         sample(&mut out, name, "gauge", help, labels, value);
     }
-    let name = "graphcdc_freshness_seconds";
+    histogram(
+        &mut out,
+        (
+            "graphcdc_freshness_seconds",
+            "Now minus source commit time when the sink acknowledged a write.",
+        ),
+        labels,
+        &s.freshness,
+        &MILLISECOND_BUCKETS,
+        1000.0,
+    );
+    histogram(
+        &mut out,
+        (
+            "graphcdc_apply_duration_seconds",
+            "Time to apply a batch until the sink and the DLQ acknowledged it.",
+        ),
+        labels,
+        &s.apply_latency,
+        &MILLISECOND_BUCKETS,
+        1000.0,
+    );
+    histogram(
+        &mut out,
+        ("graphcdc_batch_size_events", "Records per applied batch."),
+        labels,
+        &s.batch_size,
+        &BATCH_SIZE_BUCKETS,
+        1.0,
+    );
+    let name = "graphcdc_sink_errors_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Now minus source commit time when the sink acknowledged a write.\n# TYPE {name} histogram"
+        "# HELP {name} Failed sink calls by class.\n# TYPE {name} counter"
     );
-    let bounds = &FRESHNESS_BUCKETS_MS;
-    for (bound, count) in bounds.iter().zip(s.freshness.cumulative(bounds)) {
+    for (class, counter) in [
+        ("unavailable", &s.sink_errors.unavailable),
+        ("rejected", &s.sink_errors.rejected),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name}{{{labels},class=\"{class}\"}} {}",
+            Stats::get(counter)
+        );
+    }
+    let name = "graphcdc_collection_points_applied_total";
+    let _ = writeln!(out, "# HELP {name} Point writes acknowledged by the sink, per collection.\n# TYPE {name} counter");
+    for (collection, n) in s.applied_by_collection.lock().unwrap().iter() {
+        let _ = writeln!(out, "{name}{{{labels},collection=\"{collection}\"}} {n}");
+    }
+    let partitions = s.partitions.lock().unwrap();
+    for (name, help, field) in [
+        (
+            "graphcdc_consumer_lag_records",
+            "High watermark minus committed offset, per assigned partition.",
+            0,
+        ),
+        (
+            "graphcdc_committed_offset",
+            "Committed offset, per assigned partition.",
+            1,
+        ),
+        (
+            "graphcdc_high_watermark_offset",
+            "End of the partition, per assigned partition.",
+            2,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for ((topic, partition), p) in partitions.iter() {
+            let value = [p.lag, p.committed, p.high_watermark][field];
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}} {value}"
+            );
+        }
+    }
+    out
+}
+
+/// A histogram in Prometheus text format: `bounds` in the recorded unit, exported
+/// divided by `scale` (ms → s).
+fn histogram(
+    out: &mut String,
+    (name, help): (&str, &str),
+    labels: &str,
+    h: &Histogram,
+    bounds: &[u64],
+    scale: f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, count) in bounds.iter().zip(h.cumulative(bounds)) {
         let _ = writeln!(
             out,
             "{name}_bucket{{{labels},le=\"{}\"}} {count}",
-            *bound as f64 / 1000.0
+            *bound as f64 / scale
         );
     }
-    let total = s.freshness.count();
+    let total = h.count();
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum() as f64 / scale);
     let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
-    out
 }
 
 fn render_reconciler(g: &DriftGauges) -> String {

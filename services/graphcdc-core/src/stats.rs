@@ -1,7 +1,9 @@
 //! Counters and health state shared by a running service, kept in one place so the
 //! metrics endpoint and the demo read the same numbers.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Event counters of a processor.
 #[derive(Debug, Default)]
@@ -24,26 +26,56 @@ pub struct Stats {
     /// Partition revocations seen.
     pub rebalances: AtomicU64,
     /// Now − source commit time of every applied write, when the sink acknowledged it:
-    /// the end-to-end delay users feel.
-    pub freshness: LatencyHistogram,
+    /// the end-to-end delay users feel (ms).
+    pub freshness: Histogram,
+    /// Records per applied batch.
+    pub batch_size: Histogram,
+    /// Time to apply a batch: sink writes and DLQ sends until acknowledged (ms).
+    pub apply_latency: Histogram,
+    /// Failed sink calls by class.
+    pub sink_errors: SinkErrorCounts,
+    /// Point writes acknowledged, per collection.
+    pub applied_by_collection: Mutex<BTreeMap<String, u64>>,
+    /// Offsets and lag of the assigned partitions, from the consumer's statistics.
+    pub partitions: Mutex<BTreeMap<(String, i32), PartitionOffsets>>,
 }
 
-/// Milliseconds histogram with 1 ms resolution up to 10 s (and an overflow bucket),
-/// lock-free to record.
+/// Failed sink calls by class.
+#[derive(Debug, Default)]
+pub struct SinkErrorCounts {
+    /// Unreachable, timed out, overloaded: the batch was retried.
+    pub unavailable: AtomicU64,
+    /// The sink refused a write: the batch was split and the culprits sent to the DLQ.
+    pub rejected: AtomicU64,
+}
+
+/// Offsets of one assigned partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Next offset the group will read after a restart (committed).
+    pub committed: i64,
+    /// End of the partition (high watermark).
+    pub high_watermark: i64,
+    /// High watermark − committed.
+    pub lag: i64,
+}
+
+/// Histogram of whole numbers (milliseconds, events) with unit resolution up to 10,000
+/// (and an overflow bucket), lock-free to record.
 #[derive(Debug)]
-pub struct LatencyHistogram {
+pub struct Histogram {
     buckets: Vec<AtomicU64>,
 }
 
-impl Default for LatencyHistogram {
+impl Default for Histogram {
     fn default() -> Self {
-        LatencyHistogram {
+        Histogram {
             buckets: (0..=Self::MAX_MS + 1).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
-impl LatencyHistogram {
+impl Histogram {
     /// Largest value with its own bucket.
     pub const MAX_MS: usize = 10_000;
 
@@ -74,6 +106,15 @@ impl LatencyHistogram {
             }
         }
         Some(Self::MAX_MS as u64 + 1)
+    }
+
+    /// Sum of the recorded values (values above 10,000 count as 10,001).
+    pub fn sum(&self) -> u64 {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(value, b)| value as u64 * b.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Bucket counts at or below each of `bounds` (ms), for Prometheus-style export.
@@ -145,7 +186,7 @@ mod tests {
 
     #[test]
     fn histogram_quantiles() {
-        let h = LatencyHistogram::default();
+        let h = Histogram::default();
         assert_eq!(h.quantile(0.5), None);
         for ms in 1..=100 {
             h.record(ms);

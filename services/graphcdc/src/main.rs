@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use graphcdc_core::capture::backfill;
 use graphcdc_core::capture::relay::Relay;
 use graphcdc_core::codec::{Codec, SchemaRegistry};
-use graphcdc_core::config::{Config, SinkConfig};
+use graphcdc_core::config::Config;
 use graphcdc_core::demo::{self, stream::StreamShape};
 use graphcdc_core::inspect::history::{self, Start};
 use graphcdc_core::inspect::offsets::{self, ResetTo};
@@ -19,6 +19,7 @@ use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions};
 use graphcdc_core::reconcile::{report, ReconcileOptions, Reconciler};
 use graphcdc_core::sink;
 use graphcdc_core::stats::{DriftGauges, Health, RelayStats, Stats};
+use graphcdc_core::telemetry;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,6 +35,21 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects (stderr; level from RUST_LOG). Traces are
+    /// exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(
+        long,
+        global = true,
+        env = "GRAPHCDC_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -130,18 +146,31 @@ enum Command {
         /// Start at this time (RFC 3339); default: the beginning.
         #[arg(long, conflicts_with = "from_offset")]
         from_time: Option<String>,
-        /// Start at this offset on every partition.
-        #[arg(long)]
-        from_offset: Option<i64>,
+        /// Start at this offset on every partition (`120`), or per partition
+        /// (`0:120,1:95`; unlisted partitions start at the earliest offset).
+        #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
+        from_offset: Option<String>,
         /// Stop before this time (RFC 3339); default: today's end of the topic.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to_offset")]
         to_time: Option<String>,
-        /// Embedded sink: the shadow store's directory.
+        /// Stop before this offset (exclusive) on every partition (`500`), or per partition
+        /// (`0:500,2:80`; unlisted partitions run to today's end).
+        #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
+        to_offset: Option<String>,
+        /// Embedded (or jsonl) sink: the shadow store's directory.
         #[arg(long, conflicts_with = "target_suffix")]
         target_path: Option<PathBuf>,
         /// Server sink: shadow collections are named `{collection}_{suffix}`.
         #[arg(long)]
         target_suffix: Option<String>,
+        /// After the replay, point this alias at the shadow target atomically. Server: the
+        /// collection name of the mappings (`{collection}` for several). Embedded: a symlink
+        /// path; point `[sink] path` at it.
+        #[arg(long)]
+        swap_alias: Option<String>,
+        /// With --swap-alias: keep what the alias pointed at before (default: delete it).
+        #[arg(long, requires = "swap_alias")]
+        keep_old: bool,
     },
     /// Show or reset a consumer group's offsets on the change topic.
     Offsets {
@@ -224,13 +253,13 @@ fn main() -> ExitCode {
         Command::Demo { .. } => "warn,qdrant_edge=error",
         _ => "info,qdrant_edge=error",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = match telemetry::init(default_level, cli.log_format == LogFormat::Json) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: cannot set up logging and tracing: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -238,13 +267,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Stop the runtime before the trace exporter flushes (it blocks).
+    drop(runtime);
+    code
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -366,42 +398,51 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             from_time,
             from_offset,
             to_time,
+            to_offset,
             target_path,
             target_suffix,
+            swap_alias,
+            keep_old,
         } => {
-            let mut config = Config::load(config.as_deref())?;
-            match (&mut config.sink, target_path, target_suffix) {
-                (
-                    SinkConfig::Embedded { path } | SinkConfig::Jsonl { path, .. },
-                    Some(target),
-                    _,
-                ) => *path = target,
-                (SinkConfig::Qdrant { .. }, _, Some(suffix)) => {
-                    for m in &mut config.mappings {
-                        m.collection = format!("{}_{suffix}", m.collection);
-                    }
-                }
-                (SinkConfig::Embedded { .. } | SinkConfig::Jsonl { .. }, ..) => {
-                    anyhow::bail!(
-                        "replay: give --target-path for a directory sink (embedded, jsonl)"
-                    )
-                }
-                (SinkConfig::Qdrant { .. }, ..) => {
-                    anyhow::bail!("replay: give --target-suffix for the Qdrant server sink")
-                }
-            }
-            let from = match (from_offset, from_time) {
-                (Some(o), _) => Start::Offset(o),
-                (None, Some(t)) => Start::Time(parse_time("--from-time", &t)?),
-                (None, None) => Start::Beginning,
+            use replay::{OffsetSpec, ReplayEnd, ReplayStart, ShadowTarget};
+            let config = Config::load(config.as_deref())?;
+            let target = match (target_path, target_suffix) {
+                (Some(path), _) => ShadowTarget::Directory(path),
+                (None, Some(suffix)) => ShadowTarget::Suffix(suffix),
+                (None, None) => anyhow::bail!(
+                    "replay: give --target-path (embedded, jsonl) or --target-suffix (Qdrant server)"
+                ),
             };
-            let to = to_time.map(|t| parse_time("--to-time", &t)).transpose()?;
-            let sink = sink::open(&config.sink)?;
-            let report = replay::replay(&config, sink, from, to).await?;
+            let from = match (from_offset, from_time) {
+                (Some(o), _) => ReplayStart::Offsets(OffsetSpec::parse("--from-offset", &o)?),
+                (None, Some(t)) => ReplayStart::Time(parse_time("--from-time", &t)?),
+                (None, None) => ReplayStart::Beginning,
+            };
+            let to = match (to_offset, to_time) {
+                (Some(o), _) => ReplayEnd::Offsets(OffsetSpec::parse("--to-offset", &o)?),
+                (None, Some(t)) => ReplayEnd::Time(parse_time("--to-time", &t)?),
+                (None, None) => ReplayEnd::Now,
+            };
+            if let Some(alias) = &swap_alias {
+                replay::check_alias(&config, &target, alias).await?;
+            }
+            let (shadow, sink) = target.open(&config)?;
+            let report = replay::replay(&shadow, sink, from, to).await?;
             println!(
                 "replay: records={} applied={} skipped_stale={} poison={}",
                 report.records, report.applied, report.skipped_stale, report.poison
             );
+            if let Some(alias) = &swap_alias {
+                for swap in replay::swap_alias(&config, &target, alias, keep_old).await? {
+                    println!(
+                        "alias: {} -> {} (before: {}{})",
+                        swap.alias,
+                        swap.target,
+                        swap.previous.as_deref().unwrap_or("none"),
+                        if swap.removed { ", removed" } else { "" }
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Offsets { action } => {

@@ -11,6 +11,7 @@ use crate::mapping::{Mapper, PointWrite};
 use crate::sink::{Fence, VectorSink};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// What applying a batch did.
@@ -24,6 +25,12 @@ pub struct BatchOutcome {
     pub unmapped: u64,
     /// Records to send to the DLQ: (index in the batch, why).
     pub poisoned: Vec<(usize, PoisonError)>,
+    /// Acknowledged point writes per collection.
+    pub applied_by_collection: Vec<(String, u64)>,
+    /// Writes the sink refused (the batch was then split to find the culprits).
+    pub sink_rejections: u64,
+    /// Time from the start of the successful attempt to the last acknowledgement (ms).
+    pub apply_ms: u64,
     /// Freshness of each acknowledged write: its acknowledgement time minus its source
     /// commit time (ms).
     pub freshness_ms: Vec<i64>,
@@ -39,6 +46,8 @@ pub struct BatchApplier {
 /// A batch decoded, mapped and collapsed to one write per point, not yet written.
 pub struct PreparedBatch {
     by_collection: BTreeMap<String, Vec<Pending>>,
+    /// The events' own `traceparent` fields, by record index.
+    pub traceparents: Vec<Option<String>>,
     /// What preparing found: poison records, unmapped records, in-batch stale writes.
     outcome: BatchOutcome,
 }
@@ -81,8 +90,12 @@ impl BatchApplier {
     pub async fn prepare(&self, records: &[Record]) -> Result<PreparedBatch, SinkError> {
         let mut outcome = BatchOutcome::default();
         let mut latest: HashMap<(String, Uuid), Pending> = HashMap::new();
+        let mut traceparents = vec![None; records.len()];
         for (index, record) in records.iter().enumerate() {
-            let (writes, fence) = match self.decode_and_map(record).await? {
+            let (writes, fence) = match self
+                .decode_and_map(record, &mut traceparents[index])
+                .await?
+            {
                 Ok(mapped) => mapped,
                 Err(poison) => {
                     outcome.poisoned.push((index, poison));
@@ -133,6 +146,7 @@ impl BatchApplier {
         }
         Ok(PreparedBatch {
             by_collection,
+            traceparents,
             outcome,
         })
     }
@@ -146,6 +160,7 @@ impl BatchApplier {
         let PreparedBatch {
             by_collection,
             mut outcome,
+            ..
         } = prepared;
         for (collection, pending) in by_collection {
             let (ordinary, repairs): (Vec<_>, Vec<_>) =
@@ -163,9 +178,11 @@ impl BatchApplier {
 
     /// `Ok(Ok((writes, fence)))`, `Ok(Err(poison))`, or `Err` when the registry is
     /// unavailable. Repair events (source mode `repair`) may rewrite the same version.
+    /// Keeps the event's `traceparent` field in `traceparent`.
     async fn decode_and_map(
         &self,
         record: &Record,
+        traceparent: &mut Option<String>,
     ) -> Result<Result<(Vec<PointWrite>, Fence), PoisonError>, SinkError> {
         let Some(payload) = &record.payload else {
             return Ok(Err(PoisonError::new(
@@ -178,6 +195,7 @@ impl BatchApplier {
             Err(DecodeError::Poison(poison)) => return Ok(Err(poison)),
             Err(DecodeError::RegistryUnavailable(e)) => return Err(SinkError::Unavailable(e)),
         };
+        traceparent.clone_from(&event.traceparent);
         let fence = match event.source.mode {
             CaptureMode::Repair => Fence::NewerOrEqual,
             _ => Fence::Newer,
@@ -196,7 +214,11 @@ impl BatchApplier {
             return Ok(());
         };
         let ids: Vec<Uuid> = pending.iter().map(|p| p.write.id).collect();
-        let stored = self.sink.versions(collection, &ids).await?;
+        let stored = self
+            .sink
+            .versions(collection, &ids)
+            .instrument(tracing::info_span!("sink.versions", otel.kind = "client", %collection, points = ids.len()))
+            .await?;
         let before = pending.len();
         pending.retain(|p| {
             stored.get(&p.write.id).is_none_or(|v| match fence {
@@ -212,9 +234,17 @@ impl BatchApplier {
             .into_iter()
             .map(|p| (p.write, (p.record, p.superseded)))
             .unzip();
-        match self.sink.write(collection, &writes, fence).await {
+        let written = self
+            .sink
+            .write(collection, &writes, fence)
+            .instrument(tracing::info_span!("sink.write", otel.kind = "client", %collection, points = writes.len()))
+            .await;
+        match written {
             Ok(()) => {
                 outcome.applied += writes.len() as u64;
+                outcome
+                    .applied_by_collection
+                    .push((collection.to_owned(), writes.len() as u64));
                 let now = crate::unix_ms();
                 outcome
                     .freshness_ms
@@ -223,6 +253,7 @@ impl BatchApplier {
             }
             Err(e) if e.is_retriable() => Err(e),
             Err(batch_error) => {
+                outcome.sink_rejections += 1;
                 tracing::warn!(%collection, error = %batch_error, "sink rejected a batch; writing its points one by one");
                 for (write, (record, superseded)) in writes.iter().zip(origins) {
                     match self
@@ -232,6 +263,9 @@ impl BatchApplier {
                     {
                         Ok(()) => {
                             outcome.applied += 1;
+                            outcome
+                                .applied_by_collection
+                                .push((collection.to_owned(), 1));
                             outcome
                                 .freshness_ms
                                 .push(crate::unix_ms() - write.commit_time_ms);

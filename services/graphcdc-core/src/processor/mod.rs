@@ -41,6 +41,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long an idle consumer waits for a record before checking for shutdown again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -107,6 +108,8 @@ impl Processor {
             // librdkafka's 500 ms default holds back partitions with little traffic:
             // it dominated end-to-end freshness in docs/benchmarks.md.
             ("fetch.wait.max.ms", "50"),
+            // Partition offsets and lag for /metrics.
+            ("statistics.interval.ms", "5000"),
         ] {
             if !kafka.properties.contains_key(key) {
                 config.set(key, value);
@@ -279,12 +282,12 @@ impl Processor {
 
     /// Write `records` (and send their poison records to the DLQ) on a task of their own.
     fn spawn_batch(&self, records: Vec<Record>, prepared: Option<PreparedBatch>) -> InFlight {
-        let applier = self.applier.clone();
-        let dlq = self.dlq.clone();
-        tokio::spawn(async move {
-            let result = apply_once(&applier, &dlq, &records, prepared).await;
-            (records, result)
-        })
+        tokio::spawn(run_batch(
+            self.applier.clone(),
+            self.dlq.clone(),
+            records,
+            prepared,
+        ))
     }
 
     /// Settle a written batch: on success mark its offsets handled; on a transient
@@ -313,13 +316,14 @@ impl Processor {
                     for r in &batch {
                         tracker.handled(&r.topic, r.partition, r.offset);
                     }
-                    self.record(&outcome);
+                    self.record(&outcome, batch.len());
                     breaker.success();
                     self.health.circuit_open.store(false, Ordering::Relaxed);
                     break true;
                 }
                 Err(e) => e,
             };
+            Stats::add(&self.stats.sink_errors.unavailable, 1);
             let open = breaker.failure();
             self.health.circuit_open.store(open, Ordering::Relaxed);
             Stats::add(&self.stats.retries, 1);
@@ -383,7 +387,15 @@ impl Processor {
         }
     }
 
-    fn record(&self, outcome: &BatchOutcome) {
+    fn record(&self, outcome: &BatchOutcome, records: usize) {
+        self.stats.batch_size.record(records as i64);
+        self.stats.apply_latency.record(outcome.apply_ms as i64);
+        Stats::add(&self.stats.sink_errors.rejected, outcome.sink_rejections);
+        let mut by_collection = self.stats.applied_by_collection.lock().unwrap();
+        for (collection, n) in &outcome.applied_by_collection {
+            *by_collection.entry(collection.clone()).or_default() += n;
+        }
+        drop(by_collection);
         Stats::add(&self.stats.applied, outcome.applied);
         Stats::add(&self.stats.skipped_stale, outcome.skipped_stale);
         Stats::add(&self.stats.unmapped, outcome.unmapped);
@@ -423,6 +435,24 @@ impl Processor {
 type BatchResult = (Vec<Record>, Result<BatchOutcome, SinkError>);
 type InFlight = JoinHandle<BatchResult>;
 
+/// Apply one batch inside its `process_batch` span (continuing the events' traces).
+pub(crate) async fn run_batch(
+    applier: Arc<BatchApplier>,
+    dlq: Arc<DeadLetterQueue>,
+    records: Vec<Record>,
+    prepared: Option<PreparedBatch>,
+) -> BatchResult {
+    let traceparents = prepared
+        .as_ref()
+        .map(|p| p.traceparents.clone())
+        .unwrap_or_default();
+    let span = crate::telemetry::batch_span(&records, &traceparents);
+    let result = apply_once(&applier, &dlq, &records, prepared)
+        .instrument(span)
+        .await;
+    (records, result)
+}
+
 /// Apply to the sink (preparing the batch unless `prepared`), then send poison records
 /// to the DLQ; both acknowledged or error.
 async fn apply_once(
@@ -431,11 +461,12 @@ async fn apply_once(
     batch: &[Record],
     prepared: Option<PreparedBatch>,
 ) -> Result<BatchOutcome, SinkError> {
+    let started = std::time::Instant::now();
     let prepared = match prepared {
         Some(prepared) => prepared,
         None => applier.prepare(batch).await?,
     };
-    let outcome = applier.write(prepared).await?;
+    let mut outcome = applier.write(prepared).await?;
     if !outcome.poisoned.is_empty() {
         for (index, error) in &outcome.poisoned {
             let r = &batch[*index];
@@ -450,6 +481,7 @@ async fn apply_once(
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
     }
+    outcome.apply_ms = started.elapsed().as_millis() as u64;
     Ok(outcome)
 }
 

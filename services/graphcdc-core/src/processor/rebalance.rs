@@ -1,10 +1,10 @@
 //! Rebalance hooks of the processor's consumer: commit on revoke, remember revoked
 //! partitions, track the assignment, keep new partitions paused during retries.
 
-use crate::stats::{Health, Stats};
+use crate::stats::{Health, PartitionOffsets, Stats};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +18,32 @@ pub struct ProcessorContext {
     pub health: Arc<Health>,
 }
 
-impl ClientContext for ProcessorContext {}
+impl ClientContext for ProcessorContext {
+    /// Offsets and lag of the assigned partitions (every `statistics.interval.ms`).
+    fn stats(&self, statistics: Statistics) {
+        let mut partitions = self.stats.partitions.lock().unwrap();
+        partitions.clear();
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if *id < 0 || !p.desired || p.hi_offset < 0 {
+                    continue;
+                }
+                // Before the first commit the group starts from the partition's start.
+                let committed = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset.max(0)
+                };
+                let offsets = PartitionOffsets {
+                    committed,
+                    high_watermark: p.hi_offset,
+                    lag: (p.hi_offset - committed).max(0),
+                };
+                partitions.insert((topic.clone(), *id), offsets);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for ProcessorContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

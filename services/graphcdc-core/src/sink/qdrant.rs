@@ -49,6 +49,128 @@ impl QdrantSink {
     pub async fn server_version(&self) -> Result<String, SinkError> {
         Ok(self.client.health_check().await.map_err(classify)?.version)
     }
+
+    /// Every alias of the server and the collection it points at.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses.
+    pub async fn aliases(&self) -> Result<HashMap<String, String>, SinkError> {
+        let response = self.client.list_aliases().await.map_err(classify)?;
+        Ok(response
+            .aliases
+            .into_iter()
+            .map(|a| (a.alias_name, a.collection_name))
+            .collect())
+    }
+
+    /// Names of the collections (aliases not included).
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses.
+    pub async fn collection_names(&self) -> Result<Vec<String>, SinkError> {
+        let response = self.client.list_collections().await.map_err(classify)?;
+        Ok(response.collections.into_iter().map(|c| c.name).collect())
+    }
+
+    /// Point each `(alias, collection)` alias at its collection in one `UpdateAliases`
+    /// request (a `DeleteAlias` for each alias that exists, then a `CreateAlias` for each),
+    /// which Qdrant applies atomically: a reader sees all old or all new targets, never a
+    /// missing alias. Returns the collection each alias pointed at before.
+    ///
+    /// `qdrant-client` sends one alias action per request only, so this talks to the
+    /// generated gRPC client on a channel of its own (same URL, API key and timeouts).
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses (e.g. a collection is missing, or an
+    /// alias has the name of a collection).
+    pub async fn swap_aliases(
+        &self,
+        swaps: &[(String, String)],
+    ) -> Result<Vec<Option<String>>, SinkError> {
+        use qdrant_client::qdrant::alias_operations::Action;
+        use qdrant_client::qdrant::collections_client::CollectionsClient;
+        use qdrant_client::qdrant::{AliasOperations, ChangeAliases, CreateAlias, DeleteAlias};
+        use tonic::transport::{Channel, ClientTlsConfig};
+
+        let before = self.aliases().await?;
+        let previous: Vec<Option<String>> = swaps
+            .iter()
+            .map(|(alias, _)| before.get(alias).cloned())
+            .collect();
+        let mut actions = Vec::with_capacity(swaps.len() * 2);
+        for ((alias, _), previous) in swaps.iter().zip(&previous) {
+            if previous.is_some() {
+                actions.push(AliasOperations {
+                    action: Some(Action::DeleteAlias(DeleteAlias {
+                        alias_name: alias.clone(),
+                    })),
+                });
+            }
+        }
+        for (alias, collection) in swaps {
+            actions.push(AliasOperations {
+                action: Some(Action::CreateAlias(CreateAlias {
+                    collection_name: collection.clone(),
+                    alias_name: alias.clone(),
+                })),
+            });
+        }
+
+        let config = &self.client.config;
+        let mut endpoint = Channel::from_shared(config.uri.clone())
+            .map_err(|e| SinkError::Rejected(format!("sink.url: {e}")))?
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout);
+        if config.uri.starts_with("https:") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .map_err(|e| SinkError::Rejected(format!("sink.url: TLS: {e}")))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| SinkError::Unavailable(format!("connecting to {}: {e}", config.uri)))?;
+        let api_key = config.api_key.clone();
+        let mut api = CollectionsClient::with_interceptor(
+            channel,
+            move |mut request: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+                if let Some(key) = &api_key {
+                    request.metadata_mut().insert(
+                        "api-key",
+                        key.parse()
+                            .map_err(|_| tonic::Status::invalid_argument("malformed API key"))?,
+                    );
+                }
+                Ok(request)
+            },
+        );
+        let response = api
+            .update_aliases(ChangeAliases {
+                actions,
+                timeout: None,
+            })
+            .await
+            .map_err(|status| classify(QdrantError::ResponseError { status }))?
+            .into_inner();
+        if !response.result {
+            return Err(SinkError::Rejected(
+                "the server did not apply the alias change".to_owned(),
+            ));
+        }
+        Ok(previous)
+    }
+
+    /// Delete `collection` and its points for good.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses.
+    pub async fn delete_collection(&self, collection: &str) -> Result<(), SinkError> {
+        self.client
+            .delete_collection(collection)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
 }
 
 /// Transient (retry) versus rejected (the request itself is wrong).
