@@ -1,10 +1,8 @@
 //! graphcdc: keeps a Qdrant vector store in sync with a Neo4j graph through Kafka.
 //!
-//! - [`event`]: the one event model (change events and entity states).
+//! - [`event`], [`codec`], [`config`], [`mapping`], [`error`]: the contract, from the
+//!   `graphcdc-contract` crate (the one event model, Avro/JSON, config, point writes).
 //! - [`capture`]: the Neo4j outbox relay and the backfill.
-//! - [`codec`]: Avro (Confluent wire format) and JSON encoding of the contract.
-//! - [`config`]: configuration, validated at start.
-//! - [`mapping`]: from events to version-fenced point writes.
 //! - [`sink`]: the [`sink::VectorSink`] trait, Qdrant server and embedded Qdrant.
 //! - [`processor`]: the consumer group member applying the change topic to a sink.
 //! - [`reconcile`]: drift detection and repair against the compacted state topic.
@@ -14,15 +12,14 @@
 //! - [`stats`]: counters and health shared with the metrics endpoint.
 //! - [`telemetry`]: logs, trace context in Kafka headers, OTLP export.
 
+// The contract lives in its own crate (fuzzed alone); re-exported so `crate::event`
+// and `graphcdc_core::event` paths keep working.
+pub use graphcdc_contract::{codec, config, error, event, mapping};
+
 pub mod capture;
-pub mod codec;
-pub mod config;
 pub mod demo;
-pub mod error;
-pub mod event;
 pub mod inspect;
 pub mod kafka;
-pub mod mapping;
 pub mod ops;
 pub mod processor;
 pub mod reconcile;
