@@ -111,15 +111,7 @@ pub fn open(config: &SinkConfig) -> anyhow::Result<Arc<dyn VectorSink>> {
             path,
             max_file_bytes,
         } => Arc::new(jsonl::JsonlSink::open(path, *max_file_bytes)?),
-        SinkConfig::Qdrant {
-            url,
-            api_key,
-            timeout_ms,
-        } => Arc::new(qdrant::QdrantSink::connect(
-            url,
-            api_key.as_ref().map(|k| k.expose().to_owned()),
-            *timeout_ms,
-        )?),
+        SinkConfig::Qdrant { .. } => Arc::new(qdrant::QdrantSink::from_config(config)?),
     })
 }
 

@@ -6,7 +6,7 @@
 //! conditional upserts (1.16 or newer): an older one ignores the filter.
 
 use super::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink, SCAN_FIELDS};
-use crate::config::Distance;
+use crate::config::{Distance, SinkConfig};
 use crate::error::SinkError;
 use crate::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
 use async_trait::async_trait;
@@ -28,6 +28,25 @@ pub struct QdrantSink {
 }
 
 impl QdrantSink {
+    /// A client for the `[sink]` section, which must be `kind = "qdrant"`.
+    ///
+    /// # Errors
+    /// When the section is another kind or the URL is invalid.
+    pub fn from_config(sink: &SinkConfig) -> anyhow::Result<Self> {
+        match sink {
+            SinkConfig::Qdrant {
+                url,
+                api_key,
+                timeout_ms,
+            } => Self::connect(
+                url,
+                api_key.as_ref().map(|k| k.expose().to_owned()),
+                *timeout_ms,
+            ),
+            _ => anyhow::bail!("sink.kind: a Qdrant server is needed here"),
+        }
+    }
+
     /// A client for `url`; no connection is made until the first call.
     ///
     /// # Errors

@@ -38,20 +38,9 @@ pub async fn check_alias(
         (SinkConfig::Embedded { .. }, ShadowTarget::Directory(dir)) => {
             check_directory_alias(Path::new(alias), dir)
         }
-        (
-            SinkConfig::Qdrant {
-                url,
-                api_key,
-                timeout_ms,
-            },
-            ShadowTarget::Suffix(suffix),
-        ) => {
+        (SinkConfig::Qdrant { .. }, ShadowTarget::Suffix(suffix)) => {
             let pairs = server_aliases(&live_collections(config), alias, suffix)?;
-            let server = QdrantSink::connect(
-                url,
-                api_key.as_ref().map(|k| k.expose().to_owned()),
-                *timeout_ms,
-            )?;
+            let server = QdrantSink::from_config(&config.sink)?;
             let collections = server.collection_names().await?;
             let aliases = server.aliases().await?;
             for (alias, shadow) in &pairs {
@@ -100,20 +89,9 @@ pub async fn swap_alias(
         (SinkConfig::Embedded { .. }, ShadowTarget::Directory(dir)) => Ok(vec![
             swap_directory_alias(Path::new(alias), dir, keep_old)?,
         ]),
-        (
-            SinkConfig::Qdrant {
-                url,
-                api_key,
-                timeout_ms,
-            },
-            ShadowTarget::Suffix(suffix),
-        ) => {
+        (SinkConfig::Qdrant { .. }, ShadowTarget::Suffix(suffix)) => {
             let pairs = server_aliases(&live_collections(config), alias, suffix)?;
-            let server = QdrantSink::connect(
-                url,
-                api_key.as_ref().map(|k| k.expose().to_owned()),
-                *timeout_ms,
-            )?;
+            let server = QdrantSink::from_config(&config.sink)?;
             let previous = server.swap_aliases(&pairs).await?;
             let now = server.aliases().await?;
             let mut swaps = Vec::with_capacity(pairs.len());
