@@ -123,3 +123,34 @@ fn json_logs_are_one_json_object_per_line() {
         );
     }
 }
+
+#[test]
+fn secrets_from_files_are_read_masked_and_a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, "from-a-file\n").unwrap();
+    let text = format!("[sink]\nkind = \"qdrant\"\nurl = \"http://q:6334\"\n{MAPPING}");
+    let key_path = key_file.display().to_string();
+    let out = run_with_config(
+        &text,
+        &[("GRAPHCDC_SINK__API_KEY_FILE", key_path.as_str())],
+        &["--print-config"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("api_key: Some(") && stdout.contains("***"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("from-a-file"), "{stdout}");
+    let out = run_with_config(
+        &text,
+        &[("GRAPHCDC_SINK__API_KEY_FILE", "/nonexistent/api-key")],
+        &["--print-config"],
+    );
+    assert_fails_naming(&out, "GRAPHCDC_SINK__API_KEY_FILE");
+}

@@ -313,12 +313,42 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     }
 }
 
+/// `GRAPHCDC_SECTION__FIELD_FILE=/path` sets `section.field` to the file's content
+/// without its trailing newline: secrets mounted as files (Docker and Kubernetes secrets).
+fn file_overrides(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut overrides = Vec::new();
+    for (name, path) in vars {
+        let Some(field) = name
+            .strip_prefix("GRAPHCDC_")
+            .and_then(|rest| rest.strip_suffix("_FILE"))
+            .filter(|rest| rest.contains("__"))
+        else {
+            continue;
+        };
+        let value = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(name.as_str(), format!("cannot read {path}: {e}")))?;
+        let field = field.to_lowercase().replace("__", ".");
+        overrides.push((field, value.trim_end_matches(['\r', '\n']).to_owned()));
+    }
+    Ok(overrides)
+}
+
 impl Config {
     /// Load `file` (when given) and `GRAPHCDC_…` environment overrides, then validate.
     ///
     /// # Errors
     /// A [`ConfigError`] naming the field that is missing, mistyped or out of range.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with the `GRAPHCDC_…_FILE` variables taken from `vars` (tests).
+    fn load_with_env(
+        file: Option<&Path>,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
@@ -332,9 +362,16 @@ impl Config {
         // Only `GRAPHCDC_SECTION__FIELD` variables are overrides; others with the prefix
         // (GRAPHCDC_CONFIG, GRAPHCDC_TEST_…) belong to someone else.
         let overrides = Env::prefixed("GRAPHCDC_")
-            .filter(|key| key.as_str().contains("__"))
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                key.contains("__") && !key.ends_with("_file")
+            })
             .split("__");
-        Self::from_figment(figment.merge(overrides))
+        figment = figment.merge(overrides);
+        for (field, value) in file_overrides(vars)? {
+            figment = figment.merge((field, value));
+        }
+        Self::from_figment(figment)
     }
 
     /// Parse and validate config from TOML text (tests, embedded defaults).
@@ -497,6 +534,34 @@ impl MappingConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_can_come_from_files_named_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let config_file = dir.path().join("graphcdc.toml");
+        std::fs::write(&config_file, MINIMAL).unwrap();
+        let vars = |path: &Path| {
+            vec![
+                (
+                    "GRAPHCDC_NEO4J__PASSWORD_FILE".to_owned(),
+                    path.display().to_string(),
+                ),
+                (
+                    "GRAPHCDC_CONFIG_FILE".to_owned(),
+                    "not an override".to_owned(),
+                ),
+            ]
+            .into_iter()
+        };
+        let config = Config::load_with_env(Some(&config_file), vars(&secret)).unwrap();
+        assert_eq!(config.neo4j.password.expose(), "s3cret");
+        assert!(!format!("{config:?}").contains("s3cret"), "masked in Debug");
+        let missing =
+            Config::load_with_env(Some(&config_file), vars(&dir.path().join("nope"))).unwrap_err();
+        assert_eq!(missing.field, "GRAPHCDC_NEO4J__PASSWORD_FILE");
+    }
 
     const MINIMAL: &str = r#"
         [[mappings]]
