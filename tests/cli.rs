@@ -154,3 +154,65 @@ fn secrets_from_files_are_read_masked_and_a_missing_file_is_named() {
     );
     assert_fails_naming(&out, "GRAPHCDC_SINK__API_KEY_FILE");
 }
+
+/// Accepts HTTP/1.1 requests on a real socket and records "METHOD path body-length".
+fn http_recorder() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let mut length = 0usize;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut parts = request_line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let _ = tx.send(format!("{method} {path} {length}"));
+                let mut out = stream.try_clone().unwrap();
+                let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn traces_are_exported_over_otlp_http_when_the_endpoint_is_set() {
+    let (endpoint, requests) = http_recorder();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .args(["demo", "--chunks", "10", "--data-dir"])
+        .arg(dir.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received: Vec<String> = requests.try_iter().collect();
+    assert!(
+        received
+            .iter()
+            .any(|r| r.starts_with("POST /v1/traces ") && !r.ends_with(" 0")),
+        "no OTLP trace export received: {received:?}"
+    );
+}

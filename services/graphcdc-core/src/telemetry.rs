@@ -18,7 +18,9 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -63,9 +65,10 @@ pub fn init(default_filter: &str, json: bool) -> anyhow::Result<TelemetryGuard> 
         logs.json()
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(filter)
             .boxed()
     } else {
-        logs.boxed()
+        logs.with_filter(filter).boxed()
     };
     let provider = if otlp_enabled() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -84,11 +87,17 @@ pub fn init(default_filter: &str, json: bool) -> anyhow::Result<TelemetryGuard> 
     } else {
         None
     };
-    let traces = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("graphcdc")));
+    // The log level does not decide what is traced: graphcdc's own spans always are (and
+    // never the exporter's HTTP client, which would trace its own exports).
+    let traces = provider.as_ref().map(|p| {
+        let ours = Targets::new()
+            .with_target("graphcdc", Level::INFO)
+            .with_target("graphcdc_core", Level::INFO);
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("graphcdc"))
+            .with_filter(ours)
+    });
     tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
         .with(traces)
         .try_init()?;
