@@ -25,6 +25,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// Links kept per batch span: above the largest batch we expect.
+const MAX_LINKS: u32 = 10_000;
+
 /// Header (and event field) carrying the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -81,6 +84,8 @@ pub fn init(default_filter: &str, json: bool) -> anyhow::Result<TelemetryGuard> 
         Some(
             SdkTracerProvider::builder()
                 .with_resource(resource.build())
+                // One link per distinct producer span of a batch (the default keeps 128).
+                .with_max_links_per_span(MAX_LINKS)
                 .with_batch_exporter(exporter)
                 .build(),
         )
@@ -169,10 +174,14 @@ pub fn batch_span(records: &[Record], traceparents: &[Option<String>]) -> tracin
         batch.size = records.len()
     );
     let mut parent = None;
+    let mut linked = std::collections::HashSet::new();
     for (i, record) in records.iter().enumerate() {
         let fallback = traceparents.get(i).and_then(Option::as_deref);
         if let Some(context) = record_context(record, fallback) {
-            span.add_link(context.span().span_context().clone());
+            let producer = context.span().span_context().clone();
+            if linked.insert((producer.trace_id(), producer.span_id())) {
+                span.add_link(producer);
+            }
             parent.get_or_insert(context);
         }
     }

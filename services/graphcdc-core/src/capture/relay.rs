@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Take or renew the lease when it is free, ours, or expired; returns the holder.
 pub const ACQUIRE_LEASE: &str =
@@ -146,7 +147,13 @@ impl Relay {
         let reemitted = context::reemit(&self.graph, mappings, &events, db).await?;
         events.extend(reemitted);
         context::enrich(&self.graph, mappings, &mut events).await?;
-        self.publisher.publish_all(&events).await?;
+        // Events carry this span's trace context unless the outbox entry had its own.
+        let span = tracing::info_span!(
+            "relay.publish",
+            otel.kind = "producer",
+            events = events.len()
+        );
+        self.publisher.publish_all(&events).instrument(span).await?;
         self.graph
             .run(query(DELETE_PUBLISHED).param("ids", ids))
             .await

@@ -27,7 +27,7 @@ pub struct BatchOutcome {
     pub poisoned: Vec<(usize, PoisonError)>,
     /// Acknowledged point writes per collection.
     pub applied_by_collection: Vec<(String, u64)>,
-    /// Writes the sink refused (the batch was then split to find the culprits).
+    /// Point writes the sink refused (their records went to the DLQ).
     pub sink_rejections: u64,
     /// Time from the start of the successful attempt to the last acknowledgement (ms).
     pub apply_ms: u64,
@@ -45,11 +45,25 @@ pub struct BatchApplier {
 
 /// A batch decoded, mapped and collapsed to one write per point, not yet written.
 pub struct PreparedBatch {
+    /// (partition, offset) of the records it was prepared from, in order.
+    positions: Vec<(i32, i64)>,
     by_collection: BTreeMap<String, Vec<Pending>>,
     /// The events' own `traceparent` fields, by record index.
     pub traceparents: Vec<Option<String>>,
     /// What preparing found: poison records, unmapped records, in-batch stale writes.
     outcome: BatchOutcome,
+}
+
+impl PreparedBatch {
+    /// Whether it was prepared from exactly `records`.
+    pub fn is_for(&self, records: &[Record]) -> bool {
+        self.positions.len() == records.len()
+            && self
+                .positions
+                .iter()
+                .zip(records)
+                .all(|(&(partition, offset), r)| r.partition == partition && r.offset == offset)
+    }
 }
 
 /// A point write, the batch index of the record it came from, the records whose older
@@ -145,6 +159,7 @@ impl BatchApplier {
             by_collection.entry(collection).or_default().push(pending);
         }
         Ok(PreparedBatch {
+            positions: records.iter().map(|r| (r.partition, r.offset)).collect(),
             by_collection,
             traceparents,
             outcome,
@@ -253,7 +268,6 @@ impl BatchApplier {
             }
             Err(e) if e.is_retriable() => Err(e),
             Err(batch_error) => {
-                outcome.sink_rejections += 1;
                 tracing::warn!(%collection, error = %batch_error, "sink rejected a batch; writing its points one by one");
                 for (write, (record, superseded)) in writes.iter().zip(origins) {
                     match self
@@ -272,6 +286,7 @@ impl BatchApplier {
                         }
                         Err(e) if e.is_retriable() => return Err(e),
                         Err(e) => {
+                            outcome.sink_rejections += 1;
                             // Older writes of this point were folded into the rejected one:
                             // they go to the DLQ with it, so none is committed unapplied.
                             let message = e.to_string();

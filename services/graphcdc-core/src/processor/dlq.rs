@@ -63,20 +63,18 @@ impl DeadLetterQueue {
 
 fn error_headers(record: &Record, error: &PoisonError, connector: &str) -> OwnedHeaders {
     let mut out = OwnedHeaders::new_with_capacity(record.headers.len() + 8);
-    // The DLQ record continues the batch's trace when one is recorded.
-    let traceparent = crate::telemetry::current_traceparent();
-    if let Some(tp) = &traceparent {
+    // The record keeps its own trace context; one without any gets the batch's.
+    let has_context = record
+        .headers
+        .iter()
+        .any(|(key, _)| key.eq_ignore_ascii_case(crate::telemetry::TRACEPARENT));
+    if let Some(tp) = crate::telemetry::current_traceparent().filter(|_| !has_context) {
         out = out.insert(Header {
             key: crate::telemetry::TRACEPARENT,
             value: Some(tp.as_bytes()),
         });
     }
     for (key, value) in &record.headers {
-        let is_trace_context = key.eq_ignore_ascii_case(crate::telemetry::TRACEPARENT)
-            || key.eq_ignore_ascii_case("tracestate");
-        if traceparent.is_some() && is_trace_context {
-            continue;
-        }
         out = out.insert(Header {
             key,
             value: value.as_deref(),

@@ -117,6 +117,7 @@ impl Processor {
         }
         let context = ProcessorContext {
             revoked: Mutex::new(Vec::new()),
+            revoked_during_batch: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
             stats: self.stats.clone(),
             health: self.health.clone(),
@@ -164,10 +165,11 @@ impl Processor {
                 false => self.applier.prepare(&next).await.ok(),
             };
             if let Some(task) = in_flight.take() {
-                finished = Some(task.await?);
+                finished = Some(task.await);
             }
-            if let Some((records, result)) = finished.take() {
-                let received = next.len();
+            if let Some((records, result)) = finished.take().transpose()? {
+                // Records received during retries join `next`: prepare it again then.
+                let retried = result.is_err();
                 let done = self
                     .finish(
                         &consumer,
@@ -183,13 +185,18 @@ impl Processor {
                     interrupted = true;
                     break;
                 }
-                if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || next.len() != received
-                {
+                if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || retried {
                     prepared = None;
                 }
                 self.commit(&consumer, &mut tracker, CommitMode::Async);
             }
             if !next.is_empty() {
+                consumer
+                    .context()
+                    .revoked_during_batch
+                    .lock()
+                    .unwrap()
+                    .clear();
                 in_flight = Some(self.spawn_batch(std::mem::take(&mut next), prepared));
                 // Let the batch task start now: tokio runs a freshly spawned task on this
                 // worker (not stealable) once this task yields, and preparing the next
@@ -235,7 +242,7 @@ impl Processor {
         consumer: &StreamConsumer<ProcessorContext>,
         batch: &mut Vec<Record>,
         tracker: &mut OffsetTracker,
-        (in_flight, finished): (&mut Option<InFlight>, &mut Option<BatchResult>),
+        (in_flight, finished): (&mut Option<InFlight>, &mut Option<JoinResult>),
         shutdown: &CancellationToken,
     ) -> bool {
         let max_wait = Duration::from_millis(self.config.processor.batch_max_wait_ms);
@@ -248,10 +255,7 @@ impl Processor {
                 _ = shutdown.cancelled() => return true,
                 result = async { in_flight.as_mut().expect("watched").await }, if watch_task => {
                     *in_flight = None;
-                    match result {
-                        Ok(output) => *finished = Some(output),
-                        Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    }
+                    *finished = Some(result);
                     return false;
                 }
                 received = tokio::time::timeout_at(until, consumer.recv()) => {
@@ -285,6 +289,7 @@ impl Processor {
         tokio::spawn(run_batch(
             self.applier.clone(),
             self.dlq.clone(),
+            self.stats.clone(),
             records,
             prepared,
         ))
@@ -310,6 +315,8 @@ impl Processor {
             Duration::from_millis(p.retry_max_ms),
         );
         let mut paused = false;
+        let gone = std::mem::take(&mut *consumer.context().revoked_during_batch.lock().unwrap());
+        batch.retain(|r| !gone.iter().any(|(t, p)| *t == r.topic && *p == r.partition));
         let settled = loop {
             let e = match result {
                 Ok(outcome) => {
@@ -323,7 +330,6 @@ impl Processor {
                 }
                 Err(e) => e,
             };
-            Stats::add(&self.stats.sink_errors.unavailable, 1);
             let open = breaker.failure();
             self.health.circuit_open.store(open, Ordering::Relaxed);
             Stats::add(&self.stats.retries, 1);
@@ -345,7 +351,10 @@ impl Processor {
             if batch.is_empty() {
                 break true;
             }
-            result = apply_once(&self.applier, &self.dlq, &batch, None).await;
+            let span = crate::telemetry::batch_span(&batch, &[]);
+            result = apply_once(&self.applier, &self.dlq, &self.stats, &batch, None)
+                .instrument(span)
+                .await;
         };
         if paused {
             consumer.context().retrying.store(false, Ordering::SeqCst);
@@ -434,11 +443,14 @@ impl Processor {
 /// A batch being written by its own task: its records and the result.
 type BatchResult = (Vec<Record>, Result<BatchOutcome, SinkError>);
 type InFlight = JoinHandle<BatchResult>;
+/// A finished batch task: its result, or how it failed (panic).
+type JoinResult = Result<BatchResult, tokio::task::JoinError>;
 
 /// Apply one batch inside its `process_batch` span (continuing the events' traces).
 pub(crate) async fn run_batch(
     applier: Arc<BatchApplier>,
     dlq: Arc<DeadLetterQueue>,
+    stats: Arc<Stats>,
     records: Vec<Record>,
     prepared: Option<PreparedBatch>,
 ) -> BatchResult {
@@ -447,7 +459,7 @@ pub(crate) async fn run_batch(
         .map(|p| p.traceparents.clone())
         .unwrap_or_default();
     let span = crate::telemetry::batch_span(&records, &traceparents);
-    let result = apply_once(&applier, &dlq, &records, prepared)
+    let result = apply_once(&applier, &dlq, &stats, &records, prepared)
         .instrument(span)
         .await;
     (records, result)
@@ -458,15 +470,20 @@ pub(crate) async fn run_batch(
 async fn apply_once(
     applier: &BatchApplier,
     dlq: &DeadLetterQueue,
+    stats: &Stats,
     batch: &[Record],
     prepared: Option<PreparedBatch>,
 ) -> Result<BatchOutcome, SinkError> {
-    let started = std::time::Instant::now();
     let prepared = match prepared {
-        Some(prepared) => prepared,
-        None => applier.prepare(batch).await?,
+        Some(prepared) if prepared.is_for(batch) => prepared,
+        _ => applier.prepare(batch).await?,
     };
-    let mut outcome = applier.write(prepared).await?;
+    let started = std::time::Instant::now();
+    let mut outcome = applier.write(prepared).await.inspect_err(|e| {
+        if e.is_retriable() {
+            Stats::add(&stats.sink_errors.unavailable, 1);
+        }
+    })?;
     if !outcome.poisoned.is_empty() {
         for (index, error) in &outcome.poisoned {
             let r = &batch[*index];

@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex};
 /// Rebalance hooks: commit on revoke, remember revoked partitions, track assignment,
 /// and keep newly assigned partitions paused while a batch is being retried.
 pub struct ProcessorContext {
+    /// Partitions revoked since the main loop last dropped their records.
     pub revoked: Mutex<Vec<(String, i32)>>,
+    /// Partitions revoked since the in-flight batch was handed to its task: its records
+    /// of those partitions must not be retried (their next owner writes them).
+    pub revoked_during_batch: Mutex<Vec<(String, i32)>>,
     /// A batch is being retried: every assigned partition must stay paused.
     pub retrying: AtomicBool,
     pub stats: Arc<Stats>,
@@ -65,8 +69,10 @@ impl ConsumerContext for ProcessorContext {
             Rebalance::Assign(_) => return,
         };
         let mut revoked = self.revoked.lock().unwrap();
+        let mut during_batch = self.revoked_during_batch.lock().unwrap();
         for p in revoked_now.elements() {
             revoked.push((p.topic().to_owned(), p.partition()));
+            during_batch.push((p.topic().to_owned(), p.partition()));
         }
         Stats::add(&self.stats.rebalances, 1);
         tracing::info!(partitions = revoked_now.count(), "partitions revoked");

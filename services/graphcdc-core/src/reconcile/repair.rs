@@ -16,6 +16,7 @@ use crate::sink::{Fence, VectorSink};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Where repairs go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +173,12 @@ pub async fn repair(
         match &publisher {
             Some(publisher) => {
                 let chunk: Vec<ChangeEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
-                publisher.publish_changes(&chunk).await?;
+                let span = tracing::info_span!(
+                    "reconcile.repair",
+                    otel.kind = "producer",
+                    events = chunk.len()
+                );
+                publisher.publish_changes(&chunk).instrument(span).await?;
             }
             None => write_to_sink(sink, mapper, chunk).await?,
         }

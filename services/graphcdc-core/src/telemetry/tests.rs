@@ -80,7 +80,9 @@ async fn a_batch_continues_the_producer_trace_links_every_event_and_traces_sink_
         record(&codec, 2, None, None).await,
     ];
     let prepared = applier.prepare(&records).await.unwrap();
-    let (_, result) = crate::processor::run_batch(applier, dlq, records, Some(prepared)).await;
+    let stats = Arc::new(crate::stats::Stats::default());
+    let (_, result) =
+        crate::processor::run_batch(applier, dlq, stats, records, Some(prepared)).await;
     assert_eq!(result.unwrap().applied, 3);
     assert_eq!(sink.count_live(&spec.name).await.unwrap(), 3);
 
