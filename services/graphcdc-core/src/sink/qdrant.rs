@@ -193,6 +193,9 @@ impl QdrantSink {
 }
 
 /// Transient (retry) versus rejected (the request itself is wrong).
+/// Whether a failure may pass by retrying. A wrong API key, missing permissions or a
+/// deleted collection affect every write alike: they are retried (pausing the partitions
+/// and opening the circuit) rather than sending every event to the DLQ.
 fn classify(e: QdrantError) -> SinkError {
     use tonic::Code;
     let retriable = match &e {
@@ -206,6 +209,9 @@ fn classify(e: QdrantError) -> SinkError {
                 | Code::Aborted
                 | Code::Unknown
                 | Code::Internal
+                | Code::Unauthenticated
+                | Code::PermissionDenied
+                | Code::NotFound
         ),
         _ => false,
     };
@@ -463,5 +469,36 @@ impl VectorSink for QdrantSink {
             .await
             .map_err(classify)?;
         Ok(response.result.map_or(0, |r| r.count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code) -> QdrantError {
+        QdrantError::ResponseError {
+            status: tonic::Status::new(code, "test"),
+        }
+    }
+
+    #[test]
+    fn sink_wide_failures_are_retried_and_bad_points_rejected() {
+        use tonic::Code;
+        for code in [
+            Code::Unavailable,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::NotFound,
+        ] {
+            assert!(classify(status(code)).is_retriable(), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+        ] {
+            assert!(!classify(status(code)).is_retriable(), "{code:?}");
+        }
     }
 }
