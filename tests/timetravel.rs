@@ -15,7 +15,6 @@ use graphcdc_core::stats::Stats;
 use rdkafka::producer::FutureRecord;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use support::{churn, doc, Harness, Model};
 
@@ -99,12 +98,7 @@ async fn history_shows_every_version_in_order_with_diffs() {
     );
 
     // The binary prints the same timeline as JSON.
-    let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
-        .args(["history", "watched", "--format", "json", "--config"])
-        .arg(h.config_file())
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let out = h.cli(["history", "watched", "--format", "json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -332,14 +326,14 @@ async fn replay_takes_start_and_end_offsets_per_partition() {
     assert!(err.contains("no partition 9"), "{err}");
 
     // The binary names the flag of bad input before touching anything.
-    let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
-        .args(["replay", "--from-offset", "0:abc", "--target-path"])
-        .arg(h.dir.path().join("never"))
-        .arg("--config")
-        .arg(h.config_file())
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let never = h.dir.path().join("never");
+    let out = h.cli([
+        "replay".as_ref(),
+        "--from-offset".as_ref(),
+        "0:abc".as_ref(),
+        "--target-path".as_ref(),
+        never.as_os_str(),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--from-offset: offset \"abc\""), "{stderr}");
@@ -419,18 +413,15 @@ async fn swapping_the_alias_points_readers_at_the_new_shadow_store() {
     assert!(err.to_string().contains("already points at"), "{err}");
 
     // C, through the binary, with --keep-old: B stays.
-    let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
-        .arg("replay")
-        .arg("--target-path")
-        .arg(h.dir.path().join("c"))
-        .arg("--swap-alias")
-        .arg(&alias)
-        .arg("--keep-old")
-        .arg("--config")
-        .arg(h.config_file())
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let target = h.dir.path().join("c");
+    let out = h.cli([
+        "replay".as_ref(),
+        "--target-path".as_ref(),
+        target.as_os_str(),
+        "--swap-alias".as_ref(),
+        alias.as_os_str(),
+        "--keep-old".as_ref(),
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -124,6 +124,20 @@ impl Harness {
         path
     }
 
+    /// Run the `graphcdc` binary with `args` and this test's config (quiet logs).
+    pub fn cli<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: impl IntoIterator<Item = S>,
+    ) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_file())
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    }
+
     /// A publisher of `format` records to this test's topics.
     pub fn publisher(&self, format: Format) -> ChangePublisher {
         ChangePublisher::new(&self.config.kafka, Arc::new(Codec::local()), format).unwrap()
