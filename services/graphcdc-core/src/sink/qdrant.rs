@@ -193,6 +193,17 @@ impl QdrantSink {
 }
 
 /// Transient (retry) versus rejected (the request itself is wrong).
+/// Whether a Qdrant server of `version` ("1.16.0") applies the `update_filter` of an
+/// upsert, which the version fence relies on (1.16 or newer). Unparsable: assume yes.
+fn fences_writes(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let number = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
+    match (number(parts.next()), number(parts.next())) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 16),
+        _ => true,
+    }
+}
+
 /// Whether a failure may pass by retrying. A wrong API key, missing permissions or a
 /// deleted collection affect every write alike: they are retried (pausing the partitions
 /// and opening the circuit) rather than sending every event to the DLQ.
@@ -289,6 +300,13 @@ impl VectorSink for QdrantSink {
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
+        // Refuse at start rather than write without the version fence.
+        let version = self.server_version().await?;
+        if !fences_writes(&version) {
+            return Err(SinkError::Rejected(format!(
+                "Qdrant {version} ignores conditional upserts (the version fence): 1.16 or newer is needed"
+            )));
+        }
         if !self
             .client
             .collection_exists(&spec.name)
@@ -479,6 +497,20 @@ mod tests {
     fn status(code: tonic::Code) -> QdrantError {
         QdrantError::ResponseError {
             status: tonic::Status::new(code, "test"),
+        }
+    }
+
+    #[test]
+    fn only_servers_that_fence_writes_are_accepted() {
+        for (version, ok) in [
+            ("1.16.0", true),
+            ("v1.17.2", true),
+            ("2.0.0", true),
+            ("1.15.5", false),
+            ("1.9.0", false),
+            ("dev", true),
+        ] {
+            assert_eq!(fences_writes(version), ok, "{version}");
         }
     }
 
