@@ -277,9 +277,9 @@ pub fn content_hash(fields: &BTreeMap<String, Value>, vector: &[f32]) -> String 
         hasher.update(value.to_string().as_bytes());
         hasher.update([0]);
     }
-    for x in vector {
-        hasher.update(x.to_le_bytes());
-    }
+    // One update for the whole vector: the same bytes, far fewer calls.
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    hasher.update(&bytes);
     hasher.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
