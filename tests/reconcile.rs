@@ -13,7 +13,6 @@ use graphcdc_core::reconcile::{ReconcileOptions, Reconciler};
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::DriftGauges;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{churn, doc, Harness, Model, COLLECTION};
@@ -239,15 +238,9 @@ async fn log_repair_heals_through_the_processor() {
 async fn reconcile_once_exits_3_on_drift_and_0_after_repair() {
     let (h, sink, _model) = drifted_without_ahead("drift-cli").await;
     drop(sink);
-    let config = h.config_file();
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_graphcdc"))
-            .args(["reconcile", "--once", "--grace-ms", "0", "--config"])
-            .arg(&config)
-            .args(extra)
-            .env("RUST_LOG", "error")
-            .output()
-            .unwrap()
+        let args = ["reconcile", "--once", "--grace-ms", "0"];
+        h.cli(args.iter().chain(extra))
     };
     let check = run(&["--format", "json"]);
     assert_eq!(

@@ -8,7 +8,8 @@ use graphcdc_core::event::{Op, PropertyValue};
 use graphcdc_core::inspect::history::{self, Diff, Start};
 use graphcdc_core::inspect::offsets::{self, ResetTo};
 use graphcdc_core::inspect::replay::{
-    self, AliasSwap, OffsetSpec, ReplayEnd, ReplayReport, ReplayStart, ShadowTarget,
+    self, shadow_collection, AliasSwap, OffsetSpec, ReplayEnd, ReplayReport, ReplayStart,
+    ShadowTarget,
 };
 use graphcdc_core::sink::edge::EdgeSink;
 use graphcdc_core::stats::Stats;
@@ -460,7 +461,7 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
         timeout_ms: 10_000,
     };
     config.mappings[0].collection = live.clone();
-    let server = QdrantSink::connect(&url, api_key, 10_000).unwrap();
+    let server = QdrantSink::from_config(&config.sink).unwrap();
     // The model keyed by the live collection name (the alias).
     let expected = |events: &[graphcdc_core::event::ChangeEvent]| {
         Model::of(events)
@@ -494,7 +495,7 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
     let swaps = replay::swap_alias(&config, &a, &live, false).await.unwrap();
     assert_eq!(swaps.len(), 1);
     assert_eq!(swaps[0].previous, None);
-    assert_eq!(swaps[0].target, format!("{live}_a"));
+    assert_eq!(swaps[0].target, shadow_collection(&live, "a"));
     let cmp = graphcdc_core::demo::verify::compare(&server, &expected(before))
         .await
         .unwrap();
@@ -505,34 +506,37 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
     let swaps = replay::swap_alias(&config, &b, &live, true).await.unwrap();
     assert_eq!(
         swaps[0].previous.as_deref(),
-        Some(format!("{live}_a").as_str())
+        Some(shadow_collection(&live, "a").as_str())
     );
     assert!(!swaps[0].removed);
     assert_eq!(
         server.aliases().await.unwrap().get(&live),
-        Some(&format!("{live}_b"))
+        Some(&shadow_collection(&live, "b"))
     );
     let cmp = graphcdc_core::demo::verify::compare(&server, &expected(&events))
         .await
         .unwrap();
     assert!(cmp.is_exact(), "B through the alias: {cmp:?}");
     let names = server.collection_names().await.unwrap();
-    assert!(names.contains(&format!("{live}_a")), "--keep-old keeps A");
+    assert!(
+        names.contains(&shadow_collection(&live, "a")),
+        "--keep-old keeps A"
+    );
 
     // C: without --keep-old, B is deleted.
     let (_, c) = replay_into("c", ReplayEnd::Now).await;
     let swaps = replay::swap_alias(&config, &c, &live, false).await.unwrap();
     assert!(swaps[0].removed);
     let names = server.collection_names().await.unwrap();
-    assert!(!names.contains(&format!("{live}_b")), "B deleted");
-    assert!(names.contains(&format!("{live}_c")));
+    assert!(!names.contains(&shadow_collection(&live, "b")), "B deleted");
+    assert!(names.contains(&shadow_collection(&live, "c")));
 
     // A processor writing to the alias computes the ids the shadow holds: re-reading the
     // whole topic applies nothing (all fenced) and adds no second point per entity.
     let stats = Arc::new(Stats::default());
     let processor = Processor::new(
         config.clone(),
-        Arc::new(QdrantSink::connect(&url, std::env::var("QDRANT_API_KEY").ok(), 10_000).unwrap()),
+        Arc::new(QdrantSink::from_config(&config.sink).unwrap()),
         stats.clone(),
         Arc::new(Health::default()),
     )
@@ -553,6 +557,8 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
     );
 
     for suffix in ["a", "c"] {
-        let _ = server.delete_collection(&format!("{live}_{suffix}")).await;
+        let _ = server
+            .delete_collection(&shadow_collection(&live, suffix))
+            .await;
     }
 }

@@ -313,6 +313,12 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     }
 }
 
+/// Whether a `GRAPHCDC_` variable (prefix removed) names a file holding a field's value.
+fn is_file_override(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("__") && name.ends_with("_file")
+}
+
 /// `GRAPHCDC_SECTION__FIELD_FILE=/path` sets `section.field` to the file's content
 /// without its trailing newline: secrets mounted as files (Docker and Kubernetes secrets).
 fn file_overrides(
@@ -320,13 +326,13 @@ fn file_overrides(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut overrides = Vec::new();
     for (name, path) in vars {
-        let Some(field) = name
-            .strip_prefix("GRAPHCDC_")
-            .and_then(|rest| rest.strip_suffix("_FILE"))
-            .filter(|rest| rest.contains("__"))
-        else {
+        let Some(rest) = name.strip_prefix("GRAPHCDC_") else {
             continue;
         };
+        if !is_file_override(rest) {
+            continue;
+        }
+        let field = &rest[..rest.len() - "_FILE".len()];
         let value = std::fs::read_to_string(&path)
             .map_err(|e| invalid(name.as_str(), format!("cannot read {path}: {e}")))?;
         let field = field.to_lowercase().replace("__", ".");
@@ -362,10 +368,7 @@ impl Config {
         // Only `GRAPHCDC_SECTION__FIELD` variables are overrides; others with the prefix
         // (GRAPHCDC_CONFIG, GRAPHCDC_TEST_…) belong to someone else.
         let overrides = Env::prefixed("GRAPHCDC_")
-            .filter(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                key.contains("__") && !key.ends_with("_file")
-            })
+            .filter(|key| key.as_str().contains("__") && !is_file_override(key.as_str()))
             .split("__");
         figment = figment.merge(overrides);
         for (field, value) in file_overrides(vars)? {

@@ -29,6 +29,15 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// Set each `(key, value)` in `config` unless `[kafka.properties]` sets that key.
+pub fn set_defaults(config: &mut ClientConfig, kafka: &KafkaConfig, defaults: &[(&str, &str)]) {
+    for (key, value) in defaults {
+        if !kafka.properties.contains_key(*key) {
+            config.set(*key, *value);
+        }
+    }
+}
+
 /// A producer that waits for all in-sync replicas and never duplicates on retry, and
 /// partitions keys like the Java client (murmur2), so keys land where other tools expect.
 ///
@@ -36,17 +45,17 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 /// When librdkafka rejects a configuration property.
 pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
     let mut config = client_config(kafka);
-    for (key, value) in [
-        ("acks", "all"),
-        ("enable.idempotence", "true"),
-        ("partitioner", "murmur2_random"),
-        ("linger.ms", "5"),
-        ("message.timeout.ms", "30000"),
-    ] {
-        if !kafka.properties.contains_key(key) {
-            config.set(key, value);
-        }
-    }
+    set_defaults(
+        &mut config,
+        kafka,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "30000"),
+        ],
+    );
     config.create().context("creating Kafka producer")
 }
 
@@ -229,6 +238,9 @@ impl ChangePublisher {
     }
 
     async fn send(&self, events: &[ChangeEvent], topics: Topics) -> anyhow::Result<()> {
+        // An event without trace context continues the current span's trace (relay
+        // rounds, repairs).
+        let current = crate::telemetry::current_traceparent();
         let mut encoded = Vec::with_capacity(events.len());
         for event in events {
             let value = self.codec.encode_change(event, self.format).await?;
@@ -236,12 +248,7 @@ impl ChangePublisher {
                 Some(state) => Some(self.codec.encode_state(&state, self.format).await?),
                 None => None,
             };
-            // An event without trace context continues the current span's trace (relay
-            // rounds, repairs).
-            let traceparent = event
-                .traceparent
-                .clone()
-                .or_else(crate::telemetry::current_traceparent);
+            let traceparent = event.traceparent.as_deref().or(current.as_deref());
             encoded.push((event, value, state, traceparent));
         }
         let sends = encoded

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::SinkError;
 use crate::kafka::{self, Record};
 use crate::mapping::Mapper;
-use crate::sink::{CollectionSpec, VectorSink};
+use crate::sink::VectorSink;
 use crate::stats::{Health, Stats};
 use anyhow::Context;
 use batch::PreparedBatch;
@@ -68,17 +68,7 @@ impl Processor {
         health: Arc<Health>,
     ) -> anyhow::Result<Self> {
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
-        for m in &config.mappings {
-            let spec = CollectionSpec {
-                name: m.collection.clone(),
-                vector_name: m.vector_name.clone(),
-                dimension: m.dimension,
-                distance: m.distance,
-            };
-            sink.ensure_collection(&spec).await.with_context(|| {
-                format!("creating collection {:?} in {}", m.collection, sink.name())
-            })?;
-        }
+        crate::sink::ensure_collections(sink.as_ref(), &config.mappings).await?;
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
         let dlq = DeadLetterQueue::new(
             kafka::producer(&config.kafka)?,
@@ -101,20 +91,20 @@ impl Processor {
             .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        for (key, value) in [
-            ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "2000"),
-            // librdkafka's 500 ms default holds back partitions with little traffic:
-            // it dominated end-to-end freshness in docs/benchmarks.md.
-            ("fetch.wait.max.ms", "50"),
-            // Partition offsets and lag for /metrics.
-            ("statistics.interval.ms", "5000"),
-        ] {
-            if !kafka.properties.contains_key(key) {
-                config.set(key, value);
-            }
-        }
+        kafka::set_defaults(
+            &mut config,
+            kafka,
+            &[
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "2000"),
+                // librdkafka's 500 ms default holds back partitions with little traffic:
+                // it dominated end-to-end freshness in docs/benchmarks.md.
+                ("fetch.wait.max.ms", "50"),
+                // Partition offsets and lag for /metrics.
+                ("statistics.interval.ms", "5000"),
+            ],
+        );
         let context = ProcessorContext {
             revoked: Mutex::new(Vec::new()),
             revoked_during_batch: Mutex::new(Vec::new()),

@@ -63,9 +63,7 @@ impl ExpectedState {
         // A broker answers a connection's requests in order, so each watermark query waits
         // behind a fetch parked at the end of the log for up to this long: at librdkafka's
         // 500 ms default, checking 32 partitions after catching up took 16 s.
-        if !kafka.properties.contains_key("fetch.wait.max.ms") {
-            config.set("fetch.wait.max.ms", "10");
-        }
+        kafka::set_defaults(&mut config, kafka, &[("fetch.wait.max.ms", "10")]);
         let consumer: BaseConsumer = config.create().context("creating state topic reader")?;
         let topic = kafka.state_topic.clone();
         let metadata = consumer

@@ -9,9 +9,10 @@ pub mod edge;
 pub mod jsonl;
 pub mod qdrant;
 
-use crate::config::{Distance, SinkConfig};
+use crate::config::{Distance, MappingConfig, SinkConfig};
 use crate::error::SinkError;
 use crate::mapping::PointWrite;
+use anyhow::Context;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,35 @@ pub struct CollectionSpec {
     pub vector_name: String,
     pub dimension: usize,
     pub distance: Distance,
+}
+
+impl From<&MappingConfig> for CollectionSpec {
+    fn from(m: &MappingConfig) -> Self {
+        CollectionSpec {
+            name: m.collection.clone(),
+            vector_name: m.vector_name.clone(),
+            dimension: m.dimension,
+            distance: m.distance,
+        }
+    }
+}
+
+/// Create the collections of `mappings` that `sink` does not have yet.
+///
+/// # Errors
+/// The first collection that cannot be created, named.
+pub async fn ensure_collections(
+    sink: &dyn VectorSink,
+    mappings: &[MappingConfig],
+) -> anyhow::Result<()> {
+    for m in mappings {
+        sink.ensure_collection(&CollectionSpec::from(m))
+            .await
+            .with_context(|| {
+                format!("creating collection {:?} in {}", m.collection, sink.name())
+            })?;
+    }
+    Ok(())
 }
 
 /// Which stored versions a write may replace.

@@ -25,6 +25,8 @@ use uuid::Uuid;
 /// Sink writing to a Qdrant server.
 pub struct QdrantSink {
     client: Qdrant,
+    /// Set once the server was found to apply the version fence (checked once).
+    fence_checked: tokio::sync::OnceCell<()>,
 }
 
 impl QdrantSink {
@@ -58,7 +60,10 @@ impl QdrantSink {
             .skip_compatibility_check()
             .build()
             .map_err(|e| anyhow::anyhow!("sink.url: {e}"))?;
-        Ok(QdrantSink { client })
+        Ok(QdrantSink {
+            client,
+            fence_checked: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// Server version, for the start-up log.
@@ -192,7 +197,6 @@ impl QdrantSink {
     }
 }
 
-/// Transient (retry) versus rejected (the request itself is wrong).
 /// Whether a Qdrant server of `version` ("1.16.0") applies the `update_filter` of an
 /// upsert, which the version fence relies on (1.16 or newer). Unparsable: assume yes.
 fn fences_writes(version: &str) -> bool {
@@ -301,12 +305,18 @@ impl VectorSink for QdrantSink {
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
         // Refuse at start rather than write without the version fence.
-        let version = self.server_version().await?;
-        if !fences_writes(&version) {
-            return Err(SinkError::Rejected(format!(
-                "Qdrant {version} ignores conditional upserts (the version fence): 1.16 or newer is needed"
-            )));
-        }
+        self.fence_checked
+            .get_or_try_init(|| async {
+                let version = self.server_version().await?;
+                if fences_writes(&version) {
+                    Ok(())
+                } else {
+                    Err(SinkError::Rejected(format!(
+                        "Qdrant {version} ignores conditional upserts (the version fence): 1.16 or newer is needed"
+                    )))
+                }
+            })
+            .await?;
         if !self
             .client
             .collection_exists(&spec.name)

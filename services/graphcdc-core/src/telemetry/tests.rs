@@ -54,13 +54,7 @@ async fn a_batch_continues_the_producer_trace_links_every_event_and_traces_sink_
     let dir = tempfile::tempdir().unwrap();
     let config = crate::demo::demo_config("127.0.0.1:9", dir.path()).unwrap();
     let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
-    let m = &config.mappings[0];
-    let spec = CollectionSpec {
-        name: m.collection.clone(),
-        vector_name: m.vector_name.clone(),
-        dimension: m.dimension,
-        distance: m.distance,
-    };
+    let spec = CollectionSpec::from(&config.mappings[0]);
     sink.ensure_collection(&spec).await.unwrap();
     let codec = Arc::new(Codec::local());
     let applier = Arc::new(BatchApplier::new(

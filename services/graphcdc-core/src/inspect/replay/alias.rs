@@ -39,8 +39,7 @@ pub async fn check_alias(
             check_directory_alias(Path::new(alias), dir)
         }
         (SinkConfig::Qdrant { .. }, ShadowTarget::Suffix(suffix)) => {
-            let pairs = server_aliases(&live_collections(config), alias, suffix)?;
-            let server = QdrantSink::from_config(&config.sink)?;
+            let (pairs, server) = server_and_pairs(config, alias, suffix)?;
             let collections = server.collection_names().await?;
             let aliases = server.aliases().await?;
             for (alias, shadow) in &pairs {
@@ -60,10 +59,7 @@ pub async fn check_alias(
             }
             Ok(())
         }
-        (SinkConfig::Jsonl { .. }, _) => bail!(
-            "--swap-alias: the jsonl sink has no aliases (it is an export, not a store readers open)"
-        ),
-        (sink, _) => Err(target_mismatch(sink)),
+        (sink, _) => Err(no_alias_for(sink)),
     }
 }
 
@@ -86,12 +82,11 @@ pub async fn swap_alias(
     keep_old: bool,
 ) -> anyhow::Result<Vec<AliasSwap>> {
     match (&config.sink, target) {
-        (SinkConfig::Embedded { .. }, ShadowTarget::Directory(dir)) => Ok(vec![
-            swap_directory_alias(Path::new(alias), dir, keep_old)?,
-        ]),
+        (SinkConfig::Embedded { .. }, ShadowTarget::Directory(dir)) => {
+            Ok(vec![swap_directory_alias(Path::new(alias), dir, keep_old)?])
+        }
         (SinkConfig::Qdrant { .. }, ShadowTarget::Suffix(suffix)) => {
-            let pairs = server_aliases(&live_collections(config), alias, suffix)?;
-            let server = QdrantSink::from_config(&config.sink)?;
+            let (pairs, server) = server_and_pairs(config, alias, suffix)?;
             let previous = server.swap_aliases(&pairs).await?;
             let now = server.aliases().await?;
             let mut swaps = Vec::with_capacity(pairs.len());
@@ -114,11 +109,28 @@ pub async fn swap_alias(
             }
             Ok(swaps)
         }
-        (SinkConfig::Jsonl { .. }, _) => bail!(
+        (sink, _) => Err(no_alias_for(sink)),
+    }
+}
+
+/// Why `--swap-alias` cannot be used with this sink and target.
+fn no_alias_for(sink: &SinkConfig) -> anyhow::Error {
+    match sink {
+        SinkConfig::Jsonl { .. } => anyhow::anyhow!(
             "--swap-alias: the jsonl sink has no aliases (it is an export, not a store readers open)"
         ),
-        (sink, _) => Err(target_mismatch(sink)),
+        _ => target_mismatch(sink),
     }
+}
+
+/// The (alias, shadow collection) pairs of a server-side swap, and the server.
+fn server_and_pairs(
+    config: &Config,
+    alias: &str,
+    suffix: &str,
+) -> anyhow::Result<(Vec<(String, String)>, QdrantSink)> {
+    let pairs = server_aliases(&live_collections(config), alias, suffix)?;
+    Ok((pairs, QdrantSink::from_config(&config.sink)?))
 }
 
 /// The distinct collection names of the mappings.
@@ -311,7 +323,7 @@ pub(super) fn remove_old_store(old: &Path, new: &Path, alias_dir: &Path) -> anyh
         tracing::warn!(previous = %old.display(), "the alias pointed at a missing directory: nothing to remove");
         return Ok(false);
     };
-    if old == new || new.starts_with(&old) || alias_dir.starts_with(&old) || !old.is_dir() {
+    if new.starts_with(&old) || alias_dir.starts_with(&old) || !old.is_dir() {
         tracing::warn!(previous = %old.display(), "previous target kept: it holds the new target or the alias, or is not a directory");
         return Ok(false);
     }

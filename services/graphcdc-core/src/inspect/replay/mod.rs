@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::kafka::{self, Record};
 use crate::mapping::Mapper;
 use crate::processor::batch::BatchApplier;
-use crate::sink::{CollectionSpec, VectorSink};
+use crate::sink::VectorSink;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -26,9 +26,6 @@ const BATCH: usize = 500;
 
 /// A replay fails when no record arrives for this long while partitions are unfinished.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Off a terminal, a progress line this often.
-const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -105,15 +102,7 @@ pub async fn replay(
     from: ReplayStart,
     to: ReplayEnd,
 ) -> anyhow::Result<ReplayReport> {
-    for m in &config.mappings {
-        sink.ensure_collection(&CollectionSpec {
-            name: m.collection.clone(),
-            vector_name: m.vector_name.clone(),
-            dimension: m.dimension,
-            distance: m.distance,
-        })
-        .await?;
-    }
+    crate::sink::ensure_collections(sink.as_ref(), &config.mappings).await?;
     let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
     let applier = BatchApplier::new(
         codec,
@@ -236,7 +225,7 @@ mod shadow;
 #[cfg(test)]
 mod tests;
 
-pub use alias::{check_alias, swap_alias, swap_symlink, AliasSwap};
+pub use alias::{check_alias, swap_alias, AliasSwap};
 pub use bounds::OffsetSpec;
 use progress::Progress;
 pub use shadow::{shadow_collection, ShadowTarget};

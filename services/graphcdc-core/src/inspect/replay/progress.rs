@@ -1,8 +1,10 @@
 //! Replay progress: a bar with events/s and ETA on a terminal, log lines otherwise.
 
-use super::LOG_EVERY;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// Off a terminal, a progress line this often.
+const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Replay progress over `total` offsets: an indicatif bar with events/s and ETA when
 /// stderr is a terminal, otherwise a log line every [`LOG_EVERY`].
