@@ -49,15 +49,18 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# stop_server PID DIR: stop a server this script started and remove its data directory.
+stop_server() {
+  local pid=$1 dir=$2
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  if [ -n "$dir" ]; then rm -rf "$dir"; fi
+}
+
 BROKER_PID=""
 BROKER_DIR=""
-stop_broker() {
-  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-    kill "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-  fi
-  if [ -n "$BROKER_DIR" ]; then rm -rf "$BROKER_DIR"; fi
-}
 
 start_broker() {
   local port
@@ -81,14 +84,7 @@ ARCADE_HOME="${GRAPHCDC_ARCADE_HOME:-$HOME/.cache/graphcdc/arcadedb-$ARCADE_VERS
 ARCADE_PASSWORD=graphcdc-test
 ARCADE_PID=""
 ARCADE_DIR=""
-stop_arcadedb() {
-  if [ -n "$ARCADE_PID" ] && kill -0 "$ARCADE_PID" 2>/dev/null; then
-    kill "$ARCADE_PID" 2>/dev/null || true
-    wait "$ARCADE_PID" 2>/dev/null || true
-  fi
-  if [ -n "$ARCADE_DIR" ]; then rm -rf "$ARCADE_DIR"; fi
-}
-trap 'stop_broker; stop_arcadedb' EXIT
+trap 'stop_server "$BROKER_PID" "$BROKER_DIR"; stop_server "$ARCADE_PID" "$ARCADE_DIR"' EXIT
 
 # The port opens before the databases exist: wait for both.
 arcadedb_started() {
