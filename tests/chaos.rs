@@ -6,48 +6,15 @@ mod support;
 
 use graphcdc_core::codec::Format;
 use graphcdc_core::stats::Stats;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{churn, Harness, Model};
+use support::{churn, free_port, start_tansu, Harness, Model};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
 const CATCH_UP: Duration = Duration::from_secs(180);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A tansu broker of this test only (sqlite storage in `dir`), advertising `advertised`
-/// so that every client connection goes through the proxy there.
-fn start_tansu(dir: &std::path::Path, listen: u16, advertised: u16) -> Child {
-    let child = Command::new("tansu")
-        .current_dir(dir)
-        .args(["broker", "--listener-url"])
-        .arg(format!("tcp://127.0.0.1:{listen}"))
-        .arg("--advertised-listener-url")
-        .arg(format!("tcp://127.0.0.1:{advertised}"))
-        .args([
-            "--storage-engine",
-            "sqlite://broker.db?maintenance_interval=1s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu on PATH (tests/run.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
-        assert!(Instant::now() < deadline, "private broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
 
 /// Forwards `port` → `target`; `cut` resets every connection and refuses new ones
 /// until `restore`.
@@ -177,4 +144,57 @@ async fn broker_restart_mid_stream_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker = start_tansu(dir.path(), port, port);
     finish(&h, running, sink.as_ref(), &events[2_000..], &model, broker).await;
+}
+
+/// Freezes the broker (SIGSTOP) for longer than the session timeout (6 s), so the group
+/// coordinator stops answering heartbeats, then thaws it (SIGCONT). The member must
+/// own every partition again within [`REJOIN_BOUND`] of the thaw, and the stream must
+/// end with nothing lost or stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_coordinator_is_survived_and_the_member_rejoins() {
+    const REJOIN_BOUND: Duration = Duration::from_secs(30);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = start_tansu(dir.path(), port, port);
+    let h = Harness::on_broker("freeze", &format!("127.0.0.1:{port}"), "").await;
+    let (events, model, sink, running) = start_mid_stream(&h, 29).await;
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &broker.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    signal("-CONT");
+    let thawed = Instant::now();
+    // The rest of the stream is published while the member rejoins.
+    let publishing = {
+        let publisher = h.publisher(Format::Avro);
+        let rest = events[2_000..].to_vec();
+        tokio::spawn(async move { publisher.publish_all(&rest).await })
+    };
+    let assigned = || {
+        running
+            .health
+            .assigned_partitions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while assigned() < support::PARTITIONS as usize {
+        assert!(
+            thawed.elapsed() < REJOIN_BOUND,
+            "member still owns {} of {} partitions {:?} after the thaw",
+            assigned(),
+            support::PARTITIONS,
+            thawed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "freeze: every partition assigned {:?} after the thaw",
+        thawed.elapsed()
+    );
+    publishing.await.unwrap().unwrap();
+    finish(&h, running, sink.as_ref(), &[], &model, broker).await;
 }

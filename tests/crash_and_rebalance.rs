@@ -170,3 +170,64 @@ async fn two_processors_split_partitions_and_the_survivor_finishes() {
     let cmp = model.compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "{cmp:?}");
 }
+
+/// librdkafka keeps a partition's pause flag across unassign and assign. A rebalance
+/// error while a batch is retried (every partition paused) is followed by an unassign;
+/// when the partitions come back after the retry succeeded, they must be consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_error_during_retries_leaves_no_partition_paused() {
+    use graphcdc_core::processor::rebalance::ProcessorContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    let h = Harness::new("rebalance-error").await;
+    let events = churn(40, 200, 5);
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    let context = ProcessorContext {
+        revoked: Mutex::new(Vec::new()),
+        revoked_during_batch: Mutex::new(Vec::new()),
+        retrying: AtomicBool::new(true),
+        stats: Arc::new(Stats::default()),
+        health: Arc::new(graphcdc_core::stats::Health::default()),
+    };
+    let mut config = graphcdc_core::kafka::client_config(&h.config.kafka);
+    config
+        .set("group.id", support::unique("manual"))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer<ProcessorContext> = config.create_with_context(context).unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..support::PARTITIONS {
+        partitions
+            .add_partition_offset(&h.config.kafka.changes_topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    // Retrying: everything assigned is paused.
+    consumer.assign(&partitions).unwrap();
+    consumer.pause(&partitions).unwrap();
+    let error = Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::Fail));
+    consumer.context().pre_rebalance(&consumer, &error);
+    consumer.unassign().unwrap();
+    // The retry succeeds; later the partitions are assigned again.
+    consumer.context().retrying.store(false, Ordering::SeqCst);
+    consumer.assign(&partitions).unwrap();
+    consumer
+        .context()
+        .post_rebalance(&consumer, &Rebalance::Assign(&partitions));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut received = 0;
+    while received < events.len() && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            message.unwrap();
+            received += 1;
+        }
+    }
+    assert_eq!(received, events.len(), "partitions left paused");
+}

@@ -11,13 +11,11 @@ use graphcdc_core::mapping::PointWrite;
 use graphcdc_core::processor::dlq::headers;
 use graphcdc_core::sink::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
 use graphcdc_core::stats::Stats;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{doc, Harness, Model};
+use support::{doc, read_topic, DlqRecord, Harness, Model};
 use uuid::Uuid;
 
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -169,47 +167,6 @@ async fn poison_events_go_to_the_dlq_with_connect_headers_and_the_stream_goes_on
     );
 }
 
-struct DlqRecord {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: HashMap<String, String>,
-}
-
-async fn read_topic(h: &Harness, topic: &str, count: usize) -> Vec<DlqRecord> {
-    let mut config = graphcdc_core::kafka::client_config(&h.config.kafka);
-    config
-        .set("group.id", support::unique("reader"))
-        .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = config.create().unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("DLQ record within 30 s")
-            .unwrap();
-        let headers = message
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(DlqRecord {
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-        });
-    }
-    out
-}
-
 /// The real embedded sink behind a switch that makes every call fail as unavailable.
 struct SwitchableSink {
     inner: Arc<dyn VectorSink>,
@@ -254,6 +211,9 @@ impl VectorSink for SwitchableSink {
     }
     async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
         self.inner.count_live(c).await
+    }
+    async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
+        self.inner.describe(c, v).await
     }
 }
 

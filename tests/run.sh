@@ -22,6 +22,19 @@ install_tansu() {
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 }
 
+# The TLS test puts Debian's stunnel4 in front of a broker, with certificates made by
+# openssl; rdkafka builds against the system OpenSSL (libssl-dev).
+install_tls_tools() {
+  local missing=()
+  command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # wait_ready NAME PID LOG CHECK...: poll CHECK for 60 s; fail with LOG when PID dies.
 wait_ready() {
   local name=$1 pid=$2 logfile=$3
@@ -128,7 +141,9 @@ lint_cypher() {
 }
 
 # The Kubernetes manifests against the Kubernetes schemas (kubernetes-validate bundles
-# them; the ServiceMonitor CRD has no bundled schema), and the observability files parse.
+# them; the ServiceMonitor and PrometheusRule CRDs have no bundled schema, so those files
+# are only parsed), the restricted Pod Security Standard and scraping of every workload
+# (check_restricted.py), and the observability files parse.
 validate_manifests() {
   local home="$HOME/.cache/graphcdc/kubernetes-validate-1.37.0"
   if [ ! -d "$home/kubernetes_validate" ]; then
@@ -137,14 +152,19 @@ validate_manifests() {
   fi
   log "validating deploy/k8s"
   (cd deploy/k8s && PYTHONPATH="$home" python3 -m kubernetes_validate --strict --quiet \
-    processor.yaml reconciler.yaml relay.yaml autoscaler.yaml)
+    namespace.yaml processor.yaml reconciler.yaml relay.yaml autoscaler.yaml)
   PYTHONPATH="$home" python3 -c 'import json, sys, yaml
 for f in sys.argv[1:]:
-    (json.load if f.endswith(".json") else yaml.safe_load)(open(f))' \
-    deploy/observability/alerts.yaml deploy/observability/dashboard.json deploy/k8s/kustomization.yaml \
-    deploy/k8s/servicemonitor.yaml deploy/observability/prometheus.yml \
+    list(yaml.safe_load_all(open(f))) if not f.endswith(".json") else json.load(open(f))' \
+    deploy/observability/alerts.yaml deploy/observability/alerts.test.yaml \
+    deploy/observability/dashboard.json deploy/k8s/kustomization.yaml \
+    deploy/k8s/servicemonitor.yaml deploy/k8s/prometheusrule.yaml deploy/observability/prometheus.yml \
     deploy/observability/grafana/provisioning/datasources/prometheus.yaml \
     deploy/observability/grafana/provisioning/dashboards/graphcdc.yaml
+  log "checking deploy/k8s against the restricted Pod Security Standard"
+  PYTHONPATH="$home" python3 deploy/k8s/check_restricted.py
+  log "checking deploy/k8s/prometheusrule.yaml against alerts.yaml, runbooks and rule tests"
+  PYTHONPATH="$home" python3 deploy/observability/check_rules.py
 }
 
 # docker-compose.yml against the Compose specification's JSON schema (bundled by dclint,
@@ -158,7 +178,8 @@ validate_compose() {
     && node check-refs.mjs ../../docker-compose.yml)
 }
 
-# The local stack's prometheus.yml and the alert rules it loads, with promtool from
+# The local stack's prometheus.yml and the alert rules it loads, and the rules' unit
+# tests (alerts.test.yaml fires every alert from synthetic series), with promtool from
 # Debian's prometheus package (unpacked into the cache, not installed).
 check_prometheus() {
   local home="$HOME/.cache/graphcdc/promtool" tmp
@@ -173,8 +194,12 @@ check_prometheus() {
   fi
   log "checking deploy/observability/prometheus.yml and its rule file with promtool"
   "$home/usr/bin/promtool" check config deploy/observability/prometheus.yml
+  "$home/usr/bin/promtool" check rules deploy/observability/alerts.yaml
+  log "running the alert rules' unit tests (promtool test rules)"
+  "$home/usr/bin/promtool" test rules deploy/observability/alerts.test.yaml
 }
 
+install_tls_tools
 lint_cypher
 validate_manifests
 validate_compose

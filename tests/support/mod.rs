@@ -13,8 +13,11 @@ use graphcdc_core::kafka::{self, ChangePublisher, Cleanup};
 use graphcdc_core::processor::Processor;
 use graphcdc_core::sink::{edge::EdgeSink, VectorSink};
 use graphcdc_core::stats::{Health, Stats};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -63,10 +66,30 @@ impl Harness {
 
     /// As [`Harness::with_extra`], on the broker at `bootstrap_servers`.
     pub async fn on_broker(name: &str, bootstrap_servers: &str, extra: &str) -> Harness {
+        Self::on_broker_with(name, bootstrap_servers, &[], extra).await
+    }
+
+    /// As [`Harness::on_broker`], with librdkafka `properties` (TLS, SASL) for every
+    /// client of the test.
+    pub async fn on_broker_with(
+        name: &str,
+        bootstrap_servers: &str,
+        properties: &[(&str, &str)],
+        extra: &str,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
+        let properties: String = properties
+            .iter()
+            .map(|(k, v)| format!(", {k:?} = {v:?}"))
+            .collect();
         let toml = format!(
             "{}\n{extra}",
-            Self::toml(name, &dir.path().join("qdrant"), bootstrap_servers)
+            Self::toml(
+                name,
+                &dir.path().join("qdrant"),
+                bootstrap_servers,
+                &properties
+            )
         );
         let config = Config::from_toml(&toml).unwrap();
         let k = &config.kafka;
@@ -84,7 +107,7 @@ impl Harness {
         Harness { config, toml, dir }
     }
 
-    fn toml(name: &str, store: &std::path::Path, bootstrap: &str) -> String {
+    fn toml(name: &str, store: &std::path::Path, bootstrap: &str, properties: &str) -> String {
         let id = unique(name);
         format!(
             r#"
@@ -94,7 +117,7 @@ impl Harness {
             changes_topic = "{id}.changes"
             state_topic = "{id}.state"
             dlq_topic = "{id}.dlq"
-            properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+            properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"{properties} }}
 
             [processor]
             batch_max_events = 200
@@ -286,4 +309,81 @@ pub fn churn(keys: usize, events: usize, seed: u64) -> Vec<ChangeEvent> {
             doc(&format!("doc-{k}"), versions[k], op)
         })
         .collect()
+}
+
+/// A record read back from a topic, headers as text.
+pub struct DlqRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+/// The first `count` records of `topic` (30 s at most for each).
+pub async fn read_topic(h: &Harness, topic: &str, count: usize) -> Vec<DlqRecord> {
+    let mut config = graphcdc_core::kafka::client_config(&h.config.kafka);
+    config
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = config.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while out.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("DLQ record within 30 s")
+            .unwrap();
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(DlqRecord {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    out
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu broker of this test only (sqlite storage in `dir`), advertising `advertised`
+/// so that every client connection goes through the proxy there.
+pub fn start_tansu(dir: &std::path::Path, listen: u16, advertised: u16) -> Child {
+    let child = Command::new("tansu")
+        .current_dir(dir)
+        .args(["broker", "--listener-url"])
+        .arg(format!("tcp://127.0.0.1:{listen}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://127.0.0.1:{advertised}"))
+        .args([
+            "--storage-engine",
+            "sqlite://broker.db?maintenance_interval=1s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu on PATH (tests/run.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(Instant::now() < deadline, "private broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }

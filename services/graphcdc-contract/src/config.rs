@@ -125,6 +125,10 @@ pub struct ProcessorConfig {
     pub retry_max_ms: u64,
     /// Consecutive failures after which the circuit opens (process reports not ready).
     pub breaker_threshold: u32,
+    /// Failed attempts of a batch, with an error one event may cause (an internal sink
+    /// error), after which the batch is split and the events that keep failing go to
+    /// the DLQ. Sink-wide failures (unavailable, misconfigured) are never split.
+    pub isolate_after_retries: u32,
 }
 
 impl Default for ProcessorConfig {
@@ -136,6 +140,7 @@ impl Default for ProcessorConfig {
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             breaker_threshold: 5,
+            isolate_after_retries: 5,
         }
     }
 }
@@ -433,6 +438,12 @@ impl Config {
         }
         if p.breaker_threshold == 0 {
             return Err(invalid("processor.breaker_threshold", "must be at least 1"));
+        }
+        if p.isolate_after_retries == 0 {
+            return Err(invalid(
+                "processor.isolate_after_retries",
+                "must be at least 1",
+            ));
         }
         if let SinkConfig::Qdrant { url, .. } = &self.sink {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -261,6 +261,7 @@ fn render_reconciler(g: &DriftGauges) -> String {
         ("stale", &g.stale),
         ("content_mismatch", &g.content_mismatch),
         ("ahead", &g.ahead),
+        ("tombstone_vector", &g.tombstone_vector),
     ] {
         let _ = writeln!(
             out,

@@ -170,6 +170,7 @@ pub struct DriftGauges {
     pub stale: AtomicU64,
     pub content_mismatch: AtomicU64,
     pub ahead: AtomicU64,
+    pub tombstone_vector: AtomicU64,
     /// Unix time (ms) when the last check finished.
     pub last_check_unix_ms: AtomicU64,
     /// How long the last check took (ms).

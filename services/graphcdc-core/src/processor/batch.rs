@@ -2,13 +2,18 @@
 //! version wins), drop what the sink already holds at an equal or newer version, write
 //! the rest with the version fence, and split the batch when the sink rejects it so that
 //! only the offending events go to the DLQ.
+//!
+//! What may go to the DLQ is decided here: a sink-wide failure (unavailable,
+//! misconfigured) never sends an event there; when every point of a split is refused,
+//! the collection is checked against its mapping first, and a mismatch stops the stream
+//! (retried, circuit open) instead of draining it into the DLQ.
 
 use crate::codec::{Codec, DecodeError};
 use crate::error::{PoisonError, PoisonKind, SinkError};
 use crate::event::CaptureMode;
 use crate::kafka::Record;
 use crate::mapping::{Mapper, PointWrite};
-use crate::sink::{Fence, VectorSink};
+use crate::sink::{CollectionSpec, Fence, VectorSink};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -41,6 +46,8 @@ pub struct BatchApplier {
     codec: Arc<Codec>,
     mapper: Mapper,
     sink: Arc<dyn VectorSink>,
+    /// What each mapped collection must look like.
+    specs: HashMap<String, CollectionSpec>,
 }
 
 /// A batch decoded, mapped and collapsed to one write per point, not yet written.
@@ -79,10 +86,16 @@ struct Pending {
 impl BatchApplier {
     /// An applier decoding with `codec`, mapping with `mapper`, writing to `sink`.
     pub fn new(codec: Arc<Codec>, mapper: Mapper, sink: Arc<dyn VectorSink>) -> Self {
+        let specs = mapper
+            .mappings()
+            .iter()
+            .map(|m| (m.collection.clone(), CollectionSpec::from(m)))
+            .collect();
         BatchApplier {
             codec,
             mapper,
             sink,
+            specs,
         }
     }
 
@@ -93,7 +106,7 @@ impl BatchApplier {
     /// committed; retrying the same batch is safe (writes are version-fenced).
     pub async fn apply(&self, records: &[Record]) -> Result<BatchOutcome, SinkError> {
         let prepared = self.prepare(records).await?;
-        self.write(prepared).await
+        self.write(prepared, false).await
     }
 
     /// Decode, map and collapse `records` without touching the sink, so that the next
@@ -167,11 +180,17 @@ impl BatchApplier {
     }
 
     /// Write a prepared batch: drop what the sink already holds at an equal or newer
-    /// version, write the rest with the version fence, and split on rejection.
+    /// version, write the rest with the version fence, and split on rejection. With
+    /// `isolate`, internal sink errors split the batch too, and the points that keep
+    /// failing go to the DLQ.
     ///
     /// # Errors
     /// A retriable [`SinkError`]; prepare the batch again before retrying.
-    pub async fn write(&self, prepared: PreparedBatch) -> Result<BatchOutcome, SinkError> {
+    pub async fn write(
+        &self,
+        prepared: PreparedBatch,
+        isolate: bool,
+    ) -> Result<BatchOutcome, SinkError> {
         let PreparedBatch {
             by_collection,
             mut outcome,
@@ -181,7 +200,7 @@ impl BatchApplier {
             let (ordinary, repairs): (Vec<_>, Vec<_>) =
                 pending.into_iter().partition(|p| p.fence == Fence::Newer);
             for group in [ordinary, repairs] {
-                self.write_collection(&collection, group, &mut outcome)
+                self.write_collection(&collection, group, isolate, &mut outcome)
                     .await?;
             }
         }
@@ -223,25 +242,43 @@ impl BatchApplier {
         &self,
         collection: &str,
         mut pending: Vec<Pending>,
+        isolate: bool,
         outcome: &mut BatchOutcome,
     ) -> Result<(), SinkError> {
         let Some(fence) = pending.first().map(|p| p.fence) else {
             return Ok(());
         };
         let ids: Vec<Uuid> = pending.iter().map(|p| p.write.id).collect();
-        let stored = self
+        let stored = match self
             .sink
             .versions(collection, &ids)
             .instrument(tracing::info_span!("sink.versions", otel.kind = "client", %collection, points = ids.len()))
-            .await?;
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) if e.is_retriable() => return Err(e),
+            // Only an optimisation: the write is fenced by the sink itself.
+            Err(e) => {
+                tracing::warn!(%collection, error = %e, "version pre-read refused; writing without it");
+                HashMap::new()
+            }
+        };
         let before = pending.len();
+        // A tombstone already stored at its version is written again all the same: the
+        // fence refuses the point, but its vector is stripped if an earlier attempt
+        // stopped between the upsert and the strip.
+        let mut rewritten = 0;
         pending.retain(|p| {
             stored.get(&p.write.id).is_none_or(|v| match fence {
+                Fence::Newer if *v == p.write.version && p.write.is_tombstone() => {
+                    rewritten += 1;
+                    true
+                }
                 Fence::Newer => *v < p.write.version,
                 Fence::NewerOrEqual => *v <= p.write.version,
             })
         });
-        outcome.skipped_stale += (before - pending.len()) as u64;
+        outcome.skipped_stale += (before - pending.len() + rewritten) as u64;
         if pending.is_empty() {
             return Ok(());
         }
@@ -254,21 +291,24 @@ impl BatchApplier {
             .write(collection, &writes, fence)
             .instrument(tracing::info_span!("sink.write", otel.kind = "client", %collection, points = writes.len()))
             .await;
+        let splittable = |e: &SinkError| !e.is_retriable() || (isolate && !e.is_sink_wide());
         match written {
             Ok(()) => {
-                outcome.applied += writes.len() as u64;
+                let applied = writes.len() - rewritten;
+                outcome.applied += applied as u64;
                 outcome
                     .applied_by_collection
-                    .push((collection.to_owned(), writes.len() as u64));
+                    .push((collection.to_owned(), applied as u64));
                 let now = crate::unix_ms();
                 outcome
                     .freshness_ms
                     .extend(writes.iter().map(|w| now - w.commit_time_ms));
                 Ok(())
             }
-            Err(e) if e.is_retriable() => Err(e),
+            Err(e) if !splittable(&e) => Err(e),
             Err(batch_error) => {
-                tracing::warn!(%collection, error = %batch_error, "sink rejected a batch; writing its points one by one");
+                tracing::warn!(%collection, error = %batch_error, "sink refused a batch; writing its points one by one");
+                let mut refused = Vec::new();
                 for (write, (record, superseded)) in writes.iter().zip(origins) {
                     match self
                         .sink
@@ -284,18 +324,23 @@ impl BatchApplier {
                                 .freshness_ms
                                 .push(crate::unix_ms() - write.commit_time_ms);
                         }
-                        Err(e) if e.is_retriable() => return Err(e),
-                        Err(e) => {
-                            outcome.sink_rejections += 1;
-                            // Older writes of this point were folded into the rejected one:
-                            // they go to the DLQ with it, so none is committed unapplied.
-                            let message = e.to_string();
-                            for record in std::iter::once(record).chain(superseded) {
-                                let poison =
-                                    PoisonError::new(PoisonKind::SinkRejected, message.clone());
-                                outcome.poisoned.push((record, poison));
-                            }
-                        }
+                        Err(e) if !splittable(&e) => return Err(e),
+                        Err(e) => refused.push((record, superseded, e.to_string())),
+                    }
+                }
+                if refused.len() == writes.len() {
+                    // Every point refused: the collection itself may be wrong.
+                    if let Some(spec) = self.specs.get(collection) {
+                        crate::sink::check_collection(self.sink.as_ref(), spec).await?;
+                    }
+                }
+                for (record, superseded, message) in refused {
+                    outcome.sink_rejections += 1;
+                    // Older writes of this point were folded into the rejected one:
+                    // they go to the DLQ with it, so none is committed unapplied.
+                    for record in std::iter::once(record).chain(superseded) {
+                        let poison = PoisonError::new(PoisonKind::SinkRejected, message.clone());
+                        outcome.poisoned.push((record, poison));
                     }
                 }
                 Ok(())
@@ -303,3 +348,6 @@ impl BatchApplier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

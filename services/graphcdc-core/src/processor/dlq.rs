@@ -1,11 +1,72 @@
 //! Dead-letter queue: poison records keep their key, value and headers and gain the
 //! Kafka Connect error headers, so the usual DLQ tooling can read them.
+//!
+//! A DLQ that is unavailable for a while (broker down, timeouts) is retried like the
+//! sink. One that refuses records for good (authorization, an unknown or invalid topic,
+//! a fatal producer) is fatal: the processor stops with the reason and a non-zero exit
+//! rather than stalling every partition. A record too large for the DLQ is truncated
+//! (value first) and marked with [`headers::TRUNCATED`]; it is never dropped.
 
 use crate::error::PoisonError;
 use crate::kafka::Record;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// Room kept for the record's framing (batch header, offsets, header lengths).
+const RECORD_OVERHEAD: usize = 512;
+
+/// Value sizes tried, in order, once the broker said the record is too large
+/// (its `max.message.bytes` may be below the producer's limit).
+const FALLBACK_VALUE_BYTES: [usize; 2] = [64 * 1024, 0];
+
+/// Why the DLQ did not take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// Broker unreachable, timeouts, a full queue: retry the batch.
+    #[error("producing to DLQ {topic} failed (retrying): {error}")]
+    Transient { topic: String, error: KafkaError },
+    /// The DLQ refuses records for good: stop the process.
+    #[error("the DLQ topic {topic} refuses records ({error}); fix its ACLs, name or size limit and restart")]
+    Fatal { topic: String, error: KafkaError },
+}
+
+/// Whether a produce error will not pass by retrying.
+pub fn is_permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(code) => matches!(
+            code,
+            C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::Authentication
+                | C::UnknownTopic
+                | C::InvalidTopic
+                | C::InvalidRecord
+                | C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::MessageSizeTooLarge
+                | C::InvalidRequiredAcks
+                | C::PolicyViolation
+                | C::UnsupportedVersion
+                | C::Fatal
+                | C::ProducerFenced
+        ),
+        None => matches!(
+            error,
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+        ),
+    }
+}
+
+fn too_large(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+}
 
 /// Header names, as written by Kafka Connect's `errors.deadletterqueue.context.headers.enable`.
 pub mod headers {
@@ -16,6 +77,8 @@ pub mod headers {
     pub const MESSAGE: &str = "__connect.errors.exception.message";
     pub const STAGE: &str = "__connect.errors.stage";
     pub const CONNECTOR: &str = "__connect.errors.connector.name";
+    /// Set when the record's value was cut to fit the DLQ: its original size in bytes.
+    pub const TRUNCATED: &str = "graphcdc.dlq.value.truncated.from.bytes";
 }
 
 /// Produces poison records to the DLQ topic.
@@ -24,41 +87,110 @@ pub struct DeadLetterQueue {
     topic: String,
     /// Written as the connector name: the consumer group of the sink.
     group_id: String,
+    /// The producer's `message.max.bytes`: larger records are truncated before sending.
+    max_record_bytes: usize,
 }
 
 impl DeadLetterQueue {
-    /// A DLQ writing to `topic` on behalf of consumer group `group_id`.
-    pub fn new(producer: FutureProducer, topic: String, group_id: String) -> Self {
+    /// A DLQ writing to `topic` on behalf of consumer group `group_id`, whose producer
+    /// accepts records up to `max_record_bytes`.
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        group_id: String,
+        max_record_bytes: usize,
+    ) -> Self {
         DeadLetterQueue {
             producer,
             topic,
             group_id,
+            max_record_bytes,
         }
     }
 
     /// Send every `(record, error)` and wait until the broker acknowledged them all.
     ///
     /// # Errors
-    /// The first delivery failure: the caller retries the batch, nothing is committed.
-    pub async fn send_all(&self, poisoned: &[(&Record, PoisonError)]) -> anyhow::Result<()> {
-        let sends = poisoned.iter().map(|(record, error)| async move {
-            let headers = error_headers(record, error, &self.group_id);
+    /// The first delivery failure: transient (the caller retries the batch, nothing is
+    /// committed) or fatal (the caller stops).
+    pub async fn send_all(&self, poisoned: &[(&Record, PoisonError)]) -> Result<(), DlqError> {
+        let sends = poisoned
+            .iter()
+            .map(|(record, error)| self.send(record, error));
+        let results = futures::future::join_all(sends).await;
+        // A fatal error wins over a transient one: retrying cannot help then.
+        let mut transient = None;
+        for result in results {
+            match result {
+                Err(fatal @ DlqError::Fatal { .. }) => return Err(fatal),
+                Err(e) => transient = Some(e),
+                Ok(()) => {}
+            }
+        }
+        transient.map_or(Ok(()), Err)
+    }
+
+    /// Send one record, truncated to the producer's limit, and smaller again when the
+    /// broker says it is too large.
+    async fn send(&self, record: &Record, error: &PoisonError) -> Result<(), DlqError> {
+        let headers = error_headers(record, error, &self.group_id);
+        let fixed = record.key.as_ref().map_or(0, Vec::len) + headers_len(&headers);
+        let value = record.payload.as_deref();
+        let fits = self
+            .max_record_bytes
+            .saturating_sub(fixed + RECORD_OVERHEAD);
+        let limits =
+            std::iter::once(fits).chain(FALLBACK_VALUE_BYTES.into_iter().filter(|l| *l < fits));
+        let mut last = None;
+        for limit in limits {
+            let (value, headers) = match value {
+                Some(v) if v.len() > limit => {
+                    (Some(&v[..limit]), truncated(headers.clone(), v.len()))
+                }
+                _ => (value, headers.clone()),
+            };
             let mut out: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers);
             if let Some(key) = &record.key {
                 out = out.key(key.as_slice());
             }
-            if let Some(payload) = &record.payload {
-                out = out.payload(payload.as_slice());
+            if let Some(value) = value {
+                out = out.payload(value);
             }
-            self.producer
-                .send(out, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| anyhow::anyhow!("producing to DLQ {}: {e}", self.topic))
-        });
-        futures::future::try_join_all(sends).await?;
-        Ok(())
+            match self.producer.send(out, Duration::from_secs(30)).await {
+                Ok(_) => return Ok(()),
+                Err((e, _)) if too_large(&e) => last = Some(e),
+                Err((e, _)) => return Err(self.error(e)),
+            }
+        }
+        Err(self.error(last.expect("at least one attempt")))
     }
+
+    fn error(&self, error: KafkaError) -> DlqError {
+        let topic = self.topic.clone();
+        if is_permanent(&error) {
+            DlqError::Fatal { topic, error }
+        } else {
+            DlqError::Transient { topic, error }
+        }
+    }
+}
+
+/// Bytes of header keys and values.
+fn headers_len(headers: &OwnedHeaders) -> usize {
+    use rdkafka::message::Headers;
+    headers
+        .iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+        .sum()
+}
+
+/// `headers` plus [`headers::TRUNCATED`] with the value's original size.
+fn truncated(headers: OwnedHeaders, original_bytes: usize) -> OwnedHeaders {
+    headers.insert(Header {
+        key: headers::TRUNCATED,
+        value: Some(original_bytes.to_string().as_bytes()),
+    })
 }
 
 fn error_headers(record: &Record, error: &PoisonError, connector: &str) -> OwnedHeaders {

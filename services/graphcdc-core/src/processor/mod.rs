@@ -13,20 +13,22 @@
 //!   partitions are dropped (the next owner reads them again);
 //! - on shutdown the in-flight batch is finished, offsets are committed, the group is left.
 
+mod attempt;
 pub mod batch;
 pub mod dlq;
 pub mod offsets;
-mod rebalance;
+pub mod rebalance;
 pub mod retry;
 
 use crate::codec::{Codec, SchemaRegistry};
 use crate::config::Config;
-use crate::error::SinkError;
 use crate::kafka::{self, Record};
 use crate::mapping::Mapper;
 use crate::sink::VectorSink;
 use crate::stats::{Health, Stats};
 use anyhow::Context;
+pub(crate) use attempt::run_batch;
+use attempt::{apply_once, AttemptError, InFlight, JoinResult};
 use batch::PreparedBatch;
 use batch::{BatchApplier, BatchOutcome};
 use dlq::DeadLetterQueue;
@@ -38,10 +40,19 @@ use retry::{Backoff, CircuitBreaker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// How a failed batch was settled.
+enum Settled {
+    /// Written (and its poison records in the DLQ): its offsets are handled.
+    Done,
+    /// Shutdown came during the retries: left uncommitted.
+    Interrupted,
+    /// Retrying cannot help: stop the process.
+    Fatal(anyhow::Error),
+}
 
 /// How long an idle consumer waits for a record before checking for shutdown again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -70,10 +81,18 @@ impl Processor {
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         crate::sink::ensure_collections(sink.as_ref(), &config.mappings).await?;
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
+        let max_record_bytes = match config.kafka.properties.get("message.max.bytes") {
+            Some(v) => v
+                .expose()
+                .parse()
+                .context("kafka.properties.message.max.bytes")?,
+            None => dlq::DEFAULT_MAX_RECORD_BYTES,
+        };
         let dlq = DeadLetterQueue::new(
             kafka::producer(&config.kafka)?,
             config.kafka.dlq_topic.clone(),
             config.kafka.group_id.clone(),
+            max_record_bytes,
         );
         Ok(Processor {
             applier: Arc::new(BatchApplier::new(codec, mapper, sink)),
@@ -125,8 +144,8 @@ impl Processor {
     /// commit, and leave the group.
     ///
     /// # Errors
-    /// Fatal errors only (consumer cannot be created, a batch task panicked); transient
-    /// ones are retried.
+    /// Fatal errors only (consumer cannot be created, a batch task panicked, the DLQ
+    /// refuses records for good); transient ones are retried.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.consumer()?;
         self.health.running.store(true, Ordering::Relaxed);
@@ -137,6 +156,7 @@ impl Processor {
         let mut in_flight: Option<InFlight> = None;
         let mut finished = None;
         let mut interrupted = false;
+        let mut fatal = None;
         loop {
             let stopping = self
                 .fill(
@@ -160,7 +180,7 @@ impl Processor {
             if let Some((records, result)) = finished.take().transpose()? {
                 // Records received during retries join `next`: prepare it again then.
                 let retried = result.is_err();
-                let done = self
+                let settled = self
                     .finish(
                         &consumer,
                         records,
@@ -171,9 +191,16 @@ impl Processor {
                         &shutdown,
                     )
                     .await;
-                if !done {
-                    interrupted = true;
-                    break;
+                match settled {
+                    Settled::Done => {}
+                    Settled::Interrupted => {
+                        interrupted = true;
+                        break;
+                    }
+                    Settled::Fatal(e) => {
+                        fatal = Some(e);
+                        break;
+                    }
                 }
                 if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || retried {
                     prepared = None;
@@ -200,7 +227,7 @@ impl Processor {
         if let Some(task) = in_flight.take() {
             let (records, result) = task.await?;
             let mut rest = Vec::new();
-            interrupted |= !self
+            match self
                 .finish(
                     &consumer,
                     records,
@@ -210,7 +237,12 @@ impl Processor {
                     &mut breaker,
                     &shutdown,
                 )
-                .await;
+                .await
+            {
+                Settled::Done => {}
+                Settled::Interrupted => interrupted = true,
+                Settled::Fatal(e) => fatal = Some(e),
+            }
         }
         if interrupted {
             tracing::warn!("shutdown during retries: the failing batch is left uncommitted");
@@ -219,6 +251,10 @@ impl Processor {
         commit_stored(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
         self.health.running.store(false, Ordering::Relaxed);
+        if let Some(e) = fatal {
+            tracing::error!(error = %e, "processor stopped: acknowledged offsets committed, the failing batch left uncommitted");
+            return Err(e);
+        }
         tracing::info!("processor stopped: offsets committed, group left");
         Ok(())
     }
@@ -285,26 +321,29 @@ impl Processor {
         ))
     }
 
-    /// Settle a written batch: on success mark its offsets handled; on a transient
-    /// failure retry it (partitions paused, records received meanwhile go to `next`)
-    /// until it succeeds. Returns `false` when shutdown interrupted the retries.
+    /// Settle a written batch: on success mark its offsets handled; on a failure retry
+    /// it (partitions paused, records received meanwhile go to `next`) until it
+    /// succeeds. After `isolate_after_retries` failures that one event may cause (an
+    /// internal sink error), the retry splits the batch so that only the events that keep
+    /// failing go to the DLQ. A DLQ that refuses records for good is fatal.
     #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         consumer: &StreamConsumer<ProcessorContext>,
         mut batch: Vec<Record>,
-        mut result: Result<BatchOutcome, SinkError>,
+        mut result: Result<BatchOutcome, AttemptError>,
         next: &mut Vec<Record>,
         tracker: &mut OffsetTracker,
         breaker: &mut CircuitBreaker,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Settled {
         let p = &self.config.processor;
         let mut backoff = Backoff::new(
             Duration::from_millis(p.retry_initial_ms),
             Duration::from_millis(p.retry_max_ms),
         );
         let mut paused = false;
+        let mut failures = 0u32;
         let gone = std::mem::take(&mut *consumer.context().revoked_during_batch.lock().unwrap());
         batch.retain(|r| !gone.iter().any(|(t, p)| *t == r.topic && *p == r.partition));
         let settled = loop {
@@ -316,15 +355,18 @@ impl Processor {
                     self.record(&outcome, batch.len());
                     breaker.success();
                     self.health.circuit_open.store(false, Ordering::Relaxed);
-                    break true;
+                    break Settled::Done;
                 }
+                Err(e) if e.is_fatal() => break Settled::Fatal(e.into()),
                 Err(e) => e,
             };
+            failures += 1;
+            let isolate = e.may_be_event_specific() && failures >= p.isolate_after_retries;
             let open = breaker.failure();
             self.health.circuit_open.store(open, Ordering::Relaxed);
             Stats::add(&self.stats.retries, 1);
             let delay = backoff.next_delay();
-            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, circuit_open = open, "batch failed; partitions paused");
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, circuit_open = open, isolate, "batch failed; partitions paused");
             if !paused {
                 consumer.context().retrying.store(true, Ordering::SeqCst);
                 if let Ok(assignment) = consumer.assignment() {
@@ -336,13 +378,13 @@ impl Processor {
                 .wait_paused(consumer, delay, &mut batch, next, tracker, shutdown)
                 .await
             {
-                break false;
+                break Settled::Interrupted;
             }
             if batch.is_empty() {
-                break true;
+                break Settled::Done;
             }
             let span = crate::telemetry::batch_span(&batch, &[]);
-            result = apply_once(&self.applier, &self.dlq, &self.stats, &batch, None)
+            result = apply_once(&self.applier, &self.dlq, &self.stats, &batch, None, isolate)
                 .instrument(span)
                 .await;
         };
@@ -428,68 +470,6 @@ impl Processor {
         }
         commit_stored(consumer, mode);
     }
-}
-
-/// A batch being written by its own task: its records and the result.
-type BatchResult = (Vec<Record>, Result<BatchOutcome, SinkError>);
-type InFlight = JoinHandle<BatchResult>;
-/// A finished batch task: its result, or how it failed (panic).
-type JoinResult = Result<BatchResult, tokio::task::JoinError>;
-
-/// Apply one batch inside its `process_batch` span (continuing the events' traces).
-pub(crate) async fn run_batch(
-    applier: Arc<BatchApplier>,
-    dlq: Arc<DeadLetterQueue>,
-    stats: Arc<Stats>,
-    records: Vec<Record>,
-    prepared: Option<PreparedBatch>,
-) -> BatchResult {
-    let traceparents = prepared
-        .as_ref()
-        .map(|p| p.traceparents.clone())
-        .unwrap_or_default();
-    let span = crate::telemetry::batch_span(&records, &traceparents);
-    let result = apply_once(&applier, &dlq, &stats, &records, prepared)
-        .instrument(span)
-        .await;
-    (records, result)
-}
-
-/// Apply to the sink (preparing the batch unless `prepared`), then send poison records
-/// to the DLQ; both acknowledged or error.
-async fn apply_once(
-    applier: &BatchApplier,
-    dlq: &DeadLetterQueue,
-    stats: &Stats,
-    batch: &[Record],
-    prepared: Option<PreparedBatch>,
-) -> Result<BatchOutcome, SinkError> {
-    let prepared = match prepared {
-        Some(prepared) if prepared.is_for(batch) => prepared,
-        _ => applier.prepare(batch).await?,
-    };
-    let started = std::time::Instant::now();
-    let mut outcome = applier.write(prepared).await.inspect_err(|e| {
-        if e.is_retriable() {
-            Stats::add(&stats.sink_errors.unavailable, 1);
-        }
-    })?;
-    if !outcome.poisoned.is_empty() {
-        for (index, error) in &outcome.poisoned {
-            let r = &batch[*index];
-            tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, %error, "poison event sent to the DLQ");
-        }
-        let poisoned: Vec<_> = outcome
-            .poisoned
-            .iter()
-            .map(|(index, error)| (&batch[*index], error.clone()))
-            .collect();
-        dlq.send_all(&poisoned)
-            .await
-            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-    }
-    outcome.apply_ms = started.elapsed().as_millis() as u64;
-    Ok(outcome)
 }
 
 /// Drop records of partitions revoked since the last call (their next owner reads them);

@@ -64,7 +64,10 @@ impl ConsumerContext for ProcessorContext {
             }
             Rebalance::Error(e) => {
                 tracing::warn!(error = %e, "rebalance error: dropping the whole assignment");
-                consumer.assignment().unwrap_or_default()
+                let assignment = consumer.assignment().unwrap_or_default();
+                // rdkafka unassigns next, and the pause flag would outlive it.
+                let _ = consumer.resume(&assignment);
+                assignment
             }
             Rebalance::Assign(_) => return,
         };
@@ -84,8 +87,12 @@ impl ConsumerContext for ProcessorContext {
             .assigned_partitions
             .store(assigned, Ordering::Relaxed);
         if let Rebalance::Assign(partitions) = rebalance {
+            // A partition keeps its pause flag across revoke and assign: set it to what
+            // the processor needs now, whatever came before.
             if self.retrying.load(Ordering::SeqCst) {
                 let _ = consumer.pause(partitions);
+            } else {
+                let _ = consumer.resume(partitions);
             }
             tracing::info!(partitions = partitions.count(), "partitions assigned");
         }

@@ -24,16 +24,20 @@ pub enum DriftClass {
     ContentMismatch,
     /// Sink version newer than the state's: reported, never repaired backwards.
     Ahead,
+    /// A tombstone that still carries its vector, so vector search returns the deleted
+    /// entity (Qdrant copies the vectors of a point moved out of an optimized segment).
+    TombstoneVector,
 }
 
 impl DriftClass {
     /// Every class, in report order.
-    pub const ALL: [DriftClass; 5] = [
+    pub const ALL: [DriftClass; 6] = [
         DriftClass::Missing,
         DriftClass::Orphan,
         DriftClass::Stale,
         DriftClass::ContentMismatch,
         DriftClass::Ahead,
+        DriftClass::TombstoneVector,
     ];
 
     /// Name used in reports and metrics.
@@ -44,6 +48,7 @@ impl DriftClass {
             DriftClass::Stale => "stale",
             DriftClass::ContentMismatch => "content_mismatch",
             DriftClass::Ahead => "ahead",
+            DriftClass::TombstoneVector => "tombstone_vector",
         }
     }
 }
@@ -115,7 +120,8 @@ fn classify_point(stored: &StoredPoint, expected: Option<&ExpectedPoint>) -> Opt
 }
 
 /// Scan every collection of `sink` and classify each point against `expected`.
-/// States younger than `grace` (by Kafka timestamp) are left out.
+/// States younger than `grace` (by Kafka timestamp) are left out. `vector_names` gives
+/// each collection's vector, for tombstones that still carry it.
 ///
 /// # Errors
 /// When the sink cannot be scanned.
@@ -123,6 +129,7 @@ pub async fn check(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
     grace: Duration,
+    vector_names: &BTreeMap<String, String>,
 ) -> anyhow::Result<DriftReport> {
     let started = Instant::now();
     let now_ms = crate::unix_ms();
@@ -164,6 +171,23 @@ pub async fn check(
                 Some(next) => from = Some(next),
                 None => break,
             }
+        }
+        let Some(vector_name) = vector_names.get(collection) else {
+            continue;
+        };
+        let drifted: std::collections::HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
+        for stored in sink.tombstones_with_vector(collection, vector_name).await? {
+            if drifted.contains(&stored.id) {
+                continue;
+            }
+            report.drifts.push(Drift {
+                class: DriftClass::TombstoneVector,
+                collection: collection.clone(),
+                id: stored.id,
+                key: stored.key.clone(),
+                sink_version: Some(stored.version),
+                expected_version: expected.points.get(&stored.id).map(|e| e.version),
+            });
         }
     }
     for (id, e) in &expected.points {

@@ -87,7 +87,14 @@ impl Reconciler {
     pub async fn check(&mut self, grace: Duration) -> anyhow::Result<DriftReport> {
         let started = Instant::now();
         self.catch_up().await?;
-        let mut report = classify::check(self.sink.as_ref(), &self.expected, grace).await?;
+        let vector_names = self
+            .mapper
+            .mappings()
+            .iter()
+            .map(|m| (m.collection.clone(), m.vector_name.clone()))
+            .collect();
+        let mut report =
+            classify::check(self.sink.as_ref(), &self.expected, grace, &vector_names).await?;
         // Entities created while the sink was scanned reach the sink before their state
         // is read: read again, and an "orphan" the state now knows is no orphan.
         self.catch_up().await?;
@@ -122,6 +129,7 @@ impl Reconciler {
             (DriftClass::Stale, &g.stale),
             (DriftClass::ContentMismatch, &g.content_mismatch),
             (DriftClass::Ahead, &g.ahead),
+            (DriftClass::TombstoneVector, &g.tombstone_vector),
         ] {
             gauge.store(counts[&class], Ordering::Relaxed);
         }
@@ -217,6 +225,7 @@ impl Reconciler {
                 stale = counts[&DriftClass::Stale],
                 content_mismatch = counts[&DriftClass::ContentMismatch],
                 ahead = counts[&DriftClass::Ahead],
+                tombstone_vector = counts[&DriftClass::TombstoneVector],
                 took_ms = report.duration.as_millis() as u64,
                 "reconcile check"
             );

@@ -109,8 +109,14 @@ pub async fn repair(
         .iter()
         .filter(|d| d.class == DriftClass::Orphan)
         .collect();
+    // Written again at their own version: the sink strips the vector of a tombstone.
+    let tombstones: Vec<_> = report
+        .drifts
+        .iter()
+        .filter(|d| d.class == DriftClass::TombstoneVector)
+        .collect();
     let mut outcome = RepairOutcome {
-        planned: upserts.len() + orphans.len(),
+        planned: upserts.len() + orphans.len() + tombstones.len(),
         left_ahead: report
             .drifts
             .iter()
@@ -145,7 +151,7 @@ pub async fn repair(
             }
         }
     }
-    for orphan in &orphans {
+    for orphan in orphans.iter().chain(&tombstones) {
         if let Some(mapping) = mapper
             .mappings()
             .iter()

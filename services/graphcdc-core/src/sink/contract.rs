@@ -118,6 +118,28 @@ async fn run_contract(sink: &dyn VectorSink, c: &str) {
         Some((6, false, json!("again")))
     );
 
+    // Duplicate ids in one write: the highest version wins, in any order (the fence
+    // alone would OR both bounds and keep the last duplicate).
+    sink.write(c, &[write(c, "k2", 4, "v4")], Fence::Newer)
+        .await
+        .unwrap();
+    sink.write(
+        c,
+        &[write(c, "k2", 5, "v5"), write(c, "k2", 3, "v3")],
+        Fence::Newer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(text_of(sink, c, "k2").await, Some((5, false, json!("v5"))));
+    sink.write(
+        c,
+        &[write(c, "k2", 7, "v7"), write(c, "k2", 6, "v6")],
+        Fence::NewerOrEqual,
+    )
+    .await
+    .unwrap();
+    assert_eq!(text_of(sink, c, "k2").await, Some((7, false, json!("v7"))));
+
     // Scan pages through every point exactly once.
     let mut seen = Vec::new();
     let mut from = None;
@@ -226,6 +248,135 @@ async fn embedded_sink_rejects_wrong_dimension_without_retry() {
     bad.vector = Some(vec![1.0; DIM + 1]);
     let err = sink.write("c", &[bad], Fence::Newer).await.unwrap_err();
     assert!(!err.is_retriable(), "{err}");
+}
+
+/// Entities written, then moved into optimized (indexed, non-appendable) segments by
+/// `optimize`, then deleted: every tombstone must lose its vector, vector search must
+/// not return a deleted entity, and a revival after the delete keeps its new vector.
+async fn tombstones_on_optimized_segments_have_no_vector<F, Fut>(
+    sink: &dyn VectorSink,
+    c: &str,
+    optimize: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const N: usize = 2_000;
+    sink.ensure_collection(&spec(c)).await.unwrap();
+    let vector = |i: usize| {
+        let a = i as f32 * 0.01;
+        vec![a.cos(), a.sin(), (3.0 * a).cos(), (5.0 * a).sin()]
+    };
+    let points: Vec<_> = (0..N)
+        .map(|i| {
+            let mut w = write(c, &format!("e{i}"), 1, "v1");
+            w.vector = Some(vector(i));
+            w
+        })
+        .collect();
+    for chunk in points.chunks(500) {
+        sink.write(c, chunk, Fence::Newer).await.unwrap();
+    }
+    optimize().await;
+
+    let deleted: Vec<usize> = (0..N).step_by(10).collect();
+    let tombstones: Vec<_> = deleted
+        .iter()
+        .map(|i| tombstone(c, &format!("e{i}"), 2))
+        .collect();
+    sink.write(c, &tombstones, Fence::Newer).await.unwrap();
+    // One deleted entity comes back at v3 with a vector of its own.
+    let mut revived = write(c, "e0", 3, "back");
+    revived.vector = Some(vector(0));
+    sink.write(c, &[revived], Fence::Newer).await.unwrap();
+
+    let with_vector = sink.tombstones_with_vector(c, "embedding").await.unwrap();
+    assert!(
+        with_vector.is_empty(),
+        "{} of {} tombstones still carry a vector",
+        with_vector.len(),
+        deleted.len() - 1
+    );
+    let mut returned = 0;
+    for i in deleted.iter().skip(1) {
+        let nearest = sink.nearest(c, "embedding", &vector(*i), 3).await.unwrap();
+        if nearest.contains(&point_id(c, &format!("e{i}"))) {
+            returned += 1;
+        }
+    }
+    assert_eq!(returned, 0, "deleted entities returned by vector search");
+    let nearest = sink.nearest(c, "embedding", &vector(0), 1).await.unwrap();
+    assert_eq!(
+        nearest,
+        [point_id(c, "e0")],
+        "the revived entity is searchable"
+    );
+    assert_eq!(
+        sink.count_live(c).await.unwrap(),
+        (N - deleted.len() + 1) as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_tombstones_on_optimized_segments_have_no_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    tombstones_on_optimized_segments_have_no_vector(&sink, "opt", || async {
+        assert!(
+            sink.optimize("opt", 1).await.unwrap(),
+            "the optimizer moved the points into indexed segments"
+        );
+    })
+    .await;
+}
+
+/// An existing collection with another dimension, vector name or distance than its
+/// mapping is named with the expected and the actual value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sink_rejects_a_mismatched_collection_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    sink.ensure_collection(&spec("c")).await.unwrap();
+    let mut wider = spec("c");
+    wider.dimension = DIM * 2;
+    let err = check_collection(&sink, &wider).await.unwrap_err();
+    assert!(matches!(err, SinkError::Misconfigured(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("\"c\"") && message.contains("expected 8, found 4"),
+        "{message}"
+    );
+    let mut renamed = spec("c");
+    renamed.vector_name = "text".into();
+    let message = check_collection(&sink, &renamed)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("expected \"text\", found \"embedding\""),
+        "{message}"
+    );
+    let mut dot = spec("c");
+    dot.distance = Distance::Dot;
+    assert!(check_collection(&sink, &dot).await.is_err());
+    check_collection(&sink, &spec("c")).await.unwrap();
+}
+
+/// Runs only when `QDRANT_URL` points at a Qdrant server (gRPC port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tombstones_on_optimized_segments_have_no_vector() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("QDRANT_URL not set: server tombstone test not run");
+        return;
+    };
+    let sink =
+        qdrant::QdrantSink::connect(&url, std::env::var("QDRANT_API_KEY").ok(), 10_000).unwrap();
+    let c = format!("graphcdc_optimized_{}", Uuid::new_v4().simple());
+    tombstones_on_optimized_segments_have_no_vector(&sink, &c, || async {
+        sink.index_now(&c).await.unwrap();
+    })
+    .await;
+    sink.delete_collection(&c).await.unwrap();
 }
 
 /// Runs only when `QDRANT_URL` points at a Qdrant server (gRPC port).

@@ -4,32 +4,44 @@
 //! the directory grows with every write. The server sink is the production path.
 //! Shard calls block, so they run on the blocking pool; every write is flushed before it
 //! is acknowledged, and writes and flushes of a shard are serialised (a flush racing an
-//! update panics inside qdrant-edge).
+//! update panics inside qdrant-edge). A shard stays *dirty* from an update until a flush
+//! succeeds: every later read of versions and every write flushes it first, so a retry
+//! that finds its points already applied in memory still waits for them to be durable.
 
-use super::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink, SCAN_FIELDS};
+use super::{
+    latest_per_point, tombstones, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink,
+    SCAN_FIELDS,
+};
 use crate::config::Distance;
 use crate::error::SinkError;
 use crate::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, ConditionalInsertOperation, CountRequest, CreateIndex, EdgeConfig, EdgeShard,
-    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, HasIdCondition, JsonPath,
-    Match, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, Range, ScrollRequest,
-    UpdateOperation, VectorPersisted, VectorStructPersisted, WalOptions, WithPayloadInterface,
-    WithVector,
+    Condition, ConditionalInsertOperation, CountRequest, CreateIndex, EdgeConfig,
+    EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations,
+    Filter, HasIdCondition, HasVectorCondition, JsonPath, Match, NamedQuery, OperationError,
+    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStructPersisted, QueryEnum, Range, ScrollRequest, SearchRequest,
+    UpdateOperation, VectorInternal, VectorOperations, VectorPersisted, VectorStructPersisted,
+    WalOptions, WithPayloadInterface, WithVector,
 };
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
-/// One embedded shard and the lock that keeps its writes and flushes apart.
+/// One embedded shard, the lock that keeps its writes and flushes apart, and whether it
+/// holds updates not flushed yet.
 struct Shard {
     shard: EdgeShard,
     write_lock: Mutex<()>,
+    dirty: AtomicBool,
+    /// Flushes still to fail (tests inject I/O failures with it).
+    #[cfg(test)]
+    failing_flushes: std::sync::atomic::AtomicUsize,
 }
 
 /// Embedded Qdrant sink rooted at a local directory.
@@ -58,7 +70,7 @@ impl EdgeSink {
         }
         let dir = self.root.join(collection);
         if !dir.join("edge_config.json").exists() {
-            return Err(SinkError::Rejected(format!(
+            return Err(SinkError::Misconfigured(format!(
                 "collection {collection:?} does not exist"
             )));
         }
@@ -67,6 +79,10 @@ impl EdgeSink {
         let shard = Arc::new(Shard {
             shard,
             write_lock: Mutex::new(()),
+            // Whatever a previous process left unflushed is flushed before the first use.
+            dirty: AtomicBool::new(true),
+            #[cfg(test)]
+            failing_flushes: Default::default(),
         });
         self.shards
             .lock()
@@ -86,16 +102,104 @@ impl EdgeSink {
             .await
             .map_err(|e| SinkError::Unavailable(format!("embedded shard task failed: {e}")))?
     }
+
+    /// Optimize `collection` as a Qdrant server's optimizer would (merge, index, vacuum),
+    /// with segments above `indexing_threshold_kb` indexed: afterwards its points sit in
+    /// non-appendable segments, the state of any real collection on a server.
+    ///
+    /// # Errors
+    /// When the collection does not exist or the optimizer fails.
+    pub async fn optimize(
+        &self,
+        collection: &str,
+        indexing_threshold_kb: usize,
+    ) -> Result<bool, SinkError> {
+        self.with_shard(collection, move |s| {
+            let _guard = s.lock();
+            s.shard
+                .set_optimizers_config(EdgeOptimizersConfig {
+                    indexing_threshold: Some(indexing_threshold_kb),
+                    ..Default::default()
+                })
+                .map_err(classify)?;
+            let optimized = s.shard.optimize().map_err(classify)?;
+            s.dirty.store(true, Ordering::SeqCst);
+            s.flush()?;
+            Ok(optimized)
+        })
+        .await
+    }
+
+    /// Make the next `n` flushes of `collection` fail as an I/O error inside qdrant-edge
+    /// does (a panic).
+    #[cfg(test)]
+    pub(crate) fn fail_flushes(&self, collection: &str, n: usize) {
+        let shard = self.shard(collection).unwrap();
+        shard.failing_flushes.store(n, Ordering::SeqCst);
+    }
 }
 
 impl Shard {
-    /// Apply `op` and flush, so the write survives a crash once this returns.
-    fn update_durably(&self, op: UpdateOperation) -> Result<(), SinkError> {
-        // A panic inside qdrant-edge's flush must not poison every later write.
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.shard.update(op).map_err(classify)?;
-        self.shard.flush();
+    /// The write lock; a panic inside qdrant-edge's flush must not poison every later
+    /// write.
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Flush WAL and segments (caller holds the write lock); the shard is clean after.
+    /// qdrant-edge panics on an I/O error: that is caught and reported as unavailable,
+    /// and the shard stays dirty.
+    fn flush(&self) -> Result<(), SinkError> {
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if self
+                .failing_flushes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("injected flush failure");
+            }
+            self.shard.flush();
+        }));
+        match flushed {
+            Ok(()) => {
+                self.dirty.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(SinkError::Unavailable(format!(
+                    "embedded flush failed: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Flush when an earlier update is not durable yet.
+    fn sync_if_dirty(&self) -> Result<(), SinkError> {
+        if !self.dirty.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _guard = self.lock();
+        if self.dirty.load(Ordering::SeqCst) {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// Apply `ops` in order and flush, so the writes survive a crash once this returns.
+    fn update_durably(&self, ops: Vec<UpdateOperation>) -> Result<(), SinkError> {
+        let _guard = self.lock();
+        for op in ops {
+            // Marked before the update: a failure after a partial apply leaves it dirty.
+            self.dirty.store(true, Ordering::SeqCst);
+            self.shard.update(op).map_err(classify)?;
+        }
+        self.flush()
     }
 }
 
@@ -103,14 +207,16 @@ fn rejected(e: impl std::fmt::Display) -> SinkError {
     SinkError::Rejected(e.to_string())
 }
 
-/// Storage trouble (I/O, memory, timeouts) is retriable; bad input is rejected.
+/// Memory and timeouts are sink-wide and retried; internal errors are retried and may be
+/// narrowed down to one event; bad input is rejected.
 fn classify(e: OperationError) -> SinkError {
     match e {
-        OperationError::ServiceError { .. }
-        | OperationError::InconsistentStorage { .. }
-        | OperationError::OutOfMemory { .. }
+        OperationError::OutOfMemory { .. }
         | OperationError::Cancelled { .. }
         | OperationError::Timeout { .. } => SinkError::Unavailable(e.to_string()),
+        OperationError::ServiceError { .. } | OperationError::InconsistentStorage { .. } => {
+            SinkError::Internal(e.to_string())
+        }
         other => SinkError::Rejected(other.to_string()),
     }
 }
@@ -156,6 +262,44 @@ fn version_range(fence: Fence, version: i64) -> Condition {
     Condition::Field(FieldCondition::new_range(path(VERSION_FIELD), range))
 }
 
+fn version_equals(version: i64) -> Condition {
+    let bound = Some(OrderedFloat(version as f64));
+    Condition::Field(FieldCondition::new_range(
+        path(VERSION_FIELD),
+        Range {
+            gte: bound,
+            lte: bound,
+            ..Default::default()
+        },
+    ))
+}
+
+fn is_deleted() -> Condition {
+    Condition::Field(FieldCondition::new_match(
+        path(DELETED_FIELD),
+        Match::from(true),
+    ))
+}
+
+/// `should[ must[has_id(id), cdc_version = v, cdc_deleted] … ]`: exactly these
+/// tombstones, never a later revival of the same point.
+fn tombstone_filter(points: &[(Uuid, i64)]) -> Filter {
+    Filter {
+        should: Some(
+            points
+                .iter()
+                .map(|&(id, version)| {
+                    Condition::Filter(Filter {
+                        must: Some(vec![has_id(id), version_equals(version), is_deleted()]),
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// `should[ must[has_id(id), version (<|<=) v] … ]`: per-point version fence.
 fn fence_filter(points: impl Iterator<Item = (Uuid, i64)>, fence: Fence) -> Filter {
     Filter {
@@ -192,6 +336,15 @@ fn point_uuid(id: PointId) -> Option<Uuid> {
     match id {
         PointId::Uuid(u) => Some(u),
         PointId::NumId(_) => None,
+    }
+}
+
+fn our_distance(distance: qdrant_edge::Distance) -> Distance {
+    match distance {
+        qdrant_edge::Distance::Cosine => Distance::Cosine,
+        qdrant_edge::Distance::Dot => Distance::Dot,
+        qdrant_edge::Distance::Euclid => Distance::Euclid,
+        qdrant_edge::Distance::Manhattan => Distance::Manhattan,
     }
 }
 
@@ -239,6 +392,8 @@ impl VectorSink for EdgeSink {
     ) -> Result<HashMap<Uuid, i64>, SinkError> {
         let ids: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(*id)).collect();
         self.with_shard(collection, move |s| {
+            // A version read here may skip a write: it must be durable first.
+            s.sync_if_dirty()?;
             let records = s
                 .shard
                 .retrieve(
@@ -264,20 +419,31 @@ impl VectorSink for EdgeSink {
         points: &[PointWrite],
         fence: Fence,
     ) -> Result<(), SinkError> {
-        if points.is_empty() {
-            return Ok(());
-        }
+        let points = latest_per_point(points);
+        let Some(vector_name) = points.first().map(|p| p.vector_name.clone()) else {
+            return self.with_shard(collection, |s| s.sync_if_dirty()).await;
+        };
         let condition = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
-        let points: Vec<PointStructPersisted> = points.iter().map(to_point).collect();
+        let tombstones = tombstones(&points);
+        let points: Vec<PointStructPersisted> = points.into_iter().map(to_point).collect();
         self.with_shard(collection, move |s| {
             let op = ConditionalInsertOperation {
                 points_op: PointInsertOperations::PointsList(points),
                 condition,
                 update_mode: None,
             };
-            s.update_durably(UpdateOperation::PointOperation(
+            let mut ops = vec![UpdateOperation::PointOperation(
                 PointOperations::UpsertPointsConditional(op),
-            ))
+            )];
+            if !tombstones.is_empty() {
+                ops.push(UpdateOperation::VectorOperation(
+                    VectorOperations::DeleteVectorsByFilter(
+                        tombstone_filter(&tombstones),
+                        vec![vector_name],
+                    ),
+                ));
+            }
+            s.update_durably(ops)
         })
         .await
     }
@@ -288,9 +454,9 @@ impl VectorSink for EdgeSink {
         }
         let filter = fence_filter(points.iter().copied(), Fence::NewerOrEqual);
         self.with_shard(collection, move |s| {
-            s.update_durably(UpdateOperation::PointOperation(
+            s.update_durably(vec![UpdateOperation::PointOperation(
                 PointOperations::DeletePointsByFilter(filter),
-            ))
+            )])
         })
         .await
     }
@@ -360,6 +526,90 @@ impl VectorSink for EdgeSink {
                 })
                 .map(|n| n as u64)
                 .map_err(classify)
+        })
+        .await
+    }
+
+    async fn describe(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Option<CollectionSpec>, SinkError> {
+        let shard = self.shard(collection)?;
+        let config = shard.shard.config();
+        let vectors = config
+            .vectors
+            .iter()
+            .map(|(name, v)| (name.clone(), (v.size, our_distance(v.distance))));
+        Ok(Some(CollectionSpec::pick(collection, vector_name, vectors)))
+    }
+
+    async fn tombstones_with_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let has_vector = Condition::HasVector(HasVectorCondition::from(vector_name.to_owned()));
+        self.with_shard(collection, move |s| {
+            let mut found = Vec::new();
+            let mut offset = None;
+            loop {
+                let (records, next) = s
+                    .shard
+                    .scroll(ScrollRequest {
+                        offset,
+                        limit: Some(1_000),
+                        filter: Some(Filter {
+                            must: Some(vec![is_deleted(), has_vector.clone()]),
+                            ..Default::default()
+                        }),
+                        with_payload: Some(WithPayloadInterface::Fields(
+                            SCAN_FIELDS.iter().map(|f| path(f)).collect(),
+                        )),
+                        with_vector: WithVector::Bool(false),
+                        order_by: None,
+                    })
+                    .map_err(classify)?;
+                found.extend(
+                    records.into_iter().filter_map(|r| {
+                        super::stored_point(point_uuid(r.id)?, &r.payload?.0, false)
+                    }),
+                );
+                match next {
+                    Some(next) => offset = Some(next),
+                    None => return Ok(found),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn nearest(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Uuid>, SinkError> {
+        let query = QueryEnum::Nearest(NamedQuery::new(
+            VectorInternal::Dense(vector.to_vec()),
+            vector_name,
+        ));
+        self.with_shard(collection, move |s| {
+            let found = s
+                .shard
+                .search(SearchRequest {
+                    query,
+                    filter: None,
+                    params: None,
+                    limit,
+                    offset: 0,
+                    with_payload: None,
+                    with_vector: None,
+                    score_threshold: None,
+                })
+                .map_err(classify)?;
+            Ok(found.into_iter().filter_map(|p| point_uuid(p.id)).collect())
         })
         .await
     }

@@ -185,6 +185,14 @@ impl VectorSink for JsonlSink {
         "jsonl"
     }
 
+    async fn describe(
+        &self,
+        _collection: &str,
+        _vector_name: &str,
+    ) -> Result<Option<CollectionSpec>, SinkError> {
+        Ok(None)
+    }
+
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
         std::fs::create_dir_all(self.root.join(&spec.name)).map_err(io)?;
         self.collection(&spec.name).map(|_| ())
@@ -212,8 +220,8 @@ impl VectorSink for JsonlSink {
         let c = self.collection(collection)?;
         let mut c = c.lock().unwrap();
         let written_at_ms = crate::unix_ms();
-        let lines: Vec<Line> = points
-            .iter()
+        let lines: Vec<Line> = super::latest_per_point(points)
+            .into_iter()
             .filter(|p| {
                 c.index.get(&p.id).is_none_or(|stored| match fence {
                     Fence::Newer => stored.version < p.version,

@@ -2,8 +2,18 @@
 //!
 //! Every write is fenced by version, atomically per point inside the sink: a point is
 //! written only when it does not exist yet or its stored `cdc_version` is older (or, for
-//! repairs, not newer). Both implementations use one conditional upsert per batch with
-//! the filter `should[ must[has_id(id_i), cdc_version < v_i] … ]`.
+//! repairs, not newer). Both Qdrant implementations use one conditional upsert per batch
+//! with the filter `should[ must[has_id(id_i), cdc_version < v_i] … ]`.
+//!
+//! The contract is safe on its own, whatever the caller does:
+//! - duplicate ids in one `write` are collapsed to the highest version first
+//!   ([`latest_per_point`]): the fence ORs the bounds of duplicates and Qdrant keeps the
+//!   last one, so `[v5, v3]` over a stored v4 would otherwise end at v3;
+//! - a tombstone carries no vector on any segment type: Qdrant copies the old vectors
+//!   when it moves a point out of an optimized (non-appendable) or proxied segment, so the
+//!   same update strips them with a delete-vectors whose filter
+//!   `should[ must[has_id, cdc_version = v, cdc_deleted] … ]` ([`tombstone_filter`]) can
+//!   never touch a later revival.
 
 pub mod edge;
 pub mod jsonl;
@@ -38,22 +48,127 @@ impl From<&MappingConfig> for CollectionSpec {
     }
 }
 
-/// Create the collections of `mappings` that `sink` does not have yet.
+impl CollectionSpec {
+    /// The spec of the `vector_name` vector among `vectors` (name, dimension, distance)
+    /// of `collection`; of the first by name when there is no such vector, so that a
+    /// mismatch names what is there.
+    pub fn pick(
+        collection: &str,
+        vector_name: &str,
+        vectors: impl IntoIterator<Item = (String, (usize, Distance))>,
+    ) -> CollectionSpec {
+        let mut vectors: Vec<_> = vectors.into_iter().collect();
+        vectors.sort_by(|a, b| (a.0 != vector_name, &a.0).cmp(&(b.0 != vector_name, &b.0)));
+        let (vector_name, (dimension, distance)) = vectors
+            .into_iter()
+            .next()
+            .unwrap_or((String::new(), (0, Distance::Cosine)));
+        CollectionSpec {
+            name: collection.to_owned(),
+            vector_name,
+            dimension,
+            distance,
+        }
+    }
+
+    /// How `actual` (what the sink holds) differs from this spec, named field by field;
+    /// `None` when they match.
+    pub fn mismatch(&self, actual: &CollectionSpec) -> Option<String> {
+        let mut differences = Vec::new();
+        if actual.vector_name != self.vector_name {
+            differences.push(format!(
+                "vector name: expected {:?}, found {:?}",
+                self.vector_name, actual.vector_name
+            ));
+        } else {
+            if actual.dimension != self.dimension {
+                differences.push(format!(
+                    "dimension of {:?}: expected {}, found {}",
+                    self.vector_name, self.dimension, actual.dimension
+                ));
+            }
+            if actual.distance != self.distance {
+                differences.push(format!(
+                    "distance of {:?}: expected {:?}, found {:?}",
+                    self.vector_name, self.distance, actual.distance
+                ));
+            }
+        }
+        (!differences.is_empty()).then(|| {
+            format!(
+                "collection {:?} does not match its mapping: {}",
+                self.name,
+                differences.join("; ")
+            )
+        })
+    }
+}
+
+/// Whether `sink` holds `spec`'s collection as the mapping describes it.
 ///
 /// # Errors
-/// The first collection that cannot be created, named.
+/// [`SinkError::Misconfigured`] naming the collection, the expected and the actual value;
+/// the sink's own error when it cannot be asked.
+pub async fn check_collection(
+    sink: &dyn VectorSink,
+    spec: &CollectionSpec,
+) -> Result<(), SinkError> {
+    match sink.describe(&spec.name, &spec.vector_name).await? {
+        Some(actual) => match spec.mismatch(&actual) {
+            Some(mismatch) => Err(SinkError::Misconfigured(mismatch)),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
+}
+
+/// Create the collections of `mappings` that `sink` does not have yet, and check that
+/// the existing ones have the mapping's vector name, dimension and distance.
+///
+/// # Errors
+/// The first collection that cannot be created or does not match, named with the
+/// expected and the actual value.
 pub async fn ensure_collections(
     sink: &dyn VectorSink,
     mappings: &[MappingConfig],
 ) -> anyhow::Result<()> {
     for m in mappings {
-        sink.ensure_collection(&CollectionSpec::from(m))
-            .await
-            .with_context(|| {
-                format!("creating collection {:?} in {}", m.collection, sink.name())
-            })?;
+        let spec = CollectionSpec::from(m);
+        sink.ensure_collection(&spec).await.with_context(|| {
+            format!("creating collection {:?} in {}", m.collection, sink.name())
+        })?;
+        check_collection(sink, &spec).await.with_context(|| {
+            format!("checking collection {:?} in {}", m.collection, sink.name())
+        })?;
     }
     Ok(())
+}
+
+/// One write per point id: the highest version, the later one on a tie. Borrowed as
+/// they are when `points` has no duplicate (the usual case).
+pub fn latest_per_point(points: &[PointWrite]) -> Vec<&PointWrite> {
+    let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(points.len());
+    let mut kept: Vec<&PointWrite> = Vec::with_capacity(points.len());
+    for point in points {
+        match index.get(&point.id) {
+            Some(&i) if kept[i].version > point.version => {}
+            Some(&i) => kept[i] = point,
+            None => {
+                index.insert(point.id, kept.len());
+                kept.push(point);
+            }
+        }
+    }
+    kept
+}
+
+/// `(id, version)` of the tombstones among `points`.
+pub fn tombstones(points: &[&PointWrite]) -> Vec<(Uuid, i64)> {
+    points
+        .iter()
+        .filter(|p| p.is_tombstone())
+        .map(|p| (p.id, p.version))
+        .collect()
 }
 
 /// Which stored versions a write may replace.
@@ -128,6 +243,42 @@ pub trait VectorSink: Send + Sync {
 
     /// Number of live points (tombstones excluded).
     async fn count_live(&self, collection: &str) -> Result<u64, SinkError>;
+
+    /// Dimension and distance of the `vector_name` vector of an existing collection (of
+    /// another vector when it has no such one, so a mismatch names what is there);
+    /// `None` when the sink has no vector schema to compare (JSON Lines).
+    async fn describe(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Option<CollectionSpec>, SinkError>;
+
+    /// Tombstones of `collection` that still carry their `vector_name` vector (drift: a
+    /// deleted entity that vector search can return).
+    async fn tombstones_with_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let _ = (collection, vector_name);
+        Ok(Vec::new())
+    }
+
+    /// Ids of the `limit` points nearest to `vector` (by the collection's distance),
+    /// tombstones not filtered out: what an unfiltered vector search returns.
+    async fn nearest(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Uuid>, SinkError> {
+        let _ = (collection, vector_name, vector, limit);
+        Err(SinkError::Rejected(format!(
+            "{} does not support vector search",
+            self.name()
+        )))
+    }
 }
 
 /// Open the sink named by `config`.

@@ -5,17 +5,20 @@
 //! they match it; new points are always inserted). Needs a Qdrant server that knows
 //! conditional upserts (1.16 or newer): an older one ignores the filter.
 
-use super::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink, SCAN_FIELDS};
+use super::{
+    latest_per_point, tombstones, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink,
+    SCAN_FIELDS,
+};
 use crate::config::{Distance, SinkConfig};
 use crate::error::SinkError;
 use crate::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    point_id::PointIdOptions, Condition, CountPointsBuilder, CreateCollectionBuilder,
-    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType, Filter, GetPointsBuilder,
-    PayloadIncludeSelector, PointId, PointStruct, PointsOperationResponse, Range,
-    ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
-    VectorsConfigBuilder,
+    point_id::PointIdOptions, vectors_config, Condition, CountPointsBuilder,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointVectorsBuilder,
+    DeletePointsBuilder, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId,
+    PointStruct, PointsOperationResponse, Query, QueryPointsBuilder, Range, ScrollPointsBuilder,
+    UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder, VectorsSelector,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
@@ -184,6 +187,44 @@ impl QdrantSink {
         Ok(previous)
     }
 
+    /// Have the server index every segment of `collection` now (indexing threshold of
+    /// 1 kB) and wait until its optimizer is done: the points then sit in indexed,
+    /// non-appendable segments, as in any collection of real size. For tests.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses.
+    pub async fn index_now(&self, collection: &str) -> Result<(), SinkError> {
+        use qdrant_client::qdrant::{
+            CollectionStatus, OptimizersConfigDiffBuilder, UpdateCollectionBuilder,
+        };
+        self.client
+            .update_collection(
+                UpdateCollectionBuilder::new(collection).optimizers_config(
+                    OptimizersConfigDiffBuilder::default().indexing_threshold(1),
+                ),
+            )
+            .await
+            .map_err(classify)?;
+        for _ in 0..600 {
+            let info = self
+                .client
+                .collection_info(collection)
+                .await
+                .map_err(classify)?
+                .result;
+            let done = info.as_ref().is_some_and(|i| {
+                i.status() == CollectionStatus::Green && i.indexed_vectors_count.unwrap_or(0) > 0
+            });
+            if done {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(SinkError::Unavailable(format!(
+            "{collection} was not indexed within 60 s"
+        )))
+    }
+
     /// Delete `collection` and its points for good.
     ///
     /// # Errors
@@ -208,33 +249,54 @@ fn fences_writes(version: &str) -> bool {
     }
 }
 
-/// Whether a failure may pass by retrying. A wrong API key, missing permissions or a
-/// deleted collection affect every write alike: they are retried (pausing the partitions
-/// and opening the circuit) rather than sending every event to the DLQ.
+/// What retrying and splitting can do about a failure.
+/// - Sink-wide, retried, never sent to the DLQ: unreachable, timeouts, rate limits, a
+///   wrong API key, missing permissions, a deleted collection (`Unavailable`), and a
+///   write-locked collection, a failed precondition or a strict-mode capacity limit
+///   (`Misconfigured`).
+/// - `Internal`/`Unknown`: retried, then narrowed down by splitting (one event may cause
+///   them).
+/// - Anything else is about the request: split, and what still fails goes to the DLQ.
 fn classify(e: QdrantError) -> SinkError {
     use tonic::Code;
-    let retriable = match &e {
-        QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => true,
-        QdrantError::ResponseError { status } => matches!(
-            status.code(),
+    let message = e.to_string();
+    match &e {
+        QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => {
+            SinkError::Unavailable(message)
+        }
+        QdrantError::ResponseError { status } => match status.code() {
             Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::ResourceExhausted
-                | Code::Aborted
-                | Code::Unknown
-                | Code::Internal
-                | Code::Unauthenticated
-                | Code::PermissionDenied
-                | Code::NotFound
-        ),
-        _ => false,
-    };
-    if retriable {
-        SinkError::Unavailable(e.to_string())
-    } else {
-        SinkError::Rejected(e.to_string())
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::NotFound => SinkError::Unavailable(message),
+            Code::FailedPrecondition => SinkError::Misconfigured(message),
+            Code::InvalidArgument if is_capacity_limit(status.message()) => {
+                SinkError::Misconfigured(message)
+            }
+            Code::Unknown | Code::Internal => SinkError::Internal(message),
+            _ => SinkError::Rejected(message),
+        },
+        _ => SinkError::Rejected(message),
     }
+}
+
+/// Whether a refusal is a strict-mode limit of the whole collection (points count,
+/// vector or payload storage size), which no event of its own can pass.
+fn is_capacity_limit(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("strict mode")
+        && [
+            "points count",
+            "storage size",
+            "max_points_count",
+            "size limit",
+        ]
+        .iter()
+        .any(|limit| message.contains(limit))
 }
 
 fn check_completed(response: PointsOperationResponse) -> Result<(), SinkError> {
@@ -259,6 +321,26 @@ fn version_range(fence: Fence, version: i64) -> Condition {
         },
     };
     Condition::range(VERSION_FIELD, range)
+}
+
+/// `should[ must[has_id(id), cdc_version = v, cdc_deleted] … ]`: exactly these
+/// tombstones, never a later revival of the same point.
+fn tombstone_filter(points: &[(Uuid, i64)]) -> Filter {
+    Filter::should(points.iter().map(|&(id, version)| {
+        Filter::must([
+            Condition::has_id([id.to_string()]),
+            Condition::range(
+                VERSION_FIELD,
+                Range {
+                    gte: Some(version as f64),
+                    lte: Some(version as f64),
+                    ..Default::default()
+                },
+            ),
+            Condition::matches(DELETED_FIELD, true),
+        ])
+        .into()
+    }))
 }
 
 /// `should[ must[has_id(id), version (<|<=) v] … ]`: per-point version fence.
@@ -394,10 +476,12 @@ impl VectorSink for QdrantSink {
         points: &[PointWrite],
         fence: Fence,
     ) -> Result<(), SinkError> {
-        if points.is_empty() {
+        let points = latest_per_point(points);
+        let Some(vector_name) = points.first().map(|p| p.vector_name.clone()) else {
             return Ok(());
-        }
+        };
         let filter = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
+        let tombstones = tombstones(&points);
         let structs: Vec<PointStruct> = points
             .iter()
             .map(|p| {
@@ -413,6 +497,21 @@ impl VectorSink for QdrantSink {
             .upsert_points(
                 UpsertPointsBuilder::new(collection, structs)
                     .update_filter(filter)
+                    .wait(true),
+            )
+            .await
+            .map_err(classify)?;
+        check_completed(response)?;
+        if tombstones.is_empty() {
+            return Ok(());
+        }
+        // A point moved out of an optimized or proxied segment keeps its old vectors.
+        let response = self
+            .client
+            .delete_vectors(
+                DeletePointVectorsBuilder::new(collection)
+                    .points_selector(tombstone_filter(&tombstones))
+                    .vectors(VectorsSelector::from(vec![vector_name]))
                     .wait(true),
             )
             .await
@@ -498,6 +597,107 @@ impl VectorSink for QdrantSink {
             .map_err(classify)?;
         Ok(response.result.map_or(0, |r| r.count))
     }
+
+    async fn describe(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Option<CollectionSpec>, SinkError> {
+        let info = self
+            .client
+            .collection_info(collection)
+            .await
+            .map_err(classify)?;
+        let config = info
+            .result
+            .and_then(|i| i.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        let vectors: Vec<(String, (usize, Distance))> = match config {
+            Some(vectors_config::Config::ParamsMap(map)) => map
+                .map
+                .into_iter()
+                .map(|(name, p)| (name, (p.size as usize, our_distance(p.distance))))
+                .collect(),
+            // The unnamed default vector: its name is "".
+            Some(vectors_config::Config::Params(p)) => {
+                vec![(String::new(), (p.size as usize, our_distance(p.distance)))]
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(CollectionSpec::pick(collection, vector_name, vectors)))
+    }
+
+    async fn tombstones_with_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let filter = Filter::must([
+            Condition::matches(DELETED_FIELD, true),
+            Condition::has_vector(vector_name),
+        ]);
+        let mut found = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(collection)
+                .filter(filter.clone())
+                .limit(1_000)
+                .with_payload(PayloadIncludeSelector::new(
+                    SCAN_FIELDS
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>(),
+                ))
+                .with_vectors(false);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let response = self.client.scroll(request).await.map_err(classify)?;
+            found.extend(response.result.into_iter().filter_map(|p| {
+                super::stored_point(point_uuid(p.id)?, &json_payload(p.payload), false)
+            }));
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    async fn nearest(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Uuid>, SinkError> {
+        let response = self
+            .client
+            .query(
+                QueryPointsBuilder::new(collection)
+                    .query(Query::new_nearest(vector.to_vec()))
+                    .using(vector_name)
+                    .limit(limit as u64),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| point_uuid(p.id))
+            .collect())
+    }
+}
+
+fn our_distance(distance: i32) -> Distance {
+    use qdrant_client::qdrant::Distance as Q;
+    match Q::try_from(distance) {
+        Ok(Q::Dot) => Distance::Dot,
+        Ok(Q::Euclid) => Distance::Euclid,
+        Ok(Q::Manhattan) => Distance::Manhattan,
+        _ => Distance::Cosine,
+    }
 }
 
 #[cfg(test)]
@@ -535,12 +735,24 @@ mod tests {
         ] {
             assert!(classify(status(code)).is_retriable(), "{code:?}");
         }
-        for code in [
-            Code::InvalidArgument,
-            Code::FailedPrecondition,
-            Code::OutOfRange,
-        ] {
+        for code in [Code::InvalidArgument, Code::OutOfRange] {
             assert!(!classify(status(code)).is_retriable(), "{code:?}");
         }
+        assert!(matches!(
+            classify(status(Code::FailedPrecondition)),
+            SinkError::Misconfigured(_)
+        ));
+        for code in [Code::Internal, Code::Unknown] {
+            assert!(
+                matches!(classify(status(code)), SinkError::Internal(_)),
+                "{code:?}"
+            );
+        }
+        let limit = QdrantError::ResponseError {
+            status: tonic::Status::invalid_argument(
+                "Strict mode error: Max points count limit of 1000 reached",
+            ),
+        };
+        assert!(matches!(classify(limit), SinkError::Misconfigured(_)));
     }
 }

@@ -66,6 +66,7 @@ async fn a_batch_continues_the_producer_trace_links_every_event_and_traces_sink_
         crate::kafka::producer(&config.kafka).unwrap(),
         "dlq".into(),
         "group".into(),
+        crate::processor::dlq::DEFAULT_MAX_RECORD_BYTES,
     ));
     // Trace A in the header, trace B only in the event field, one without context.
     let records = vec![

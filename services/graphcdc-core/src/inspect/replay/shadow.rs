@@ -154,4 +154,20 @@ impl VectorSink for ShadowCollections {
     async fn count_live(&self, collection: &str) -> Result<u64, SinkError> {
         self.inner.count_live(&self.shadow(collection)).await
     }
+
+    async fn describe(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Option<CollectionSpec>, SinkError> {
+        let shadow = self.shadow(collection);
+        Ok(self
+            .inner
+            .describe(&shadow, vector_name)
+            .await?
+            .map(|spec| CollectionSpec {
+                name: collection.to_owned(),
+                ..spec
+            }))
+    }
 }

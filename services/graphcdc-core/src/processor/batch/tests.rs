@@ -1,0 +1,171 @@
+//! Batches against the real embedded engine, with faults injected where a unit test can
+//! reach them: a flush that fails after the update was applied, a collection whose
+//! schema differs from the mapping, a version pre-read the sink refuses.
+
+use super::*;
+use crate::codec::Format;
+use crate::config::Config;
+use crate::event::{ChangeEvent, Op};
+use crate::sink::edge::EdgeSink;
+use crate::sink::{CollectionSpec, ScanPage, StoredPoint};
+use async_trait::async_trait;
+
+const COLLECTION: &str = "docs";
+
+fn config(dimension: usize) -> Config {
+    Config::from_toml(&format!(
+        r#"
+        [sink]
+        kind = "embedded"
+        path = "/unused"
+
+        [[mappings]]
+        label = "Doc"
+        collection = "{COLLECTION}"
+        dimension = {dimension}
+        vector_property = "embedding"
+        "#
+    ))
+    .unwrap()
+}
+
+async fn records(codec: &Codec, dimension: usize, keys: &[&str]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (offset, key) in keys.iter().enumerate() {
+        let event = ChangeEvent::node(key, &["Doc"], Op::Upsert, 1, 1_000)
+            .with_vector(vec![0.5; dimension]);
+        out.push(Record {
+            topic: "changes".into(),
+            partition: 0,
+            offset: offset as i64,
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(codec.encode_change(&event, Format::Avro).await.unwrap()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        });
+    }
+    out
+}
+
+/// An applier for a `dimension`-d mapping over `sink`, whose collection was created at
+/// `created_dimension`.
+async fn applier(
+    sink: Arc<dyn VectorSink>,
+    dimension: usize,
+    created_dimension: usize,
+) -> BatchApplier {
+    let mut spec = CollectionSpec::from(&config(dimension).mappings[0]);
+    spec.dimension = created_dimension;
+    sink.ensure_collection(&spec).await.unwrap();
+    let mapper = Mapper::new(config(dimension).mappings, 65_536);
+    BatchApplier::new(Arc::new(Codec::local()), mapper, sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_as_done_only_after_a_durable_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let applier = applier(sink.clone(), 4, 4).await;
+    let batch = records(&Codec::local(), 4, &["a", "b", "c"]).await;
+
+    // A freshly opened shard is flushed before its first use.
+    sink.versions(COLLECTION, &[]).await.unwrap();
+    // The update reaches memory and the WAL, then the flush fails twice.
+    sink.fail_flushes(COLLECTION, 2);
+    let first = applier.apply(&batch).await;
+    assert!(matches!(first, Err(SinkError::Unavailable(_))), "{first:?}");
+    // The retry finds every point at its version: it may not succeed before a flush.
+    let second = applier.apply(&batch).await;
+    assert!(
+        matches!(second, Err(SinkError::Unavailable(_))),
+        "a retry succeeded without a durable flush: {second:?}"
+    );
+    let third = applier.apply(&batch).await.unwrap();
+    assert_eq!((third.applied, third.skipped_stale), (0, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_that_no_longer_matches_stops_the_stream_instead_of_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    // The collection has 4 dimensions, the mapping (changed by a deploy) 8.
+    let applier = applier(sink.clone(), 8, 4).await;
+    let batch = records(&Codec::local(), 8, &["a", "b", "c"]).await;
+    for isolate in [false, true] {
+        let prepared = applier.prepare(&batch).await.unwrap();
+        match applier.write(prepared, isolate).await {
+            Err(SinkError::Misconfigured(message)) => {
+                assert!(message.contains("expected 8, found 4"), "{message}")
+            }
+            other => panic!("expected a sink-wide refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(sink.count_live(COLLECTION).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_the_sink_refuses_in_a_matching_collection_go_to_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let applier = applier(sink.clone(), 4, 4).await;
+    let codec = Codec::local();
+    // A write the engine refuses (a 5-d vector past the mapper), alone and among others.
+    for keys in [&["a", "b", "c"][..], &["d"][..]] {
+        let batch = records(&codec, 4, keys).await;
+        let mut prepared = applier.prepare(&batch).await.unwrap();
+        let pending = prepared.by_collection.get_mut(COLLECTION).unwrap();
+        let bad = pending.iter_mut().find(|p| p.record == 0).unwrap();
+        bad.write.vector = Some(vec![0.5; 5]);
+        let outcome = applier.write(prepared, false).await.unwrap();
+        assert_eq!(outcome.applied, keys.len() as u64 - 1);
+        let poisoned: Vec<usize> = outcome.poisoned.iter().map(|(i, _)| *i).collect();
+        assert_eq!(poisoned, [0]);
+    }
+    assert_eq!(sink.count_live(COLLECTION).await.unwrap(), 2);
+}
+
+/// The embedded sink, whose version pre-read is refused as a sink refuses a bad request.
+struct PreReadRefused(Arc<EdgeSink>);
+
+#[async_trait]
+impl VectorSink for PreReadRefused {
+    fn name(&self) -> &'static str {
+        "pre-read-refused"
+    }
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
+        self.0.ensure_collection(spec).await
+    }
+    async fn versions(&self, _: &str, _: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
+        Err(SinkError::Rejected("injected: versions refused".into()))
+    }
+    async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
+        self.0.write(c, points, fence).await
+    }
+    async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
+        self.0.purge(c, points).await
+    }
+    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
+        self.0.scan(c, from, limit).await
+    }
+    async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
+        self.0.get(c, id).await
+    }
+    async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
+        self.0.count_live(c).await
+    }
+    async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
+        self.0.describe(c, v).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_version_pre_read_falls_back_to_the_fenced_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let applier = applier(Arc::new(PreReadRefused(edge.clone())), 4, 4).await;
+    let batch = records(&Codec::local(), 4, &["a", "b", "c"]).await;
+    let outcome = applier.apply(&batch).await.unwrap();
+    assert_eq!(outcome.applied, 3);
+    assert!(outcome.poisoned.is_empty());
+    assert_eq!(edge.count_live(COLLECTION).await.unwrap(), 3);
+}

@@ -1,0 +1,209 @@
+//! How the processor fails, against a real broker and the embedded Qdrant: a collection
+//! that does not match its mapping stops it at start; one event that keeps causing an
+//! internal sink error is narrowed down and sent to the DLQ while the rest of the stream
+//! goes on; a record too large for the DLQ is truncated, never dropped; a DLQ that
+//! refuses records for good stops the process with the reason.
+
+mod support;
+
+use async_trait::async_trait;
+use graphcdc_core::codec::Format;
+use graphcdc_core::error::SinkError;
+use graphcdc_core::event::Op;
+use graphcdc_core::mapping::{point_id, PointWrite};
+use graphcdc_core::processor::dlq::headers;
+use graphcdc_core::processor::Processor;
+use graphcdc_core::sink::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
+use graphcdc_core::stats::{Health, Stats};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{doc, read_topic, Harness, Model, COLLECTION};
+use uuid::Uuid;
+
+const CATCH_UP: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_that_does_not_match_its_mapping_stops_the_processor_at_start() {
+    let h = Harness::new("mismatch").await;
+    let sink = h.open_sink();
+    let mut spec = CollectionSpec::from(&h.config.mappings[0]);
+    spec.dimension = support::DIM + 4;
+    sink.ensure_collection(&spec).await.unwrap();
+    let result = Processor::new(
+        h.config.clone(),
+        sink,
+        Arc::new(Stats::default()),
+        Arc::new(Health::default()),
+    )
+    .await;
+    let message = format!("{:#}", result.err().expect("refused at start"));
+    assert!(
+        message.contains(&format!("collection {COLLECTION:?}"))
+            && message.contains("expected 4, found 8"),
+        "{message}"
+    );
+}
+
+/// The embedded sink, whose writes fail with an internal error whenever they hold the
+/// point of one culprit entity (a server-side bug triggered by one payload).
+struct CulpritSink {
+    inner: Arc<dyn VectorSink>,
+    culprit: Uuid,
+    internal_errors: AtomicU64,
+}
+
+#[async_trait]
+impl VectorSink for CulpritSink {
+    fn name(&self) -> &'static str {
+        "culprit"
+    }
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
+        self.inner.ensure_collection(spec).await
+    }
+    async fn versions(&self, c: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
+        self.inner.versions(c, ids).await
+    }
+    async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
+        if points.iter().any(|p| p.id == self.culprit) {
+            self.internal_errors.fetch_add(1, Ordering::SeqCst);
+            return Err(SinkError::Internal("injected: internal error".into()));
+        }
+        self.inner.write(c, points, fence).await
+    }
+    async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
+        self.inner.purge(c, points).await
+    }
+    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
+        self.inner.scan(c, from, limit).await
+    }
+    async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
+        self.inner.get(c, id).await
+    }
+    async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
+        self.inner.count_live(c).await
+    }
+    async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
+        self.inner.describe(c, v).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_that_keeps_failing_inside_the_sink_goes_to_the_dlq_and_the_stream_goes_on() {
+    let mut h = Harness::new("culprit").await;
+    h.config.processor.isolate_after_retries = 2;
+    let events: Vec<_> = (0..60)
+        .map(|i| doc(&format!("doc-{i}"), 1, Op::Upsert))
+        .chain([doc("culprit", 1, Op::Upsert)])
+        .chain((60..120).map(|i| doc(&format!("doc-{i}"), 1, Op::Upsert)))
+        .collect();
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    let sink = Arc::new(CulpritSink {
+        inner: h.open_sink(),
+        culprit: point_id(COLLECTION, "culprit"),
+        internal_errors: AtomicU64::new(0),
+    });
+
+    let stats = h.process_to_end(sink.clone()).await;
+    assert_eq!(Stats::get(&stats.dlq), 1);
+    let dlq = read_topic(&h, &h.config.kafka.dlq_topic, 1).await;
+    assert_eq!(dlq[0].key.as_deref(), Some("culprit".as_bytes()));
+    assert!(dlq[0].headers[headers::MESSAGE].contains("internal error"));
+    let mut model = Model::of(&events);
+    model
+        .expected
+        .remove(&(COLLECTION.to_owned(), "culprit".to_owned()));
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+    let attempts = sink.internal_errors.load(Ordering::SeqCst);
+    assert!(attempts >= 3, "retried before isolating: {attempts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_the_dlq_is_truncated_and_marked_never_dropped() {
+    let mut h = Harness::new("dlq-size").await;
+    let publisher = h.publisher(Format::Avro);
+    let huge: Vec<u8> = (0..100_000u32).map(|i| 0x13 ^ (i % 251) as u8).collect();
+    let record = rdkafka::producer::FutureRecord::to(&h.config.kafka.changes_topic)
+        .key("huge")
+        .payload(&huge);
+    publisher
+        .producer()
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap();
+    publisher
+        .publish(&doc("after", 1, Op::Upsert))
+        .await
+        .unwrap();
+    // The processor's producer takes records of 20 kB at most.
+    h.config.kafka.properties.insert(
+        "message.max.bytes".into(),
+        graphcdc_core::config::Secret::new("20000"),
+    );
+
+    let sink = h.open_sink();
+    let stats = h.process_to_end(sink.clone()).await;
+    assert_eq!(Stats::get(&stats.dlq), 1);
+    assert_eq!(sink.count_live(COLLECTION).await.unwrap(), 1);
+    let dlq = read_topic(&h, &h.config.kafka.dlq_topic, 1).await;
+    let value = dlq[0].value.as_deref().unwrap();
+    assert!(value.len() < 20_000, "{} bytes", value.len());
+    assert!(
+        value.len() > 10_000,
+        "as much as fits: {} bytes",
+        value.len()
+    );
+    assert_eq!(
+        value,
+        &huge[..value.len()],
+        "a prefix of the original value"
+    );
+    assert_eq!(dlq[0].headers[headers::TRUNCATED], "100000");
+    assert_eq!(dlq[0].key.as_deref(), Some("huge".as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_that_refuses_records_for_good_stops_the_processor_with_the_reason() {
+    let mut h = Harness::new("dlq-gone").await;
+    // A DLQ topic that does not exist (and is not created): the producer learns it is
+    // unknown after the metadata propagation time.
+    h.config.kafka.dlq_topic = support::unique("never-created");
+    h.config.kafka.properties.insert(
+        "topic.metadata.propagation.max.ms".into(),
+        graphcdc_core::config::Secret::new("2000"),
+    );
+    h.config.kafka.properties.insert(
+        "allow.auto.create.topics".into(),
+        graphcdc_core::config::Secret::new("false"),
+    );
+    let publisher = h.publisher(Format::Avro);
+    publisher
+        .publish(&doc("before", 1, Op::Upsert))
+        .await
+        .unwrap();
+    let mut short = doc("short", 1, Op::Upsert);
+    short.vector = Some(vec![1.0, 2.0]);
+    publisher.publish(&short).await.unwrap();
+
+    let running = h.start_processor(h.open_sink()).await;
+    let deadline = Instant::now() + CATCH_UP;
+    while !running.task.is_finished() {
+        assert!(Instant::now() < deadline, "the processor kept retrying");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = running
+        .task
+        .await
+        .unwrap()
+        .expect_err("stopped with an error");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&h.config.kafka.dlq_topic) && message.contains("refuses records"),
+        "{message}"
+    );
+}
