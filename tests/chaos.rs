@@ -165,6 +165,7 @@ async fn a_frozen_coordinator_is_survived_and_the_member_rejoins() {
             .unwrap();
         assert!(status.success(), "kill {name}");
     };
+    let rebalances_before = Stats::get(&running.stats.rebalances);
     signal("-STOP");
     tokio::time::sleep(Duration::from_secs(10)).await;
     signal("-CONT");
@@ -192,8 +193,9 @@ async fn a_frozen_coordinator_is_survived_and_the_member_rejoins() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "freeze: every partition assigned {:?} after the thaw",
-        thawed.elapsed()
+        "freeze: every partition assigned {:?} after the thaw ({} revocations meanwhile)",
+        thawed.elapsed(),
+        Stats::get(&running.stats.rebalances) - rebalances_before
     );
     publishing.await.unwrap().unwrap();
     finish(&h, running, sink.as_ref(), &[], &model, broker).await;

@@ -200,7 +200,8 @@ async fn a_rebalance_error_during_retries_leaves_no_partition_paused() {
     let mut config = graphcdc_core::kafka::client_config(&h.config.kafka);
     config
         .set("group.id", support::unique("manual"))
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer<ProcessorContext> = config.create_with_context(context).unwrap();
     let mut partitions = TopicPartitionList::new();
     for p in 0..support::PARTITIONS {
@@ -208,26 +209,32 @@ async fn a_rebalance_error_during_retries_leaves_no_partition_paused() {
             .add_partition_offset(&h.config.kafka.changes_topic, p, Offset::Beginning)
             .unwrap();
     }
+    // Polls for `for_how_long`, as the processor does also while paused.
+    let poll = |for_how_long: Duration, until: usize| {
+        let deadline = Instant::now() + for_how_long;
+        let mut received = 0;
+        while received < until && Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                message.unwrap();
+                received += 1;
+            }
+        }
+        received
+    };
     // Retrying: everything assigned is paused.
     consumer.assign(&partitions).unwrap();
     consumer.pause(&partitions).unwrap();
+    assert_eq!(poll(Duration::from_secs(2), 1), 0, "paused");
     let error = Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::Fail));
     consumer.context().pre_rebalance(&consumer, &error);
     consumer.unassign().unwrap();
+    poll(Duration::from_millis(500), 1);
     // The retry succeeds; later the partitions are assigned again.
     consumer.context().retrying.store(false, Ordering::SeqCst);
     consumer.assign(&partitions).unwrap();
     consumer
         .context()
         .post_rebalance(&consumer, &Rebalance::Assign(&partitions));
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut received = 0;
-    while received < events.len() && Instant::now() < deadline {
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            message.unwrap();
-            received += 1;
-        }
-    }
+    let received = poll(Duration::from_secs(20), events.len());
     assert_eq!(received, events.len(), "partitions left paused");
 }

@@ -1,8 +1,9 @@
-//! Kafka over TLS: a private real broker behind a TLS-terminating proxy (Debian's
-//! `stunnel4`, with a CA and a server certificate this test makes with `openssl`),
-//! advertising the TLS port, so that every client connection is encrypted. The topics
-//! are created, a stream is published and the processor applies it, all through TLS
-//! with `security.protocol=SSL` and `ssl.ca.location`.
+//! Kafka over TLS and SASL: a private real broker behind a TLS-terminating proxy
+//! (Debian's `stunnel4`, with a CA and a server certificate this test makes with
+//! `openssl`), advertising the TLS port, so that every client connection is encrypted.
+//! The topics are created, a stream is published and the processor applies it, all
+//! through TLS (`security.protocol=SSL`, `ssl.ca.location`), and once more with SCRAM
+//! authentication on top (`SASL_SSL`, `SCRAM-SHA-512`, tansu's `--authentication`).
 
 mod support;
 
@@ -12,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{churn, free_port, start_tansu, Harness, Model};
+use support::{churn, free_port, start_tansu, start_tansu_with, Harness, Model};
 
 /// Run `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -112,6 +113,79 @@ fn start_stunnel(dir: &Path, accept: u16, connect: u16) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
+}
+
+/// Publish a stream, process it to the end and compare the store with the model.
+async fn stream_through(h: &Harness, seed: u64) {
+    let events = churn(100, 1_000, seed);
+    let model = Model::of(&events);
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    let sink = h.open_sink();
+    h.process_to_end(sink.clone()).await;
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
+}
+
+/// Whether a client with `properties` gets metadata from `bootstrap` within 3 s.
+fn metadata_with(bootstrap: &str, properties: &[(&str, &str)]) -> bool {
+    let kafka = graphcdc_core::config::KafkaConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        ..Default::default()
+    };
+    let mut config = client_config(&kafka);
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let probe: BaseConsumer = config.create().unwrap();
+    tokio::task::block_in_place(|| probe.fetch_metadata(None, Duration::from_secs(3))).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_authenticates_with_scram_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let (plain, tls) = (free_port(), free_port());
+    // The user is created while the broker still lets anyone in, then the broker is
+    // restarted on the same storage with authentication required.
+    let mut open = start_tansu(dir.path(), plain, plain);
+    let created = Command::new("tansu")
+        .args(["user", "create", "--broker"])
+        .arg(format!("tcp://127.0.0.1:{plain}"))
+        .args(["--mechanism", "scram512", "graphcdc", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(created.success(), "tansu user create");
+    open.kill().unwrap();
+    open.wait().unwrap();
+    let mut broker = start_tansu_with(dir.path(), plain, tls, &["--authentication"]);
+    let mut stunnel = start_stunnel(dir.path(), tls, plain);
+    let ca = dir.path().join("ca.crt").display().to_string();
+    let bootstrap = format!("127.0.0.1:{tls}");
+    let sasl = |password: &'static str| {
+        [
+            ("security.protocol", "SASL_SSL"),
+            ("ssl.ca.location", ca.as_str()),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "graphcdc"),
+            ("sasl.password", password),
+        ]
+    };
+    assert!(
+        !metadata_with(&bootstrap, &sasl("wrong")),
+        "a wrong password was accepted"
+    );
+    assert!(metadata_with(&bootstrap, &sasl("s3cret")));
+
+    let h = Harness::on_broker_with("scram", &bootstrap, &sasl("s3cret"), "").await;
+    stream_through(&h, 37).await;
+
+    stunnel.kill().unwrap();
+    stunnel.wait().unwrap();
+    broker.kill().unwrap();
+    broker.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,6 +366,16 @@ pub fn free_port() -> u16 {
 /// A tansu broker of this test only (sqlite storage in `dir`), advertising `advertised`
 /// so that every client connection goes through the proxy there.
 pub fn start_tansu(dir: &std::path::Path, listen: u16, advertised: u16) -> Child {
+    start_tansu_with(dir, listen, advertised, &[])
+}
+
+/// As [`start_tansu`], with more broker arguments (e.g. `--authentication`).
+pub fn start_tansu_with(
+    dir: &std::path::Path,
+    listen: u16,
+    advertised: u16,
+    args: &[&str],
+) -> Child {
     let child = Command::new("tansu")
         .current_dir(dir)
         .args(["broker", "--listener-url"])
@@ -376,6 +386,7 @@ pub fn start_tansu(dir: &std::path::Path, listen: u16, advertised: u16) -> Child
             "--storage-engine",
             "sqlite://broker.db?maintenance_interval=1s",
         ])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
