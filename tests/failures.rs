@@ -6,21 +6,18 @@
 
 mod support;
 
-use async_trait::async_trait;
 use graphcdc_core::codec::Format;
 use graphcdc_core::error::SinkError;
 use graphcdc_core::event::Op;
-use graphcdc_core::mapping::{point_id, PointWrite};
+use graphcdc_core::mapping::point_id;
 use graphcdc_core::processor::dlq::headers;
 use graphcdc_core::processor::Processor;
-use graphcdc_core::sink::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
+use graphcdc_core::sink::CollectionSpec;
 use graphcdc_core::stats::{Health, Stats};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{doc, read_topic, Harness, Model, COLLECTION};
-use uuid::Uuid;
+use support::{doc, read_topic, Call, FaultySink, Harness, Model, COLLECTION};
 
 const CATCH_UP: Duration = Duration::from_secs(90);
 
@@ -46,49 +43,6 @@ async fn a_collection_that_does_not_match_its_mapping_stops_the_processor_at_sta
     );
 }
 
-/// The embedded sink, whose writes fail with an internal error whenever they hold the
-/// point of one culprit entity (a server-side bug triggered by one payload).
-struct CulpritSink {
-    inner: Arc<dyn VectorSink>,
-    culprit: Uuid,
-    internal_errors: AtomicU64,
-}
-
-#[async_trait]
-impl VectorSink for CulpritSink {
-    fn name(&self) -> &'static str {
-        "culprit"
-    }
-    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
-        self.inner.ensure_collection(spec).await
-    }
-    async fn versions(&self, c: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
-        self.inner.versions(c, ids).await
-    }
-    async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
-        if points.iter().any(|p| p.id == self.culprit) {
-            self.internal_errors.fetch_add(1, Ordering::SeqCst);
-            return Err(SinkError::Internal("injected: internal error".into()));
-        }
-        self.inner.write(c, points, fence).await
-    }
-    async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
-        self.inner.purge(c, points).await
-    }
-    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
-        self.inner.scan(c, from, limit).await
-    }
-    async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
-        self.inner.get(c, id).await
-    }
-    async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
-        self.inner.count_live(c).await
-    }
-    async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
-        self.inner.describe(c, v).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_that_keeps_failing_inside_the_sink_goes_to_the_dlq_and_the_stream_goes_on() {
     let mut h = Harness::new("culprit").await;
@@ -102,11 +56,18 @@ async fn one_event_that_keeps_failing_inside_the_sink_goes_to_the_dlq_and_the_st
         .publish_all(&events)
         .await
         .unwrap();
-    let sink = Arc::new(CulpritSink {
-        inner: h.open_sink(),
-        culprit: point_id(COLLECTION, "culprit"),
-        internal_errors: AtomicU64::new(0),
-    });
+    // Writes holding the culprit's point fail with an internal error (a server-side bug
+    // triggered by one payload).
+    let culprit = point_id(COLLECTION, "culprit");
+    let internal_errors = Arc::new(AtomicU64::new(0));
+    let counted = internal_errors.clone();
+    let sink = Arc::new(FaultySink::new(h.open_sink(), move |call| match call {
+        Call::Write(points) if points.iter().any(|p| p.id == culprit) => {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Some(SinkError::Internal("injected: internal error".into()))
+        }
+        _ => None,
+    }));
 
     let stats = h.process_to_end(sink.clone()).await;
     assert_eq!(Stats::get(&stats.dlq), 1);
@@ -119,7 +80,7 @@ async fn one_event_that_keeps_failing_inside_the_sink_goes_to_the_dlq_and_the_st
         .remove(&(COLLECTION.to_owned(), "culprit".to_owned()));
     let cmp = model.compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "{cmp:?}");
-    let attempts = sink.internal_errors.load(Ordering::SeqCst);
+    let attempts = internal_errors.load(Ordering::SeqCst);
     assert!(attempts >= 3, "retried before isolating: {attempts}");
 }
 

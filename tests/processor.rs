@@ -3,20 +3,16 @@
 
 mod support;
 
-use async_trait::async_trait;
 use graphcdc_core::codec::Format;
 use graphcdc_core::error::SinkError;
 use graphcdc_core::event::Op;
-use graphcdc_core::mapping::PointWrite;
 use graphcdc_core::processor::dlq::headers;
-use graphcdc_core::sink::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
 use graphcdc_core::stats::Stats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{doc, read_topic, DlqRecord, Harness, Model};
-use uuid::Uuid;
+use support::{doc, read_topic, DlqRecord, FaultySink, Harness, Model};
 
 const CATCH_UP: Duration = Duration::from_secs(60);
 
@@ -167,63 +163,16 @@ async fn poison_events_go_to_the_dlq_with_connect_headers_and_the_stream_goes_on
     );
 }
 
-/// The real embedded sink behind a switch that makes every call fail as unavailable.
-struct SwitchableSink {
-    inner: Arc<dyn VectorSink>,
-    down: AtomicBool,
-}
-
-impl SwitchableSink {
-    fn check(&self) -> Result<(), SinkError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(SinkError::Unavailable("injected outage".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl VectorSink for SwitchableSink {
-    fn name(&self) -> &'static str {
-        "switchable"
-    }
-    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
-        self.inner.ensure_collection(spec).await
-    }
-    async fn versions(&self, c: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
-        self.check()?;
-        self.inner.versions(c, ids).await
-    }
-    async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
-        self.check()?;
-        self.inner.write(c, points, fence).await
-    }
-    async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
-        self.check()?;
-        self.inner.purge(c, points).await
-    }
-    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
-        self.inner.scan(c, from, limit).await
-    }
-    async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
-        self.inner.get(c, id).await
-    }
-    async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
-        self.inner.count_live(c).await
-    }
-    async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
-        self.inner.describe(c, v).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_outage_pauses_commits_nothing_and_loses_nothing() {
     let h = Harness::new("outage").await;
-    let sink = Arc::new(SwitchableSink {
-        inner: h.open_sink(),
-        down: AtomicBool::new(true),
-    });
+    let down = Arc::new(AtomicBool::new(true));
+    let outage = down.clone();
+    let sink = Arc::new(FaultySink::new(h.open_sink(), move |_| {
+        outage
+            .load(Ordering::SeqCst)
+            .then(|| SinkError::Unavailable("injected outage".into()))
+    }));
     let events = support::churn(50, 300, 11);
     let model = Model::of(&events);
     h.publisher(Format::Avro)
@@ -244,7 +193,7 @@ async fn sink_outage_pauses_commits_nothing_and_loses_nothing() {
     );
     assert_eq!(Stats::get(&running.stats.applied), 0);
 
-    sink.down.store(false, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
     h.wait_caught_up(CATCH_UP).await;
     assert!(running.health.is_ready(), "circuit closes after recovery");
     let stats = running.stop().await;
@@ -428,4 +377,18 @@ async fn a_second_sink_is_a_second_consumer_group_and_gets_the_same_events() {
         .unwrap()
         .count();
     assert!(files > 1, "audit files rotated: {files}");
+}
+
+/// Records compressed with zstd (what many producers and managed services use) are
+/// read and applied: librdkafka is built with zstd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_compressed_records_are_read_and_applied() {
+    let h = Harness::on_broker_with(
+        "zstd",
+        &support::bootstrap(),
+        &[("compression.type", "zstd")],
+        "",
+    )
+    .await;
+    h.apply_exactly(&support::churn(50, 300, 41)).await;
 }

@@ -17,17 +17,46 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::{churn, doc, Harness, Model, COLLECTION};
 
+/// Give the tombstones of `keys` their vector back, as Qdrant does when it moves a
+/// point out of an optimized segment and no strip follows (a write from a version
+/// before the strip, or one interrupted between its upsert and its strip).
+async fn revectorize_tombstones(sink: &dyn VectorSink, keys: &[(String, i64)]) {
+    use graphcdc_core::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
+    use graphcdc_core::sink::Fence;
+    let writes: Vec<PointWrite> = keys
+        .iter()
+        .map(|(key, version)| {
+            let mut payload = serde_json::Map::new();
+            payload.insert(KEY_FIELD.into(), serde_json::json!(key));
+            payload.insert(VERSION_FIELD.into(), serde_json::json!(version));
+            payload.insert(DELETED_FIELD.into(), serde_json::json!(true));
+            PointWrite {
+                collection: COLLECTION.into(),
+                id: point_id(COLLECTION, key),
+                key: key.clone(),
+                version: *version,
+                commit_time_ms: 0,
+                hash: String::new(),
+                vector_name: "embedding".into(),
+                vector: Some(vec![1.0, *version as f32, 0.5, -0.5]),
+                payload,
+            }
+        })
+        .collect();
+    sink.write(COLLECTION, &writes, Fence::NewerOrEqual)
+        .await
+        .unwrap();
+    let found = sink
+        .tombstones_with_vector(COLLECTION, "embedding")
+        .await
+        .unwrap();
+    assert_eq!(found.len(), keys.len(), "drift injected");
+}
+
 /// Publish a churn stream (change + state topics) and apply it with a processor.
 async fn populated(name: &str) -> (Harness, Arc<dyn VectorSink>, Model) {
     let h = Harness::new(name).await;
-    let events = churn(120, 400, 21);
-    let model = Model::of(&events);
-    h.publisher(Format::Avro)
-        .publish_all(&events)
-        .await
-        .unwrap();
-    let sink = h.open_sink();
-    h.process_to_end(sink.clone()).await;
+    let (sink, model) = h.apply_exactly(&churn(120, 400, 21)).await;
     (h, sink, model)
 }
 
@@ -102,6 +131,7 @@ fn expected_counts(
         ("stale", stale),
         ("content_mismatch", mismatch),
         ("ahead", ahead),
+        ("tombstone_vector", 0),
     ])
 }
 
@@ -271,4 +301,56 @@ async fn reconcile_once_exits_3_on_drift_and_0_after_repair() {
         "{table}"
     );
     assert_eq!(run(&[]).status.code(), Some(0), "clean on the next run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_that_kept_its_vector_is_found_and_stripped_in_both_modes() {
+    let (h, sink, model) = populated("tombstone-vector").await;
+    let deleted: Vec<(String, i64)> = model
+        .expected
+        .iter()
+        .filter(|(_, e)| e.text.is_none())
+        .map(|((_, key), e)| (key.clone(), e.version))
+        .take(3)
+        .collect();
+    assert_eq!(deleted.len(), 3, "the stream deletes entities");
+    let mut reconciler = Reconciler::new(
+        h.config.clone(),
+        sink.clone(),
+        Arc::new(DriftGauges::default()),
+    )
+    .unwrap();
+    revectorize_tombstones(sink.as_ref(), &deleted[..2]).await;
+    let found = reconciler.check(Duration::ZERO).await.unwrap();
+    let mut expected = expected_counts(0, 0, 0, 0, 0);
+    expected.insert("tombstone_vector", 2);
+    assert_eq!(counts(&found), expected, "{:?}", found.drifts);
+
+    // Sink repair: rewritten at their own version, which strips the vector. Not a
+    // delete: a guard that allows none lets it through.
+    let mut options = repair_options(RepairMode::Sink);
+    options.max_delete_ratio = 0.0;
+    let done = reconciler.repair(&found, &options).await.unwrap();
+    assert_eq!(done.repaired, 2);
+    assert!(reconciler.check(Duration::ZERO).await.unwrap().is_clean());
+
+    // Log repair: a corrective delete at the same version, applied by the processor.
+    revectorize_tombstones(sink.as_ref(), &deleted[2..]).await;
+    let found = reconciler.check(Duration::ZERO).await.unwrap();
+    assert_eq!(found.drifts.len(), 1, "{:?}", found.drifts);
+    let done = reconciler
+        .repair(&found, &repair_options(RepairMode::Log))
+        .await
+        .unwrap();
+    assert_eq!(done.repaired, 1);
+    h.process_to_end(sink.clone()).await;
+    let after = reconciler.check(Duration::ZERO).await.unwrap();
+    assert!(after.is_clean(), "{:?}", after.drifts);
+    let left = sink
+        .tombstones_with_vector(COLLECTION, "embedding")
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
 }

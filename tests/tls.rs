@@ -7,13 +7,12 @@
 
 mod support;
 
-use graphcdc_core::codec::Format;
 use graphcdc_core::kafka::client_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{churn, free_port, start_tansu, start_tansu_with, Harness, Model};
+use support::{churn, free_port, start_tansu, start_tansu_with, Harness};
 
 /// Run `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -115,20 +114,6 @@ fn start_stunnel(dir: &Path, accept: u16, connect: u16) -> Child {
     child
 }
 
-/// Publish a stream, process it to the end and compare the store with the model.
-async fn stream_through(h: &Harness, seed: u64) {
-    let events = churn(100, 1_000, seed);
-    let model = Model::of(&events);
-    h.publisher(Format::Avro)
-        .publish_all(&events)
-        .await
-        .unwrap();
-    let sink = h.open_sink();
-    h.process_to_end(sink.clone()).await;
-    let cmp = model.compare(sink.as_ref()).await;
-    assert!(cmp.is_exact(), "{cmp:?}");
-}
-
 /// Whether a client with `properties` gets metadata from `bootstrap` within 3 s.
 fn metadata_with(bootstrap: &str, properties: &[(&str, &str)]) -> bool {
     let kafka = graphcdc_core::config::KafkaConfig {
@@ -180,7 +165,7 @@ async fn the_processor_authenticates_with_scram_over_tls() {
     assert!(metadata_with(&bootstrap, &sasl("s3cret")));
 
     let h = Harness::on_broker_with("scram", &bootstrap, &sasl("s3cret"), "").await;
-    stream_through(&h, 37).await;
+    h.apply_exactly(&churn(100, 1_000, 37)).await;
 
     stunnel.kill().unwrap();
     stunnel.wait().unwrap();
@@ -222,16 +207,7 @@ async fn the_processor_runs_a_stream_through_kafka_over_tls() {
         "",
     )
     .await;
-    let events = churn(100, 1_000, 31);
-    let model = Model::of(&events);
-    h.publisher(Format::Avro)
-        .publish_all(&events)
-        .await
-        .unwrap();
-    let sink = h.open_sink();
-    h.process_to_end(sink.clone()).await;
-    let cmp = model.compare(sink.as_ref()).await;
-    assert!(cmp.is_exact(), "{cmp:?}");
+    h.apply_exactly(&churn(100, 1_000, 31)).await;
 
     stunnel.kill().unwrap();
     stunnel.wait().unwrap();

@@ -8,20 +8,25 @@ use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::config::Config;
 use graphcdc_core::demo::stream::Expected;
 use graphcdc_core::demo::verify::{self, Comparison};
+use graphcdc_core::error::SinkError;
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
 use graphcdc_core::kafka::{self, ChangePublisher, Cleanup};
+use graphcdc_core::mapping::PointWrite;
 use graphcdc_core::processor::Processor;
-use graphcdc_core::sink::{edge::EdgeSink, VectorSink};
+use graphcdc_core::sink::{
+    edge::EdgeSink, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink,
+};
 use graphcdc_core::stats::{Health, Stats};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Collection the test mapping writes to.
 pub const COLLECTION: &str = "docs";
@@ -397,4 +402,85 @@ pub fn start_tansu_with(
         std::thread::sleep(Duration::from_millis(50));
     }
     child
+}
+
+/// Which sink call a [`FaultySink`] asks its fault about.
+pub enum Call<'a> {
+    Versions,
+    Write(&'a [PointWrite]),
+    Purge,
+}
+
+/// The real embedded sink, with a fault injected wherever `fault` returns an error.
+pub struct FaultySink {
+    pub inner: Arc<dyn VectorSink>,
+    fault: Box<dyn Fn(Call<'_>) -> Option<SinkError> + Send + Sync>,
+}
+
+impl FaultySink {
+    /// `inner`, failing a call whenever `fault` says so.
+    pub fn new(
+        inner: Arc<dyn VectorSink>,
+        fault: impl Fn(Call<'_>) -> Option<SinkError> + Send + Sync + 'static,
+    ) -> Self {
+        FaultySink {
+            inner,
+            fault: Box::new(fault),
+        }
+    }
+
+    fn check(&self, call: Call<'_>) -> Result<(), SinkError> {
+        (self.fault)(call).map_or(Ok(()), Err)
+    }
+}
+
+#[async_trait::async_trait]
+impl VectorSink for FaultySink {
+    fn name(&self) -> &'static str {
+        "faulty"
+    }
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
+        self.inner.ensure_collection(spec).await
+    }
+    async fn versions(&self, c: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
+        self.check(Call::Versions)?;
+        self.inner.versions(c, ids).await
+    }
+    async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
+        self.check(Call::Write(points))?;
+        self.inner.write(c, points, fence).await
+    }
+    async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
+        self.check(Call::Purge)?;
+        self.inner.purge(c, points).await
+    }
+    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
+        self.inner.scan(c, from, limit).await
+    }
+    async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
+        self.inner.get(c, id).await
+    }
+    async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
+        self.inner.count_live(c).await
+    }
+    async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
+        self.inner.describe(c, v).await
+    }
+}
+
+impl Harness {
+    /// Publish `events`, apply them with a processor to the end, and check that the
+    /// store equals their model; returns the store and the model.
+    pub async fn apply_exactly(&self, events: &[ChangeEvent]) -> (Arc<dyn VectorSink>, Model) {
+        let model = Model::of(events);
+        self.publisher(Format::Avro)
+            .publish_all(events)
+            .await
+            .unwrap();
+        let sink = self.open_sink();
+        self.process_to_end(sink.clone()).await;
+        let cmp = model.compare(sink.as_ref()).await;
+        assert!(cmp.is_exact(), "{cmp:?}");
+        (sink, model)
+    }
 }

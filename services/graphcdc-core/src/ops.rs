@@ -302,6 +302,30 @@ fn render_reconciler(g: &DriftGauges) -> String {
         "",
         g.repaired.load(Ordering::Relaxed),
     );
+    sample(
+        &mut out,
+        "graphcdc_reconcile_failures_total",
+        "counter",
+        "Checks or repairs that failed (broker or sink errors), retried with backoff.",
+        "",
+        g.failures.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "graphcdc_reconcile_consecutive_failures",
+        "gauge",
+        "Failed checks or repairs since the last successful check.",
+        "",
+        g.consecutive_failures.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "graphcdc_reconcile_repairs_refused_total",
+        "counter",
+        "Repairs the delete guard refused.",
+        "",
+        g.repairs_refused.load(Ordering::Relaxed),
+    );
     out
 }
 

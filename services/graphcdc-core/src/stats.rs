@@ -179,6 +179,12 @@ pub struct DriftGauges {
     pub checks: AtomicU64,
     /// Fixes written or published.
     pub repaired: AtomicU64,
+    /// Checks or repairs that failed (broker, sink) in continuous mode.
+    pub failures: AtomicU64,
+    /// Failures since the last successful check.
+    pub consecutive_failures: AtomicU64,
+    /// Repairs the delete guard refused.
+    pub repairs_refused: AtomicU64,
 }
 
 #[cfg(test)]

@@ -236,3 +236,38 @@ fn error_headers(record: &Record, error: &PoisonError, connector: &str) -> Owned
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dlq_errors_are_transient_or_permanent() {
+        use RDKafkaErrorCode as C;
+        let produce = |code| KafkaError::MessageProduction(code);
+        for code in [
+            C::MessageTimedOut,
+            C::QueueFull,
+            C::BrokerNotAvailable,
+            C::LeaderNotAvailable,
+            C::NotLeaderForPartition,
+            C::UnknownTopicOrPartition,
+            C::RequestTimedOut,
+            C::NotEnoughReplicas,
+            C::AllBrokersDown,
+        ] {
+            assert!(!is_permanent(&produce(code)), "{code:?} is transient");
+        }
+        for code in [
+            C::TopicAuthorizationFailed,
+            C::ClusterAuthorizationFailed,
+            C::UnknownTopic,
+            C::InvalidTopic,
+            C::MessageSizeTooLarge,
+            C::Fatal,
+            C::PolicyViolation,
+        ] {
+            assert!(is_permanent(&produce(code)), "{code:?} is permanent");
+        }
+    }
+}

@@ -205,40 +205,70 @@ impl Reconciler {
         })
     }
 
-    /// Check (and repair) every `interval` until `shutdown`.
+    /// Check (and repair) every `interval` until `shutdown`. A failing check or repair
+    /// (broker or sink unavailable) is counted and retried with backoff; a repair the
+    /// delete guard refuses is counted and left for an operator: neither stops the loop.
     ///
     /// # Errors
-    /// A safety refusal or a failing sink/broker stops the loop with the error.
+    /// None today; the signature leaves room for fatal errors.
     pub async fn run_continuous(
         &mut self,
         options: &ReconcileOptions,
         interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let mut backoff = crate::processor::retry::Backoff::new(Duration::from_secs(1), interval);
         loop {
-            let report = self.check(options.grace).await?;
-            let counts = report.counts();
-            tracing::info!(
-                drifted = report.drifts.len(),
-                missing = counts[&DriftClass::Missing],
-                orphan = counts[&DriftClass::Orphan],
-                stale = counts[&DriftClass::Stale],
-                content_mismatch = counts[&DriftClass::ContentMismatch],
-                ahead = counts[&DriftClass::Ahead],
-                tombstone_vector = counts[&DriftClass::TombstoneVector],
-                took_ms = report.duration.as_millis() as u64,
-                "reconcile check"
-            );
-            if let Some(repair_options) = &options.repair {
-                if !report.is_clean() {
-                    let outcome = self.repair(&report, repair_options).await?;
-                    tracing::info!(repaired = outcome.repaired, "drift repaired");
+            let wait = match self.check_and_repair(options).await {
+                Ok(()) => {
+                    self.gauges.consecutive_failures.store(0, Ordering::Relaxed);
+                    backoff =
+                        crate::processor::retry::Backoff::new(Duration::from_secs(1), interval);
+                    interval
                 }
-            }
+                Err(e) if e.downcast_ref::<repair::SafetyRefusal>().is_some() => {
+                    self.gauges.repairs_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "repair refused by the delete guard; run `reconcile --once --dry-run` and repair with --force if the plan is right");
+                    interval
+                }
+                Err(e) => {
+                    self.gauges.failures.fetch_add(1, Ordering::Relaxed);
+                    self.gauges
+                        .consecutive_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "reconcile check failed; retrying");
+                    wait
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// One round of the continuous mode.
+    async fn check_and_repair(&mut self, options: &ReconcileOptions) -> anyhow::Result<()> {
+        let report = self.check(options.grace).await?;
+        let counts = report.counts();
+        tracing::info!(
+            drifted = report.drifts.len(),
+            missing = counts[&DriftClass::Missing],
+            orphan = counts[&DriftClass::Orphan],
+            stale = counts[&DriftClass::Stale],
+            content_mismatch = counts[&DriftClass::ContentMismatch],
+            ahead = counts[&DriftClass::Ahead],
+            tombstone_vector = counts[&DriftClass::TombstoneVector],
+            took_ms = report.duration.as_millis() as u64,
+            "reconcile check"
+        );
+        if let Some(repair_options) = &options.repair {
+            if !report.is_clean() {
+                let outcome = self.repair(&report, repair_options).await?;
+                tracing::info!(repaired = outcome.repaired, "drift repaired");
+            }
+        }
+        Ok(())
     }
 }

@@ -179,6 +179,34 @@ impl Shard {
         }
     }
 
+    /// One page of the points matching `filter` (all when `None`) from `offset`, with the
+    /// reserved fields a scan reads, and where the next page starts.
+    fn scroll_page(
+        &self,
+        filter: Option<Filter>,
+        offset: Option<PointId>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<PointId>), SinkError> {
+        let (records, next) = self
+            .shard
+            .scroll(ScrollRequest {
+                offset,
+                limit: Some(limit),
+                filter,
+                with_payload: Some(WithPayloadInterface::Fields(
+                    SCAN_FIELDS.iter().map(|f| path(f)).collect(),
+                )),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            })
+            .map_err(classify)?;
+        let points = records
+            .into_iter()
+            .filter_map(|r| super::stored_point(point_uuid(r.id)?, &r.payload?.0, false))
+            .collect();
+        Ok((points, next))
+    }
+
     /// Flush when an earlier update is not durable yet.
     fn sync_if_dirty(&self) -> Result<(), SinkError> {
         if !self.dirty.load(Ordering::SeqCst) {
@@ -468,24 +496,9 @@ impl VectorSink for EdgeSink {
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
         self.with_shard(collection, move |s| {
-            let (records, next) = s
-                .shard
-                .scroll(ScrollRequest {
-                    offset: from.map(PointId::Uuid),
-                    limit: Some(limit),
-                    filter: None,
-                    with_payload: Some(WithPayloadInterface::Fields(
-                        SCAN_FIELDS.iter().map(|f| path(f)).collect(),
-                    )),
-                    with_vector: WithVector::Bool(false),
-                    order_by: None,
-                })
-                .map_err(classify)?;
+            let (points, next) = s.scroll_page(None, from.map(PointId::Uuid), limit)?;
             Ok(ScanPage {
-                points: records
-                    .into_iter()
-                    .filter_map(|r| super::stored_point(point_uuid(r.id)?, &r.payload?.0, false))
-                    .collect(),
+                points,
                 next: next.and_then(point_uuid),
             })
         })
@@ -550,31 +563,16 @@ impl VectorSink for EdgeSink {
         vector_name: &str,
     ) -> Result<Vec<StoredPoint>, SinkError> {
         let has_vector = Condition::HasVector(HasVectorCondition::from(vector_name.to_owned()));
+        let filter = Filter {
+            must: Some(vec![is_deleted(), has_vector]),
+            ..Default::default()
+        };
         self.with_shard(collection, move |s| {
             let mut found = Vec::new();
             let mut offset = None;
             loop {
-                let (records, next) = s
-                    .shard
-                    .scroll(ScrollRequest {
-                        offset,
-                        limit: Some(1_000),
-                        filter: Some(Filter {
-                            must: Some(vec![is_deleted(), has_vector.clone()]),
-                            ..Default::default()
-                        }),
-                        with_payload: Some(WithPayloadInterface::Fields(
-                            SCAN_FIELDS.iter().map(|f| path(f)).collect(),
-                        )),
-                        with_vector: WithVector::Bool(false),
-                        order_by: None,
-                    })
-                    .map_err(classify)?;
-                found.extend(
-                    records.into_iter().filter_map(|r| {
-                        super::stored_point(point_uuid(r.id)?, &r.payload?.0, false)
-                    }),
-                );
+                let (points, next) = s.scroll_page(Some(filter.clone()), offset, 1_000)?;
+                found.extend(points);
                 match next {
                     Some(next) => offset = Some(next),
                     None => return Ok(found),

@@ -225,6 +225,39 @@ impl QdrantSink {
         )))
     }
 
+    /// One page of the points of `collection` matching `filter` (all when `None`) from
+    /// `offset`, with the reserved fields a scan reads, and where the next page starts.
+    async fn scroll_page(
+        &self,
+        collection: &str,
+        filter: Option<Filter>,
+        offset: Option<PointId>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<PointId>), SinkError> {
+        let mut request = ScrollPointsBuilder::new(collection)
+            .limit(limit as u32)
+            .with_payload(PayloadIncludeSelector::new(
+                SCAN_FIELDS
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>(),
+            ))
+            .with_vectors(false);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        if let Some(offset) = offset {
+            request = request.offset(offset);
+        }
+        let response = self.client.scroll(request).await.map_err(classify)?;
+        let points = response
+            .result
+            .into_iter()
+            .filter_map(|p| super::stored_point(point_uuid(p.id)?, &json_payload(p.payload), false))
+            .collect();
+        Ok((points, response.next_page_offset))
+    }
+
     /// Delete `collection` and its points for good.
     ///
     /// # Errors
@@ -542,29 +575,11 @@ impl VectorSink for QdrantSink {
         from: Option<Uuid>,
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
-        let mut request = ScrollPointsBuilder::new(collection)
-            .limit(limit as u32)
-            .with_payload(PayloadIncludeSelector::new(
-                SCAN_FIELDS
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>(),
-            ))
-            .with_vectors(false);
-        if let Some(from) = from {
-            request = request.offset(PointId::from(from.to_string()));
-        }
-        let response = self.client.scroll(request).await.map_err(classify)?;
+        let from = from.map(|id| PointId::from(id.to_string()));
+        let (points, next) = self.scroll_page(collection, None, from, limit).await?;
         Ok(ScanPage {
-            points: response
-                .result
-                .into_iter()
-                .filter_map(|p| {
-                    let id = point_uuid(p.id)?;
-                    super::stored_point(id, &json_payload(p.payload), false)
-                })
-                .collect(),
-            next: point_uuid(response.next_page_offset),
+            points,
+            next: point_uuid(next),
         })
     }
 
@@ -641,24 +656,11 @@ impl VectorSink for QdrantSink {
         let mut found = Vec::new();
         let mut offset: Option<PointId> = None;
         loop {
-            let mut request = ScrollPointsBuilder::new(collection)
-                .filter(filter.clone())
-                .limit(1_000)
-                .with_payload(PayloadIncludeSelector::new(
-                    SCAN_FIELDS
-                        .iter()
-                        .map(|f| f.to_string())
-                        .collect::<Vec<_>>(),
-                ))
-                .with_vectors(false);
-            if let Some(offset) = offset.take() {
-                request = request.offset(offset);
-            }
-            let response = self.client.scroll(request).await.map_err(classify)?;
-            found.extend(response.result.into_iter().filter_map(|p| {
-                super::stored_point(point_uuid(p.id)?, &json_payload(p.payload), false)
-            }));
-            match response.next_page_offset {
+            let (points, next) = self
+                .scroll_page(collection, Some(filter.clone()), offset.take(), 1_000)
+                .await?;
+            found.extend(points);
+            match next {
                 Some(next) => offset = Some(next),
                 None => return Ok(found),
             }
