@@ -466,6 +466,22 @@ impl VectorSink for FaultySink {
     async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
         self.inner.describe(c, v).await
     }
+    async fn tombstones_with_vector(
+        &self,
+        c: &str,
+        v: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        self.inner.tombstones_with_vector(c, v).await
+    }
+    async fn nearest(
+        &self,
+        c: &str,
+        v: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Uuid>, SinkError> {
+        self.inner.nearest(c, v, vector, limit).await
+    }
 }
 
 impl Harness {

@@ -237,6 +237,41 @@ impl BatchApplier {
         Ok(self.mapper.map(&event).map(|writes| (writes, fence)))
     }
 
+    /// After a split: whether the points the sink refused point at the sink itself rather
+    /// than at their events. The collection no longer matching its mapping is
+    /// [`SinkError::Misconfigured`]; several points that all failed with an internal error
+    /// (none written) are one sink-wide internal error (a full disk, a broken WAL), not
+    /// poison. A single point that keeps failing alone is taken as its event's fault.
+    async fn sink_wide_refusal(
+        &self,
+        collection: &str,
+        refused: &[(usize, Vec<usize>, SinkError)],
+        points: usize,
+    ) -> Result<(), SinkError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        if let Some(spec) = self.specs.get(collection) {
+            match crate::sink::check_collection(self.sink.as_ref(), spec).await {
+                Ok(()) => {}
+                Err(e) if e.is_sink_wide() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%collection, error = %e, "cannot check the collection's schema")
+                }
+            }
+        }
+        let all_internal = refused
+            .iter()
+            .all(|(_, _, e)| matches!(e, SinkError::Internal(_)));
+        if points > 1 && refused.len() == points && all_internal {
+            return Err(SinkError::Internal(format!(
+                "all {points} points of a split failed inside the sink: {}",
+                refused[0].2
+            )));
+        }
+        Ok(())
+    }
+
     /// Write one group of pending writes (all with the same fence) to `collection`.
     async fn write_collection(
         &self,
@@ -325,15 +360,14 @@ impl BatchApplier {
                                 .push(crate::unix_ms() - write.commit_time_ms);
                         }
                         Err(e) if !splittable(&e) => return Err(e),
-                        Err(e) => refused.push((record, superseded, e.to_string())),
+                        Err(e) => refused.push((record, superseded, e)),
                     }
                 }
-                if refused.len() == writes.len() {
-                    // Every point refused: the collection itself may be wrong.
-                    if let Some(spec) = self.specs.get(collection) {
-                        crate::sink::check_collection(self.sink.as_ref(), spec).await?;
-                    }
-                }
+                self.sink_wide_refusal(collection, &refused, writes.len())
+                    .await?;
+                let refused = refused
+                    .into_iter()
+                    .map(|(record, superseded, e)| (record, superseded, e.to_string()));
                 for (record, superseded, message) in refused {
                     outcome.sink_rejections += 1;
                     // Older writes of this point were folded into the rejected one:

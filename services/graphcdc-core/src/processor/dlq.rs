@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 /// Room kept for the record's framing (batch header, offsets, header lengths).
 const RECORD_OVERHEAD: usize = 512;
 
+/// The error message header is cut to this many bytes (a record must fit the DLQ).
+const MAX_MESSAGE_HEADER_BYTES: usize = 4 * 1024;
+
 /// Value sizes tried, in order, once the broker said the record is too large
 /// (its `max.message.bytes` may be below the producer's limit).
 const FALLBACK_VALUE_BYTES: [usize; 2] = [64 * 1024, 0];
@@ -220,12 +223,20 @@ fn error_headers(record: &Record, error: &PoisonError, connector: &str) -> Owned
     };
     let partition = record.partition.to_string();
     let offset = record.offset.to_string();
+    let mut message = error.message.as_str();
+    if message.len() > MAX_MESSAGE_HEADER_BYTES {
+        let mut end = MAX_MESSAGE_HEADER_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message = &message[..end];
+    }
     for (key, value) in [
         (headers::TOPIC, record.topic.as_str()),
         (headers::PARTITION, partition.as_str()),
         (headers::OFFSET, offset.as_str()),
         (headers::CLASS_NAME, error.kind.class_name()),
-        (headers::MESSAGE, error.message.as_str()),
+        (headers::MESSAGE, message),
         (headers::STAGE, stage),
         (headers::CONNECTOR, connector),
     ] {

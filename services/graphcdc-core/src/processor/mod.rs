@@ -360,8 +360,13 @@ impl Processor {
                 Err(e) if e.is_fatal() => break Settled::Fatal(e.into()),
                 Err(e) => e,
             };
-            failures += 1;
-            let isolate = e.may_be_event_specific() && failures >= p.isolate_after_retries;
+            // Only consecutive failures one event may cause count towards isolating it.
+            failures = if e.may_be_event_specific() {
+                failures + 1
+            } else {
+                0
+            };
+            let isolate = failures >= p.isolate_after_retries;
             let open = breaker.failure();
             self.health.circuit_open.store(open, Ordering::Relaxed);
             Stats::add(&self.stats.retries, 1);

@@ -318,18 +318,15 @@ fn classify(e: QdrantError) -> SinkError {
 }
 
 /// Whether a refusal is a strict-mode limit of the whole collection (points count,
-/// vector or payload storage size), which no event of its own can pass.
+/// vector or payload storage size), which no event of its own can pass. Qdrant words
+/// them "Max points count limit of 1000 reached!", "Max vectors storage size limit of …
+/// reached!", "Max payload storage size limit of … reached!".
 fn is_capacity_limit(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    message.contains("strict mode")
-        && [
-            "points count",
-            "storage size",
-            "max_points_count",
-            "size limit",
-        ]
-        .iter()
-        .any(|limit| message.contains(limit))
+    message.contains("reached")
+        && ["points count limit", "storage size limit"]
+            .iter()
+            .any(|limit| message.contains(limit))
 }
 
 fn check_completed(response: PointsOperationResponse) -> Result<(), SinkError> {
@@ -750,11 +747,22 @@ mod tests {
                 "{code:?}"
             );
         }
-        let limit = QdrantError::ResponseError {
-            status: tonic::Status::invalid_argument(
-                "Strict mode error: Max points count limit of 1000 reached",
-            ),
+        for message in [
+            "Bad request: Max points count limit of 1000 reached!",
+            "Bad request: Max vectors storage size limit of 1048576 bytes reached!",
+            "Max payload storage size limit of 1024 reached!",
+        ] {
+            let limit = QdrantError::ResponseError {
+                status: tonic::Status::invalid_argument(message),
+            };
+            assert!(
+                matches!(classify(limit), SinkError::Misconfigured(_)),
+                "{message}"
+            );
+        }
+        let point_limit = QdrantError::ResponseError {
+            status: tonic::Status::invalid_argument("Payload too large for one point"),
         };
-        assert!(matches!(classify(limit), SinkError::Misconfigured(_)));
+        assert!(matches!(classify(point_limit), SinkError::Rejected(_)));
     }
 }

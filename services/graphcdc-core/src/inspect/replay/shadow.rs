@@ -170,4 +170,26 @@ impl VectorSink for ShadowCollections {
                 ..spec
             }))
     }
+
+    async fn tombstones_with_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        self.inner
+            .tombstones_with_vector(&self.shadow(collection), vector_name)
+            .await
+    }
+
+    async fn nearest(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<Uuid>, SinkError> {
+        self.inner
+            .nearest(&self.shadow(collection), vector_name, vector, limit)
+            .await
+    }
 }

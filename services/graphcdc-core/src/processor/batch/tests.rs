@@ -124,37 +124,48 @@ async fn points_the_sink_refuses_in_a_matching_collection_go_to_the_dlq() {
     assert_eq!(sink.count_live(COLLECTION).await.unwrap(), 2);
 }
 
-/// The embedded sink, whose version pre-read is refused as a sink refuses a bad request.
-struct PreReadRefused(Arc<EdgeSink>);
+/// The embedded sink, with its version pre-read refused as a sink refuses a bad request
+/// (`refuse_versions`), or every write failing with an internal error (`fail_writes`).
+struct Faulty {
+    inner: Arc<EdgeSink>,
+    refuse_versions: bool,
+    fail_writes: bool,
+}
 
 #[async_trait]
-impl VectorSink for PreReadRefused {
+impl VectorSink for Faulty {
     fn name(&self) -> &'static str {
-        "pre-read-refused"
+        "faulty"
     }
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), SinkError> {
-        self.0.ensure_collection(spec).await
+        self.inner.ensure_collection(spec).await
     }
-    async fn versions(&self, _: &str, _: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
-        Err(SinkError::Rejected("injected: versions refused".into()))
+    async fn versions(&self, c: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, SinkError> {
+        if self.refuse_versions {
+            return Err(SinkError::Rejected("injected: versions refused".into()));
+        }
+        self.inner.versions(c, ids).await
     }
     async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
-        self.0.write(c, points, fence).await
+        if self.fail_writes {
+            return Err(SinkError::Internal("injected: disk full".into()));
+        }
+        self.inner.write(c, points, fence).await
     }
     async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
-        self.0.purge(c, points).await
+        self.inner.purge(c, points).await
     }
     async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
-        self.0.scan(c, from, limit).await
+        self.inner.scan(c, from, limit).await
     }
     async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
-        self.0.get(c, id).await
+        self.inner.get(c, id).await
     }
     async fn count_live(&self, c: &str) -> Result<u64, SinkError> {
-        self.0.count_live(c).await
+        self.inner.count_live(c).await
     }
     async fn describe(&self, c: &str, v: &str) -> Result<Option<CollectionSpec>, SinkError> {
-        self.0.describe(c, v).await
+        self.inner.describe(c, v).await
     }
 }
 
@@ -162,10 +173,60 @@ impl VectorSink for PreReadRefused {
 async fn a_refused_version_pre_read_falls_back_to_the_fenced_write() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Arc::new(EdgeSink::open(dir.path()).unwrap());
-    let applier = applier(Arc::new(PreReadRefused(edge.clone())), 4, 4).await;
+    let faulty = Faulty {
+        inner: edge.clone(),
+        refuse_versions: true,
+        fail_writes: false,
+    };
+    let applier = applier(Arc::new(faulty), 4, 4).await;
     let batch = records(&Codec::local(), 4, &["a", "b", "c"]).await;
     let outcome = applier.apply(&batch).await.unwrap();
     assert_eq!(outcome.applied, 3);
     assert!(outcome.poisoned.is_empty());
     assert_eq!(edge.count_live(COLLECTION).await.unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_error_of_every_point_is_the_sinks_not_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty {
+        inner: Arc::new(EdgeSink::open(dir.path()).unwrap()),
+        refuse_versions: false,
+        fail_writes: true,
+    };
+    let applier = applier(Arc::new(faulty), 4, 4).await;
+    let codec = Codec::local();
+    // Several points, all failing alike even one by one: a sink-wide fault, no poison.
+    let batch = records(&codec, 4, &["a", "b", "c"]).await;
+    let prepared = applier.prepare(&batch).await.unwrap();
+    let result = applier.write(prepared, true).await;
+    assert!(matches!(result, Err(SinkError::Internal(_))), "{result:?}");
+    // A single point that keeps failing alone is taken as its event's fault.
+    let batch = records(&codec, 4, &["d"]).await;
+    let prepared = applier.prepare(&batch).await.unwrap();
+    let outcome = applier.write(prepared, true).await.unwrap();
+    assert_eq!(outcome.poisoned.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatch_found_by_one_refused_point_stops_a_mixed_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    // 4-d collection, 8-d mapping: the tombstone is written, the upserts are refused.
+    let applier = applier(sink.clone(), 8, 4).await;
+    let codec = Codec::local();
+    let mut batch = records(&codec, 8, &["a", "b"]).await;
+    let delete = ChangeEvent::node("gone", &["Doc"], Op::Delete, 2, 1_000);
+    batch.push(Record {
+        offset: 2,
+        key: Some(b"gone".to_vec()),
+        payload: Some(codec.encode_change(&delete, Format::Avro).await.unwrap()),
+        ..batch[0].clone()
+    });
+    let prepared = applier.prepare(&batch).await.unwrap();
+    let result = applier.write(prepared, false).await;
+    assert!(
+        matches!(result, Err(SinkError::Misconfigured(_))),
+        "{result:?}"
+    );
 }
