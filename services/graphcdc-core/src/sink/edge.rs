@@ -21,7 +21,7 @@ use qdrant_edge::{
     Condition, ConditionalInsertOperation, CountRequest, CreateIndex, EdgeConfig,
     EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations,
     Filter, HasIdCondition, HasVectorCondition, JsonPath, Match, NamedQuery, OperationError,
-    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointIdsList, PointInsertOperations,
     PointOperations, PointStructPersisted, QueryEnum, Range, ScrollRequest, SearchRequest,
     UpdateOperation, VectorInternal, VectorOperations, VectorPersisted, VectorStructPersisted,
     WalOptions, WithPayloadInterface, WithVector,
@@ -221,8 +221,17 @@ impl Shard {
 
     /// Apply `ops` in order and flush, so the writes survive a crash once this returns.
     fn update_durably(&self, ops: Vec<UpdateOperation>) -> Result<(), SinkError> {
+        self.update_durably_with(|_| Ok(ops))
+    }
+
+    /// As [`Shard::update_durably`], with the operations planned under the write lock (so
+    /// what `plan` reads cannot change before they are applied).
+    fn update_durably_with(
+        &self,
+        plan: impl FnOnce(&EdgeShard) -> Result<Vec<UpdateOperation>, SinkError>,
+    ) -> Result<(), SinkError> {
         let _guard = self.lock();
-        for op in ops {
+        for op in plan(&self.shard)? {
             // Marked before the update: a failure after a partial apply leaves it dirty.
             self.dirty.store(true, Ordering::SeqCst);
             self.shard.update(op).map_err(classify)?;
@@ -290,18 +299,6 @@ fn version_range(fence: Fence, version: i64) -> Condition {
     Condition::Field(FieldCondition::new_range(path(VERSION_FIELD), range))
 }
 
-fn version_equals(version: i64) -> Condition {
-    let bound = Some(OrderedFloat(version as f64));
-    Condition::Field(FieldCondition::new_range(
-        path(VERSION_FIELD),
-        Range {
-            gte: bound,
-            lte: bound,
-            ..Default::default()
-        },
-    ))
-}
-
 fn is_deleted() -> Condition {
     Condition::Field(FieldCondition::new_match(
         path(DELETED_FIELD),
@@ -309,23 +306,50 @@ fn is_deleted() -> Condition {
     ))
 }
 
-/// `should[ must[has_id(id), cdc_version = v, cdc_deleted] … ]`: exactly these
-/// tombstones, never a later revival of the same point.
-fn tombstone_filter(points: &[(Uuid, i64)]) -> Filter {
-    Filter {
-        should: Some(
-            points
-                .iter()
-                .map(|&(id, version)| {
-                    Condition::Filter(Filter {
-                        must: Some(vec![has_id(id), version_equals(version), is_deleted()]),
-                        ..Default::default()
-                    })
-                })
-                .collect(),
-        ),
-        ..Default::default()
+/// Which of `tombstones` (id, version) will be a tombstone at that version once the
+/// fenced upsert ran: the fence lets it through, or it is stored so already (its vector
+/// may have survived an earlier attempt). A newer point of the same id is left alone.
+fn tombstones_to_strip(
+    shard: &EdgeShard,
+    tombstones: &[(Uuid, i64)],
+    fence: Fence,
+) -> Result<Vec<PointId>, SinkError> {
+    if tombstones.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids: Vec<PointId> = tombstones
+        .iter()
+        .map(|(id, _)| PointId::Uuid(*id))
+        .collect();
+    let stored: HashMap<Uuid, (i64, bool)> = shard
+        .retrieve(
+            &ids,
+            Some(WithPayloadInterface::Fields(vec![
+                path(VERSION_FIELD),
+                path(DELETED_FIELD),
+            ])),
+            Some(WithVector::Bool(false)),
+        )
+        .map_err(classify)?
+        .into_iter()
+        .filter_map(|r| {
+            let payload = r.payload?.0;
+            let version = payload.get(VERSION_FIELD)?.as_i64()?;
+            let deleted = payload.get(DELETED_FIELD).and_then(|d| d.as_bool()) == Some(true);
+            Some((point_uuid(r.id)?, (version, deleted)))
+        })
+        .collect();
+    Ok(tombstones
+        .iter()
+        .filter(|(id, version)| match stored.get(id) {
+            None => false,
+            Some(&(stored, deleted)) => match fence {
+                Fence::Newer => stored < *version || (stored == *version && deleted),
+                Fence::NewerOrEqual => stored <= *version,
+            },
+        })
+        .map(|(id, _)| PointId::Uuid(*id))
+        .collect())
 }
 
 /// `should[ must[has_id(id), version (<|<=) v] … ]`: per-point version fence.
@@ -455,23 +479,29 @@ impl VectorSink for EdgeSink {
         let tombstones = tombstones(&points);
         let points: Vec<PointStructPersisted> = points.into_iter().map(to_point).collect();
         self.with_shard(collection, move |s| {
-            let op = ConditionalInsertOperation {
-                points_op: PointInsertOperations::PointsList(points),
-                condition,
-                update_mode: None,
-            };
-            let mut ops = vec![UpdateOperation::PointOperation(
-                PointOperations::UpsertPointsConditional(op),
-            )];
-            if !tombstones.is_empty() {
-                ops.push(UpdateOperation::VectorOperation(
-                    VectorOperations::DeleteVectorsByFilter(
-                        tombstone_filter(&tombstones),
-                        vec![vector_name],
-                    ),
-                ));
-            }
-            s.update_durably(ops)
+            s.update_durably_with(|shard| {
+                // Under the write lock nothing else writes this shard: the tombstones the
+                // fence lets through (or that are already stored at their version) are
+                // known before the upsert, and their vectors are deleted by id after it.
+                let strip = tombstones_to_strip(shard, &tombstones, fence)?;
+                let op = ConditionalInsertOperation {
+                    points_op: PointInsertOperations::PointsList(points),
+                    condition,
+                    update_mode: None,
+                };
+                let mut ops = vec![UpdateOperation::PointOperation(
+                    PointOperations::UpsertPointsConditional(op),
+                )];
+                if !strip.is_empty() {
+                    ops.push(UpdateOperation::VectorOperation(
+                        VectorOperations::DeleteVectors(
+                            PointIdsList::from(strip),
+                            vec![vector_name],
+                        ),
+                    ));
+                }
+                Ok(ops)
+            })
         })
         .await
     }
