@@ -11,9 +11,10 @@
 //!   last one, so `[v5, v3]` over a stored v4 would otherwise end at v3;
 //! - a tombstone carries no vector on any segment type: Qdrant copies the old vectors
 //!   when it moves a point out of an optimized (non-appendable) or proxied segment, so the
-//!   same update strips them with a delete-vectors whose filter
-//!   `should[ must[has_id, cdc_version = v, cdc_deleted] … ]` ([`tombstone_filter`]) can
-//!   never touch a later revival.
+//!   write strips them. The server sink sends a delete-vectors whose filter
+//!   `should[ must[has_id, cdc_version = v, cdc_deleted] … ]` can never touch a later
+//!   revival; the embedded sink, the only writer of its shard, decides under the shard's
+//!   write lock which tombstones the fence lets through and strips exactly those by id.
 
 pub mod edge;
 pub mod jsonl;
