@@ -4,9 +4,10 @@
 //! only the offending events go to the DLQ.
 //!
 //! What may go to the DLQ is decided here: a sink-wide failure (unavailable,
-//! misconfigured) never sends an event there; when every point of a split is refused,
-//! the collection is checked against its mapping first, and a mismatch stops the stream
-//! (retried, circuit open) instead of draining it into the DLQ.
+//! misconfigured) never sends an event there; when any point of a split is refused, the
+//! collection is checked against its mapping first, and a mismatch stops the stream
+//! (retried, circuit open) instead of draining it into the DLQ; several points that all
+//! fail inside the sink are the sink's fault, not their events'.
 
 use crate::codec::{Codec, DecodeError};
 use crate::error::{PoisonError, PoisonKind, SinkError};

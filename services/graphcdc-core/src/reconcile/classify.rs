@@ -175,8 +175,13 @@ pub async fn check(
         let Some(vector_name) = vector_names.get(collection) else {
             continue;
         };
+        // Usually none: the set of points already judged is built only when needed.
+        let with_vector = sink.tombstones_with_vector(collection, vector_name).await?;
+        if with_vector.is_empty() {
+            continue;
+        }
         let drifted: std::collections::HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
-        for stored in sink.tombstones_with_vector(collection, vector_name).await? {
+        for stored in with_vector {
             if drifted.contains(&stored.id) {
                 continue;
             }

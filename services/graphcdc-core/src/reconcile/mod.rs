@@ -18,6 +18,7 @@ use crate::stats::DriftGauges;
 use classify::{DriftClass, DriftReport};
 use expected::ExpectedState;
 use repair::{RepairMode, RepairOptions, RepairOutcome};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,8 @@ pub struct Reconciler {
     sink: Arc<dyn VectorSink>,
     codec: Arc<Codec>,
     mapper: Mapper,
+    /// Each mapped collection's vector, for tombstones that still carry it.
+    vector_names: BTreeMap<String, String>,
     expected: ExpectedState,
     gauges: Arc<DriftGauges>,
 }
@@ -70,7 +73,13 @@ impl Reconciler {
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
         let expected = ExpectedState::open(&config.kafka, &mapper)?;
+        let vector_names = mapper
+            .mappings()
+            .iter()
+            .map(|m| (m.collection.clone(), m.vector_name.clone()))
+            .collect();
         Ok(Reconciler {
+            vector_names,
             config,
             sink,
             codec,
@@ -87,14 +96,13 @@ impl Reconciler {
     pub async fn check(&mut self, grace: Duration) -> anyhow::Result<DriftReport> {
         let started = Instant::now();
         self.catch_up().await?;
-        let vector_names = self
-            .mapper
-            .mappings()
-            .iter()
-            .map(|m| (m.collection.clone(), m.vector_name.clone()))
-            .collect();
-        let mut report =
-            classify::check(self.sink.as_ref(), &self.expected, grace, &vector_names).await?;
+        let mut report = classify::check(
+            self.sink.as_ref(),
+            &self.expected,
+            grace,
+            &self.vector_names,
+        )
+        .await?;
         // Entities created while the sink was scanned reach the sink before their state
         // is read: read again, and an "orphan" the state now knows is no orphan.
         self.catch_up().await?;
@@ -217,13 +225,14 @@ impl Reconciler {
         interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut backoff = crate::processor::retry::Backoff::new(Duration::from_secs(1), interval);
+        let fresh_backoff =
+            || crate::processor::retry::Backoff::new(Duration::from_secs(1), interval);
+        let mut backoff = fresh_backoff();
         loop {
             let wait = match self.check_and_repair(options).await {
                 Ok(()) => {
                     self.gauges.consecutive_failures.store(0, Ordering::Relaxed);
-                    backoff =
-                        crate::processor::retry::Backoff::new(Duration::from_secs(1), interval);
+                    backoff = fresh_backoff();
                     interval
                 }
                 Err(e) if e.downcast_ref::<repair::SafetyRefusal>().is_some() => {

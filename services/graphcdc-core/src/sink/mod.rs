@@ -145,8 +145,8 @@ pub async fn ensure_collections(
     Ok(())
 }
 
-/// One write per point id: the highest version, the later one on a tie. Borrowed as
-/// they are when `points` has no duplicate (the usual case).
+/// One write per point id, in first-seen order: the highest version, the later one on
+/// a tie.
 pub fn latest_per_point(points: &[PointWrite]) -> Vec<&PointWrite> {
     let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(points.len());
     let mut kept: Vec<&PointWrite> = Vec::with_capacity(points.len());
