@@ -179,12 +179,7 @@ async fn a_frozen_coordinator_is_survived_and_the_member_rejoins() {
     // The coordinator expires the silent member once it answers again: wait for that
     // revocation, then for every partition to be owned again.
     let revoked = || Stats::get(&running.stats.rebalances) > rebalances_before;
-    let assigned = || {
-        running
-            .health
-            .assigned_partitions
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let assigned = || running.health.assigned_partitions();
     while !revoked() || assigned() < support::PARTITIONS as usize {
         assert!(
             thawed.elapsed() < REJOIN_BOUND,

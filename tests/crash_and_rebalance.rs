@@ -140,8 +140,8 @@ async fn two_processors_split_partitions_and_the_survivor_finishes() {
     let deadline = Instant::now() + CATCH_UP;
     loop {
         let (pa, pb) = (
-            a.health.assigned_partitions.load(Ordering::Relaxed),
-            b.health.assigned_partitions.load(Ordering::Relaxed),
+            a.health.assigned_partitions(),
+            b.health.assigned_partitions(),
         );
         if pa > 0 && pb > 0 && pa + pb == support::PARTITIONS as usize {
             break;
@@ -158,7 +158,7 @@ async fn two_processors_split_partitions_and_the_survivor_finishes() {
     publisher.publish_all(&events[2_000..]).await.unwrap();
     h.wait_caught_up(CATCH_UP).await;
     assert_eq!(
-        b.health.assigned_partitions.load(Ordering::Relaxed),
+        b.health.assigned_partitions(),
         support::PARTITIONS as usize,
         "the survivor took every partition"
     );

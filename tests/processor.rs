@@ -206,25 +206,71 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut response = String::new();
     socket.read_to_string(&mut response).await.unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response)
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
 }
 
-fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
+/// `/metrics` of `addr`, parsed by a Prometheus text-format parser.
+async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// Samples of `name` whose labels include every pair of `labels`.
+fn samples<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = &'a prometheus_parse::Sample> + 'a {
+    scrape.samples.iter().filter(move |s| {
+        s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+    })
+}
+
+/// The value of the one counter, gauge or untyped sample `name` with `labels` (0 when
+/// absent, as Prometheus treats a series that was never incremented).
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    let found: Vec<f64> = samples(scrape, name, labels)
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a single value: {other:?}"),
+        })
+        .collect();
+    assert!(found.len() <= 1, "{name}{labels:?}: {found:?}");
+    found.first().copied().unwrap_or(0.0)
+}
+
+/// Bucket counts of the histogram `name` with `labels`, by upper bound.
+fn buckets(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<(f64, f64)> {
+    let sample = samples(scrape, name, labels)
+        .next()
+        .unwrap_or_else(|| panic!("{name}{labels:?} missing"));
+    match &sample.value {
+        prometheus_parse::Value::Histogram(counts) => {
+            counts.iter().map(|c| (c.less_than, c.count)).collect()
+        }
+        other => panic!("{name} is not a histogram: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
+    // Before the processor resolves its metric handles.
+    graphcdc_core::ops::install_recorder();
     let mut h = Harness::new("metrics").await;
     h.config.kafka.properties.insert(
         "statistics.interval.ms".into(),
@@ -232,20 +278,18 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
     );
     let sink = h.open_sink();
     let running = h.start_processor(sink.clone()).await;
-    let state = graphcdc_core::ops::OpsState::Processor {
-        stats: running.stats.clone(),
-        health: running.health.clone(),
-        group: h.config.kafka.group_id.clone(),
-        topic: h.config.kafka.changes_topic.clone(),
-    };
+    let readiness = graphcdc_core::ops::Readiness::Processor(running.health.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (addr, _) =
-        graphcdc_core::ops::serve("127.0.0.1:0".parse().unwrap(), state, shutdown.clone())
+        graphcdc_core::ops::serve("127.0.0.1:0".parse().unwrap(), readiness, shutdown.clone())
             .await
             .unwrap();
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
-    let (_, before) = http_get(addr, "/metrics").await;
-    assert_eq!(metric(&before, "graphcdc_points_applied_total"), 0);
+    let group = h.config.kafka.group_id.clone();
+    let topic = h.config.kafka.changes_topic.clone();
+    let ours = [("group", group.as_str()), ("topic", topic.as_str())];
+    let before = scrape(addr).await;
+    assert_eq!(value(&before, "graphcdc_points_applied_total", &ours), 0.0);
 
     let events = support::churn(20, 100, 1);
     h.publisher(Format::Avro)
@@ -253,46 +297,81 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
         .await
         .unwrap();
     h.wait_caught_up(CATCH_UP).await;
-    let (status, after) = http_get(addr, "/metrics").await;
-    assert_eq!(status, 200);
-    assert_eq!(metric(&after, "graphcdc_events_consumed_total"), 100);
-    let applied = metric(&after, "graphcdc_points_applied_total");
-    let skipped = metric(&after, "graphcdc_points_skipped_stale_total");
-    assert_eq!(applied + skipped, 100);
-    assert_eq!(metric(&after, "graphcdc_freshness_seconds_count"), applied);
+    let after = scrape(addr).await;
     assert_eq!(
-        metric(&after, "graphcdc_partitions_assigned"),
-        support::PARTITIONS as u64
+        value(&after, "graphcdc_events_consumed_total", &ours),
+        100.0
     );
-    let batches = metric(&after, "graphcdc_batches_total");
-    assert!(batches > 0);
-    assert_eq!(metric(&after, "graphcdc_batch_size_events_count"), batches);
-    assert_eq!(metric(&after, "graphcdc_batch_size_events_sum"), 100);
+    let applied = value(&after, "graphcdc_points_applied_total", &ours);
+    let skipped = value(&after, "graphcdc_points_skipped_stale_total", &ours);
+    assert_eq!(applied + skipped, 100.0);
     assert_eq!(
-        metric(&after, "graphcdc_apply_duration_seconds_count"),
+        Stats::get(&running.stats.applied) as f64,
+        applied,
+        "one source"
+    );
+    assert_eq!(
+        value(&after, "graphcdc_freshness_seconds_count", &ours),
+        applied
+    );
+    let freshness = buckets(&after, "graphcdc_freshness_seconds", &ours);
+    assert!(
+        freshness.iter().any(|(le, _)| *le == 300.0),
+        "buckets reach 5 min: {freshness:?}"
+    );
+    assert_eq!(freshness.last().unwrap().1, applied, "+Inf bucket");
+    assert_eq!(
+        value(&after, "graphcdc_partitions_assigned", &ours),
+        f64::from(support::PARTITIONS)
+    );
+    assert_eq!(value(&after, "graphcdc_ready", &ours), 1.0);
+    let batches = value(&after, "graphcdc_batches_total", &ours);
+    assert!(batches > 0.0);
+    assert_eq!(
+        value(&after, "graphcdc_batch_size_events_count", &ours),
         batches
     );
-    let collection = format!(
-        "graphcdc_collection_points_applied_total{{group=\"{}\",topic=\"{}\",collection=\"{}\"}}",
-        h.config.kafka.group_id, h.config.kafka.changes_topic, h.config.mappings[0].collection
+    assert_eq!(
+        value(&after, "graphcdc_batch_size_events_sum", &ours),
+        100.0
     );
-    assert_eq!(metric(&after, &collection), applied);
+    assert_eq!(
+        value(&after, "graphcdc_apply_duration_seconds_count", &ours),
+        batches
+    );
+    let collection = h.config.mappings[0].collection.clone();
+    let in_collection = [ours[0], ours[1], ("collection", collection.as_str())];
+    assert_eq!(
+        value(
+            &after,
+            "graphcdc_collection_points_applied_total",
+            &in_collection
+        ),
+        applied
+    );
+    assert!(
+        after.docs.contains_key("graphcdc_freshness_seconds"),
+        "HELP text"
+    );
     // Per-partition lag from the consumer's statistics: every partition listed, the
     // high watermarks add up to the 100 records, and the lag drains to 0.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let (high, lag) = loop {
-        let (_, body) = http_get(addr, "/metrics").await;
-        let series = |name: &str| -> Vec<u64> {
-            body.lines()
-                .filter(|l| l.starts_with(&format!("{name}{{")))
-                .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        let body = scrape(addr).await;
+        let group_only = [("group", group.as_str()), ("topic", topic.as_str())];
+        let series = |name: &str| -> Vec<f64> {
+            samples(&body, name, &group_only)
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) => v,
+                    _ => panic!("{name} is a gauge"),
+                })
                 .collect()
         };
         let high = series("graphcdc_high_watermark_offset");
         let lag = series("graphcdc_consumer_lag_records");
         let done = high.len() == support::PARTITIONS as usize
-            && high.iter().sum::<u64>() == 100
-            && lag.iter().sum::<u64>() == 0;
+            && high.iter().sum::<f64>() == 100.0
+            && lag.iter().sum::<f64>() == 0.0;
         if done || std::time::Instant::now() > deadline {
             break (high, lag);
         }
@@ -303,8 +382,8 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
         support::PARTITIONS as usize,
         "one series per partition"
     );
-    assert_eq!(high.iter().sum::<u64>(), 100, "high watermarks");
-    assert_eq!(lag.iter().sum::<u64>(), 0, "lag after catching up");
+    assert_eq!(high.iter().sum::<f64>(), 100.0, "high watermarks");
+    assert_eq!(lag.iter().sum::<f64>(), 0.0, "lag after catching up");
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
     assert_eq!(http_get(addr, "/nope").await.0, 404);
 
@@ -314,6 +393,7 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
         503,
         "a stopped processor is not ready"
     );
+    assert_eq!(value(&scrape(addr).await, "graphcdc_ready", &ours), 0.0);
     shutdown.cancel();
 }
 

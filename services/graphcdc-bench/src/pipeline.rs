@@ -215,7 +215,7 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     // 4. Freshness at a fixed rate.
     if args.freshness_seconds > 0 {
         let stats = freshness(&broker, args, &dir.path().join("fresh")).await?;
-        let q = |x| stats.freshness.quantile(x).unwrap_or(0);
+        let q = |x| (stats.freshness.quantile(x).unwrap_or(0.0) * 1000.0).round();
         figures.push(Figure {
             name: "4. freshness (visible in sink − produced)".into(),
             value: format!("p50 {} ms, p99 {} ms, max {} ms", q(0.5), q(0.99), q(1.0)),

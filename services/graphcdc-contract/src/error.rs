@@ -35,6 +35,11 @@ pub enum PoisonKind {
 }
 
 impl PoisonKind {
+    /// Short name of the kind: the `reason` label of the DLQ metric.
+    pub fn reason(self) -> &'static str {
+        self.class_name().trim_start_matches("graphcdc.")
+    }
+
     /// Value of the `__connect.errors.exception.class.name` DLQ header.
     pub fn class_name(self) -> &'static str {
         match self {

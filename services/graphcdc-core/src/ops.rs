@@ -1,458 +1,379 @@
-//! The operations endpoint of a service: `/metrics` (Prometheus text format),
-//! `/healthz` (process alive) and `/readyz` (processor: loop running, circuit closed).
+//! The operations endpoint of a service: `/metrics` (Prometheus text format, rendered by
+//! `metrics-exporter-prometheus`), `/healthz` (process alive) and `/readyz` (processor:
+//! loop running, circuit closed), served by axum.
 //!
-//! A deliberately small HTTP/1.1 server on tokio: three read-only routes, no request
-//! bodies, one response per connection.
+//! Metrics are recorded through the `metrics` facade ([`crate::stats`]); this module
+//! installs the process-wide Prometheus recorder, names each metric's help text and
+//! histogram buckets, and serves the rendering.
 
-use crate::stats::{DriftGauges, Health, Histogram, RelayStats, Stats};
-use std::fmt::Write as _;
+use crate::stats::Health;
+use axum::http::{header, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Bucket bounds (ms) of the latency histograms in `/metrics` (exported in seconds).
-const MILLISECOND_BUCKETS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+/// Bucket bounds (s) of the latency histograms: up to 5 min, so `_sum` and the
+/// buckets stay true during an outage.
+const SECONDS_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 /// Bucket bounds of the batch-size histogram.
-const BATCH_SIZE_BUCKETS: [u64; 9] = [1, 10, 50, 100, 250, 500, 1_000, 2_000, 5_000];
+const BATCH_SIZE_BUCKETS: [f64; 9] = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1e3, 2e3, 5e3];
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What the endpoint reports on: one of the services.
-#[derive(Clone)]
-pub enum OpsState {
-    Processor {
-        stats: Arc<Stats>,
-        health: Arc<Health>,
-        /// Consumer group and topic, as metric labels.
-        group: String,
-        topic: String,
-    },
-    Reconciler {
-        gauges: Arc<DriftGauges>,
-    },
-    Relay {
-        stats: Arc<RelayStats>,
-    },
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process-wide Prometheus recorder (once; later calls return the same
+/// handle). Call it before creating a service's stats: handles resolved earlier stay
+/// no-ops.
+///
+/// # Panics
+/// When another `metrics` recorder was installed first (a programming error).
+pub fn install_recorder() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for (name, buckets) in [
+                ("graphcdc_freshness_seconds", &SECONDS_BUCKETS[..]),
+                ("graphcdc_apply_duration_seconds", &SECONDS_BUCKETS[..]),
+                ("graphcdc_batch_size_events", &BATCH_SIZE_BUCKETS[..]),
+            ] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                    .expect("bucket bounds are not empty");
+            }
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                })
+                .expect("spawning the metrics upkeep thread");
+            handle
+        })
+        .clone()
 }
 
-impl OpsState {
-    /// Whether the service should receive traffic (`/readyz`).
-    pub fn is_ready(&self) -> bool {
-        match self {
-            OpsState::Processor { health, .. } => health.is_ready(),
-            OpsState::Reconciler { .. } | OpsState::Relay { .. } => true,
-        }
-    }
-}
-
-/// One sample with its HELP and TYPE lines (no braces without labels).
-fn sample(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    labels: &str,
-    value: impl std::fmt::Display,
-) {
-    let labels = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}"
-    );
-}
-
-/// Prometheus text exposition of the service's counters and gauges.
-pub fn render_metrics(state: &OpsState) -> String {
-    match state {
-        OpsState::Processor {
-            stats,
-            health,
-            group,
-            topic,
-        } => render_processor(stats, health, group, topic),
-        OpsState::Reconciler { gauges } => render_reconciler(gauges),
-        OpsState::Relay { stats } => render_relay(stats),
-    }
-}
-
-fn render_processor(s: &Stats, h: &Health, group: &str, topic: &str) -> String {
-    let labels = &format!("group=\"{group}\",topic=\"{topic}\"");
-    let mut out = String::new();
-    let counters = [
+/// Help text and unit of every metric the services record.
+fn describe() {
+    for (name, help) in [
         (
             "graphcdc_events_consumed_total",
             "Records received from the change topic.",
-            &s.consumed,
         ),
         (
             "graphcdc_points_applied_total",
             "Point writes acknowledged by the sink.",
-            &s.applied,
         ),
         (
             "graphcdc_points_skipped_stale_total",
             "Point writes fenced as stale or duplicate.",
-            &s.skipped_stale,
         ),
         (
             "graphcdc_events_dlq_total",
-            "Records sent to the dead-letter topic.",
-            &s.dlq,
+            "Records sent to the dead-letter topic, by reason.",
         ),
         (
             "graphcdc_events_unmapped_total",
             "Records that map to no collection.",
-            &s.unmapped,
         ),
-        ("graphcdc_batches_total", "Batches applied.", &s.batches),
+        ("graphcdc_batches_total", "Batches applied."),
         (
             "graphcdc_retries_total",
             "Batch retries after transient failures.",
-            &s.retries,
+        ),
+        ("graphcdc_rebalances_total", "Partition revocations."),
+        ("graphcdc_sink_errors_total", "Failed sink calls by class."),
+        (
+            "graphcdc_collection_points_applied_total",
+            "Point writes acknowledged by the sink, per collection.",
+        ),
+        ("graphcdc_reconcile_checks_total", "Checks completed."),
+        (
+            "graphcdc_reconcile_repaired_total",
+            "Fixes written or published.",
         ),
         (
-            "graphcdc_rebalances_total",
-            "Partition revocations.",
-            &s.rebalances,
+            "graphcdc_reconcile_failures_total",
+            "Checks or repairs that failed (broker or sink errors), retried with backoff.",
         ),
-    ];
-    for (name, help, counter) in counters {
-        sample(&mut out, name, "counter", help, labels, Stats::get(counter));
+        (
+            "graphcdc_reconcile_repairs_refused_total",
+            "Repairs the delete guard refused.",
+        ),
+        (
+            "graphcdc_relay_published_total",
+            "Outbox entries published.",
+        ),
+        (
+            "graphcdc_relay_failed_total",
+            "Outbox entries marked failed.",
+        ),
+    ] {
+        describe_counter!(name, Unit::Count, help);
     }
-    let gauges = [
+    for (name, unit, help) in [
         (
             "graphcdc_partitions_assigned",
+            Unit::Count,
             "Partitions assigned to this member.",
-            h.assigned_partitions.load(Ordering::Relaxed) as u64,
         ),
         (
             "graphcdc_circuit_open",
+            Unit::Count,
             "1 while the sink keeps failing.",
-            h.circuit_open.load(Ordering::Relaxed) as u64,
         ),
-        (
-            "graphcdc_ready",
-            "1 when ready for traffic.",
-            h.is_ready() as u64,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        sample(&mut out, name, "gauge", help, labels, value);
-    }
-    histogram(
-        &mut out,
-        (
-            "graphcdc_freshness_seconds",
-            "Now minus source commit time when the sink acknowledged a write.",
-        ),
-        labels,
-        &s.freshness,
-        &MILLISECOND_BUCKETS,
-        1000.0,
-    );
-    histogram(
-        &mut out,
-        (
-            "graphcdc_apply_duration_seconds",
-            "Time to apply a batch until the sink and the DLQ acknowledged it.",
-        ),
-        labels,
-        &s.apply_latency,
-        &MILLISECOND_BUCKETS,
-        1000.0,
-    );
-    histogram(
-        &mut out,
-        ("graphcdc_batch_size_events", "Records per applied batch."),
-        labels,
-        &s.batch_size,
-        &BATCH_SIZE_BUCKETS,
-        1.0,
-    );
-    let name = "graphcdc_sink_errors_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Failed sink calls by class.\n# TYPE {name} counter"
-    );
-    for (class, counter) in [
-        ("unavailable", &s.sink_errors.unavailable),
-        ("rejected", &s.sink_errors.rejected),
-    ] {
-        let _ = writeln!(
-            out,
-            "{name}{{{labels},class=\"{class}\"}} {}",
-            Stats::get(counter)
-        );
-    }
-    let name = "graphcdc_collection_points_applied_total";
-    let _ = writeln!(out, "# HELP {name} Point writes acknowledged by the sink, per collection.\n# TYPE {name} counter");
-    for (collection, n) in s.applied_by_collection.lock().unwrap().iter() {
-        let _ = writeln!(out, "{name}{{{labels},collection=\"{collection}\"}} {n}");
-    }
-    let partitions = s.partitions.lock().unwrap();
-    for (name, help, field) in [
+        ("graphcdc_ready", Unit::Count, "1 when ready for traffic."),
         (
             "graphcdc_consumer_lag_records",
+            Unit::Count,
             "High watermark minus committed offset, per assigned partition.",
-            0,
         ),
         (
             "graphcdc_committed_offset",
+            Unit::Count,
             "Committed offset, per assigned partition.",
-            1,
         ),
         (
             "graphcdc_high_watermark_offset",
+            Unit::Count,
             "End of the partition, per assigned partition.",
-            2,
+        ),
+        (
+            "graphcdc_drift_points",
+            Unit::Count,
+            "Drifted points per class at the last check.",
+        ),
+        (
+            "graphcdc_reconcile_last_check_timestamp_seconds",
+            Unit::Seconds,
+            "When the last check finished (Unix time).",
+        ),
+        (
+            "graphcdc_reconcile_check_duration_seconds",
+            Unit::Seconds,
+            "How long the last check took.",
+        ),
+        (
+            "graphcdc_reconcile_consecutive_failures",
+            Unit::Count,
+            "Failed checks or repairs since the last successful check.",
+        ),
+        (
+            "graphcdc_relay_outbox_depth",
+            Unit::Count,
+            "Outbox entries waiting.",
+        ),
+        (
+            "graphcdc_relay_lag_seconds",
+            Unit::Seconds,
+            "Age of the oldest waiting entry.",
+        ),
+        (
+            "graphcdc_relay_holds_lease",
+            Unit::Count,
+            "1 when this relay is the active one.",
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for ((topic, partition), p) in partitions.iter() {
-            let value = [p.lag, p.committed, p.high_watermark][field];
-            let _ = writeln!(
-                out,
-                "{name}{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}} {value}"
-            );
+        describe_gauge!(name, unit, help);
+    }
+    for (name, unit, help) in [
+        (
+            "graphcdc_freshness_seconds",
+            Unit::Seconds,
+            "Now minus source commit time when the sink acknowledged a write.",
+        ),
+        (
+            "graphcdc_apply_duration_seconds",
+            Unit::Seconds,
+            "Time to apply a batch until the sink and the DLQ acknowledged it.",
+        ),
+        (
+            "graphcdc_batch_size_events",
+            Unit::Count,
+            "Records per applied batch.",
+        ),
+    ] {
+        describe_histogram!(name, unit, help);
+    }
+}
+
+/// What `/readyz` answers.
+#[derive(Clone)]
+pub enum Readiness {
+    /// Ready while the process serves (reconciler, relay).
+    Always,
+    /// Ready while the processor's loop runs and its circuit is closed.
+    Processor(Arc<Health>),
+}
+
+impl Readiness {
+    /// Whether the service should receive traffic.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Readiness::Always => true,
+            Readiness::Processor(health) => health.is_ready(),
         }
     }
-    out
 }
 
-/// A histogram in Prometheus text format: `bounds` in the recorded unit, exported
-/// divided by `scale` (ms → s).
-fn histogram(
-    out: &mut String,
-    (name, help): (&str, &str),
-    labels: &str,
-    h: &Histogram,
-    bounds: &[u64],
-    scale: f64,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (bound, count) in bounds.iter().zip(h.cumulative(bounds)) {
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels},le=\"{}\"}} {count}",
-            *bound as f64 / scale
-        );
-    }
-    let total = h.count();
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum() as f64 / scale);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+/// The routes: `/metrics`, `/healthz`, `/readyz` (GET only; other methods get 405).
+fn router(handle: PrometheusHandle, readiness: Readiness) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = handle.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
 }
 
-fn render_reconciler(g: &DriftGauges) -> String {
-    let mut out = String::new();
-    let name = "graphcdc_drift_points";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Drifted points per class at the last check.\n# TYPE {name} gauge"
-    );
-    for (class, gauge) in [
-        ("missing", &g.missing),
-        ("orphan", &g.orphan),
-        ("stale", &g.stale),
-        ("content_mismatch", &g.content_mismatch),
-        ("ahead", &g.ahead),
-        ("tombstone_vector", &g.tombstone_vector),
-    ] {
-        let _ = writeln!(
-            out,
-            "{name}{{class=\"{class}\"}} {}",
-            gauge.load(Ordering::Relaxed)
-        );
-    }
-    let ms = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1000.0;
-    sample(
-        &mut out,
-        "graphcdc_reconcile_last_check_timestamp_seconds",
-        "gauge",
-        "When the last check finished.",
-        "",
-        ms(&g.last_check_unix_ms),
-    );
-    sample(
-        &mut out,
-        "graphcdc_reconcile_check_duration_seconds",
-        "gauge",
-        "How long the last check took.",
-        "",
-        ms(&g.last_check_duration_ms),
-    );
-    sample(
-        &mut out,
-        "graphcdc_reconcile_checks_total",
-        "counter",
-        "Checks completed.",
-        "",
-        g.checks.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_reconcile_repaired_total",
-        "counter",
-        "Fixes written or published.",
-        "",
-        g.repaired.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_reconcile_failures_total",
-        "counter",
-        "Checks or repairs that failed (broker or sink errors), retried with backoff.",
-        "",
-        g.failures.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_reconcile_consecutive_failures",
-        "gauge",
-        "Failed checks or repairs since the last successful check.",
-        "",
-        g.consecutive_failures.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_reconcile_repairs_refused_total",
-        "counter",
-        "Repairs the delete guard refused.",
-        "",
-        g.repairs_refused.load(Ordering::Relaxed),
-    );
-    out
-}
-
-fn render_relay(r: &RelayStats) -> String {
-    let mut out = String::new();
-    sample(
-        &mut out,
-        "graphcdc_relay_published_total",
-        "counter",
-        "Outbox entries published.",
-        "",
-        r.published.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_relay_failed_total",
-        "counter",
-        "Outbox entries marked failed.",
-        "",
-        r.failed.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_relay_outbox_depth",
-        "gauge",
-        "Outbox entries waiting.",
-        "",
-        r.outbox_depth.load(Ordering::Relaxed),
-    );
-    sample(
-        &mut out,
-        "graphcdc_relay_lag_seconds",
-        "gauge",
-        "Age of the oldest waiting entry.",
-        "",
-        r.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-    );
-    sample(
-        &mut out,
-        "graphcdc_relay_holds_lease",
-        "gauge",
-        "1 when this relay is the active one.",
-        "",
-        r.holds_lease.load(Ordering::Relaxed) as u8,
-    );
-    out
-}
-
-/// Serve the endpoint on `addr` until `shutdown`; returns the bound address first.
+/// Serve the endpoint on `addr` until `shutdown` (installing the recorder when not yet
+/// installed); returns the bound address first.
 ///
 /// # Errors
 /// When `addr` cannot be bound.
 pub async fn serve(
     addr: SocketAddr,
-    state: OpsState,
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
+    let app = router(install_recorder(), readiness);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let Ok((socket, _)) = accepted else { continue };
-            let state = state.clone();
-            tokio::spawn(async move {
-                let _ = respond(socket, &state).await;
-            });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "operations endpoint stopped");
         }
     });
     Ok((bound, task))
 }
 
-async fn respond(mut socket: tokio::net::TcpStream, state: &OpsState) -> std::io::Result<()> {
-    let mut buf = [0u8; 2048];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf))
-        .await
-        .unwrap_or(Ok(0))?;
-    let request = String::from_utf8_lossy(&buf[..n]);
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    let (status, content_type, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", render_metrics(state)),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-        "/readyz" if state.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
-        "/readyz" => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_owned(),
-        ),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::{DriftGauges, RelayStats, Stats};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn reconciler_and_relay_metrics_render_their_gauges() {
-        let gauges = Arc::new(DriftGauges::default());
-        gauges.orphan.store(3, Ordering::Relaxed);
-        gauges
-            .last_check_duration_ms
-            .store(1_500, Ordering::Relaxed);
-        let text = render_metrics(&OpsState::Reconciler { gauges });
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        socket.read_to_string(&mut response).await.unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_exporter_escapes_labels_keeps_long_latencies_and_serves_only_get() {
+        install_recorder();
+        let stats = Stats::default();
+        stats.bind("team \"a\"\\b", "ops-test-topic");
+        stats.consumed.add(7);
+        stats.freshness.record(42.0);
+        stats.freshness.record(0.003);
+        let gauges = DriftGauges::default();
+        gauges.set_drift("orphan", 3);
+        let relay = RelayStats::default();
+        relay.published.add(42);
+
+        let shutdown = CancellationToken::new();
+        let (addr, task) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Readiness::Always,
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let (status, body) = request(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        let scrape =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let ours = |s: &&prometheus_parse::Sample| s.labels.get("topic") == Some("ops-test-topic");
+        // The label value is escaped as the text format requires.
         assert!(
-            text.contains("graphcdc_drift_points{class=\"orphan\"} 3"),
-            "{text}"
+            body.contains(
+                r#"graphcdc_events_consumed_total{group="team \"a\"\\b",topic="ops-test-topic"} 7"#
+            ),
+            "{body}"
         );
+        let sum = scrape
+            .samples
+            .iter()
+            .filter(ours)
+            .find(|s| s.metric == "graphcdc_freshness_seconds_sum")
+            .expect("histogram sum");
+        // 42 s is recorded as 42 s (no clamp at 10 s), in the 60 s bucket, not the 30 s one.
         assert!(
-            text.contains("graphcdc_reconcile_check_duration_seconds 1.5"),
-            "{text}"
+            matches!(sum.value, prometheus_parse::Value::Untyped(v) if (v - 42.003).abs() < 1e-9),
+            "{sum:?}"
+        );
+        let histogram = scrape
+            .samples
+            .iter()
+            .filter(ours)
+            .find(|s| s.metric == "graphcdc_freshness_seconds")
+            .expect("histogram buckets");
+        let prometheus_parse::Value::Histogram(counts) = &histogram.value else {
+            panic!("{histogram:?}")
+        };
+        let at = |le: f64| counts.iter().find(|c| c.less_than == le).unwrap().count;
+        assert_eq!((at(0.005), at(30.0), at(60.0)), (1.0, 1.0, 2.0));
+        let drift = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "graphcdc_drift_points" && s.labels.get("class") == Some("orphan")
+            })
+            .expect("drift gauge");
+        assert!(matches!(drift.value, prometheus_parse::Value::Gauge(_)));
+        assert!(scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "graphcdc_relay_published_total"));
+        assert_eq!(
+            scrape
+                .docs
+                .get("graphcdc_relay_published_total")
+                .map(String::as_str),
+            Some("Outbox entries published.")
         );
 
-        let stats = Arc::new(RelayStats::default());
-        stats.published.store(42, Ordering::Relaxed);
-        stats.holds_lease.store(true, Ordering::Relaxed);
-        let text = render_metrics(&OpsState::Relay { stats });
-        assert!(text.contains("graphcdc_relay_published_total 42"), "{text}");
-        assert!(text.contains("graphcdc_relay_holds_lease 1"), "{text}");
+        assert_eq!(request(addr, "POST", "/metrics").await.0, 405);
+        assert_eq!(request(addr, "GET", "/readyz").await.0, 200);
+        assert_eq!(request(addr, "GET", "/nope").await.0, 404);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

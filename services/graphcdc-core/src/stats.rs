@@ -1,190 +1,428 @@
-//! Counters and health state shared by a running service, kept in one place so the
-//! metrics endpoint and the demo read the same numbers.
+//! The metrics of every service, recorded in one place.
+//!
+//! Each value is recorded once, through a [`Counter`], [`Gauge`] or [`Distribution`]:
+//! the call updates an in-process value (what the demo, the bench and the tests read)
+//! and the `metrics` facade handle that `metrics-exporter-prometheus` renders on
+//! `/metrics`. Handles are resolved when a value is bound to its name and labels, so
+//! the Prometheus recorder ([`crate::ops::install_recorder`]) must be installed before
+//! a service's stats are created or bound; without a recorder the facade is a no-op.
 
+use metrics::Label;
+use metrics_util::storage::Summary;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
-/// Event counters of a processor.
+/// Metric labels, e.g. `[("group", "g"), ("topic", "t")]`.
+pub type Labels = Vec<Label>;
+
+fn labels_with(base: &[Label], extra: &[(&'static str, &str)]) -> Labels {
+    let mut labels = base.to_vec();
+    labels.extend(extra.iter().map(|(k, v)| Label::new(*k, v.to_string())));
+    labels
+}
+
+/// A monotonic count.
 #[derive(Debug, Default)]
-pub struct Stats {
-    /// Records received from the change topic.
-    pub consumed: AtomicU64,
-    /// Point writes acknowledged by the sink.
-    pub applied: AtomicU64,
-    /// Point writes not applied because the sink (or the same batch) held a version
-    /// at least as new: duplicates, replays, out-of-order events.
-    pub skipped_stale: AtomicU64,
-    /// Records sent to the DLQ.
-    pub dlq: AtomicU64,
-    /// Records whose labels/type match no mapping.
-    pub unmapped: AtomicU64,
-    /// Batches applied.
-    pub batches: AtomicU64,
-    /// Retries after transient failures.
-    pub retries: AtomicU64,
-    /// Partition revocations seen.
-    pub rebalances: AtomicU64,
-    /// Now − source commit time of every applied write, when the sink acknowledged it:
-    /// the end-to-end delay users feel (ms).
-    pub freshness: Histogram,
-    /// Records per applied batch.
-    pub batch_size: Histogram,
-    /// Time to apply a batch: sink writes and DLQ sends until acknowledged (ms).
-    pub apply_latency: Histogram,
-    /// Failed sink calls by class.
-    pub sink_errors: SinkErrorCounts,
-    /// Point writes acknowledged, per collection.
-    pub applied_by_collection: Mutex<BTreeMap<String, u64>>,
-    /// Offsets and lag of the assigned partitions, from the consumer's statistics.
-    pub partitions: Mutex<BTreeMap<(String, i32), PartitionOffsets>>,
+pub struct Counter {
+    value: AtomicU64,
+    exported: OnceLock<metrics::Counter>,
 }
 
-/// Failed sink calls by class.
+impl Counter {
+    fn bind(&self, name: &'static str, labels: &[Label]) {
+        let _ = self.exported.set(metrics::counter!(name, labels.to_vec()));
+    }
+
+    fn named(name: &'static str) -> Self {
+        let counter = Counter::default();
+        counter.bind(name, &[]);
+        counter
+    }
+
+    /// Add `n`.
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        if let Some(exported) = self.exported.get() {
+            exported.increment(n);
+        }
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
 #[derive(Debug, Default)]
-pub struct SinkErrorCounts {
-    /// Unreachable, timed out, overloaded: the batch was retried.
-    pub unavailable: AtomicU64,
-    /// The sink refused a write: the batch was split and the culprits sent to the DLQ.
-    pub rejected: AtomicU64,
+pub struct Gauge {
+    bits: AtomicU64,
+    exported: OnceLock<metrics::Gauge>,
 }
 
-/// Offsets of one assigned partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionOffsets {
-    /// Next offset the group will read after a restart (committed).
-    pub committed: i64,
-    /// End of the partition (high watermark).
-    pub high_watermark: i64,
-    /// High watermark − committed.
-    pub lag: i64,
+impl Gauge {
+    fn bind(&self, name: &'static str, labels: &[Label]) {
+        let gauge = metrics::gauge!(name, labels.to_vec());
+        gauge.set(self.get());
+        let _ = self.exported.set(gauge);
+    }
+
+    fn named(name: &'static str) -> Self {
+        let gauge = Gauge::default();
+        gauge.bind(name, &[]);
+        gauge
+    }
+
+    /// Set the value.
+    pub fn set(&self, value: f64) {
+        self.bits.store(value.to_bits(), Ordering::Relaxed);
+        if let Some(exported) = self.exported.get() {
+            exported.set(value);
+        }
+    }
+
+    /// Current value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    }
 }
 
-/// Histogram of whole numbers (milliseconds, events) with unit resolution up to 10,000
-/// (and an overflow bucket), lock-free to record.
+/// A distribution of values (seconds, events): exported as a Prometheus histogram
+/// with the buckets [`crate::ops`] configures for its name; kept in-process as a
+/// sketch for quantiles (relative error 0.1% from 1 µs up, no upper bound).
 #[derive(Debug)]
-pub struct Histogram {
-    buckets: Vec<AtomicU64>,
+pub struct Distribution {
+    local: Mutex<Summary>,
+    exported: OnceLock<metrics::Histogram>,
 }
 
-impl Default for Histogram {
+impl Default for Distribution {
     fn default() -> Self {
-        Histogram {
-            buckets: (0..=Self::MAX_MS + 1).map(|_| AtomicU64::new(0)).collect(),
+        Distribution {
+            local: Mutex::new(Summary::new(0.001, 32_768, 1e-6)),
+            exported: OnceLock::new(),
         }
     }
 }
 
-impl Histogram {
-    /// Largest value with its own bucket.
-    pub const MAX_MS: usize = 10_000;
+impl Distribution {
+    fn bind(&self, name: &'static str, labels: &[Label]) {
+        let _ = self
+            .exported
+            .set(metrics::histogram!(name, labels.to_vec()));
+    }
 
-    /// Record one value (negative values count as 0).
-    pub fn record(&self, ms: i64) {
-        let index = (ms.max(0) as usize).min(Self::MAX_MS + 1);
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+    /// Record every value of `values`.
+    pub fn record_all(&self, values: impl IntoIterator<Item = f64>) {
+        let mut local = self.local.lock().unwrap();
+        let exported = self.exported.get();
+        for value in values {
+            local.add(value);
+            if let Some(exported) = exported {
+                exported.record(value);
+            }
+        }
+    }
+
+    /// Record one value.
+    pub fn record(&self, value: f64) {
+        self.record_all([value]);
     }
 
     /// Number of values recorded.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    pub fn count(&self) -> usize {
+        self.local.lock().unwrap().count()
     }
 
-    /// The `q` quantile (0..=1) in ms; `None` when empty. Values above 10 s report
-    /// as 10 001.
-    pub fn quantile(&self, q: f64) -> Option<u64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (ms, bucket) in self.buckets.iter().enumerate() {
-            seen += bucket.load(Ordering::Relaxed);
-            if seen >= rank {
-                return Some(ms as u64);
-            }
-        }
-        Some(Self::MAX_MS as u64 + 1)
+    /// The `q` quantile (0..=1); `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.local.lock().unwrap().quantile(q)
     }
+}
 
-    /// Sum of the recorded values (values above 10,000 count as 10,001).
-    pub fn sum(&self) -> u64 {
-        self.buckets
-            .iter()
-            .enumerate()
-            .map(|(value, b)| value as u64 * b.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Bucket counts at or below each of `bounds` (ms), for Prometheus-style export.
-    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
-        bounds
-            .iter()
-            .map(|bound| {
-                self.buckets
-                    .iter()
-                    .take((*bound as usize).min(Self::MAX_MS) + 1)
-                    .map(|b| b.load(Ordering::Relaxed))
-                    .sum()
-            })
-            .collect()
-    }
+/// Counters of a processor (labels `group`, `topic`, bound by the processor).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records received from the change topic.
+    pub consumed: Counter,
+    /// Point writes acknowledged by the sink.
+    pub applied: Counter,
+    /// Point writes not applied because the sink (or the same batch) held a version
+    /// at least as new: duplicates, replays, out-of-order events.
+    pub skipped_stale: Counter,
+    /// Records sent to the DLQ (all reasons; per reason in [`Stats::dlq_by_reason`]).
+    pub dlq: Counter,
+    /// Records whose labels/type match no mapping.
+    pub unmapped: Counter,
+    /// Batches applied.
+    pub batches: Counter,
+    /// Retries after transient failures.
+    pub retries: Counter,
+    /// Partition revocations seen.
+    pub rebalances: Counter,
+    /// Now − source commit time of every applied write, when the sink acknowledged it:
+    /// the end-to-end delay users feel (seconds).
+    pub freshness: Distribution,
+    /// Records per applied batch.
+    pub batch_size: Distribution,
+    /// Time to apply a batch: sink writes and DLQ sends until acknowledged (seconds).
+    pub apply_duration: Distribution,
+    /// Sink calls that failed as unavailable (the batch was retried).
+    pub sink_unavailable: Counter,
+    /// Sink calls that refused a write (the batch was split).
+    pub sink_rejected: Counter,
+    labels: OnceLock<Labels>,
+    dlq_by_reason: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
     /// Add `n` to `counter`.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.add(n);
     }
 
     /// Current value of `counter`.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
+    }
+
+    /// Give the exported metrics their `group` and `topic` labels (the first call wins).
+    pub fn bind(&self, group: &str, topic: &str) {
+        let labels = labels_with(&[], &[("group", group), ("topic", topic)]);
+        if self.labels.set(labels.clone()).is_err() {
+            return;
+        }
+        for (name, counter) in [
+            ("graphcdc_events_consumed_total", &self.consumed),
+            ("graphcdc_points_applied_total", &self.applied),
+            ("graphcdc_points_skipped_stale_total", &self.skipped_stale),
+            ("graphcdc_events_unmapped_total", &self.unmapped),
+            ("graphcdc_batches_total", &self.batches),
+            ("graphcdc_retries_total", &self.retries),
+            ("graphcdc_rebalances_total", &self.rebalances),
+        ] {
+            counter.bind(name, &labels);
+        }
+        for (class, counter) in [
+            ("unavailable", &self.sink_unavailable),
+            ("rejected", &self.sink_rejected),
+        ] {
+            let labels = labels_with(&labels, &[("class", class)]);
+            counter.bind("graphcdc_sink_errors_total", &labels);
+        }
+        for (name, distribution) in [
+            ("graphcdc_freshness_seconds", &self.freshness),
+            ("graphcdc_apply_duration_seconds", &self.apply_duration),
+            ("graphcdc_batch_size_events", &self.batch_size),
+        ] {
+            distribution.bind(name, &labels);
+        }
+    }
+
+    fn labels(&self) -> &[Label] {
+        self.labels.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// Count `n` records sent to the DLQ for `reason`.
+    pub fn dead_lettered(&self, reason: &'static str, n: u64) {
+        self.dlq.add(n);
+        *self
+            .dlq_by_reason
+            .lock()
+            .unwrap()
+            .entry(reason)
+            .or_default() += n;
+        let labels = labels_with(self.labels(), &[("reason", reason)]);
+        metrics::counter!("graphcdc_events_dlq_total", labels).increment(n);
+    }
+
+    /// Records sent to the DLQ, per reason.
+    pub fn dlq_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        self.dlq_by_reason.lock().unwrap().clone()
+    }
+
+    /// Count `n` point writes acknowledged in `collection`.
+    pub fn applied_in(&self, collection: &str, n: u64) {
+        self.applied.add(n);
+        let labels = labels_with(self.labels(), &[("collection", collection)]);
+        metrics::counter!("graphcdc_collection_points_applied_total", labels).increment(n);
+    }
+
+    /// Committed offset, end and lag of one assigned partition (labels `group`,
+    /// `topic`, `partition`).
+    pub fn partition_offsets(&self, topic: &str, partition: i32, committed: i64, end: i64) {
+        let group = self
+            .labels()
+            .iter()
+            .find(|l| l.key() == "group")
+            .map_or("", |l| l.value());
+        let labels = labels_with(
+            &[],
+            &[
+                ("group", group),
+                ("topic", topic),
+                ("partition", &partition.to_string()),
+            ],
+        );
+        let lag = (end - committed).max(0);
+        for (name, value) in [
+            ("graphcdc_consumer_lag_records", lag),
+            ("graphcdc_committed_offset", committed),
+            ("graphcdc_high_watermark_offset", end),
+        ] {
+            metrics::gauge!(name, labels.clone()).set(value as f64);
+        }
     }
 }
 
-/// Readiness of a service: partitions assigned, circuit closed.
+/// Readiness of a processor: loop running, circuit closed; exported as gauges.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Partitions currently assigned.
-    pub assigned_partitions: AtomicUsize,
-    /// Circuit breaker open: the sink keeps failing.
-    pub circuit_open: AtomicBool,
-    /// The main loop is running.
-    pub running: AtomicBool,
+    assigned_partitions: Gauge,
+    circuit_open: Gauge,
+    ready: Gauge,
+    running: AtomicBool,
+    circuit: AtomicBool,
 }
 
 impl Health {
+    /// Give the exported gauges their `group` and `topic` labels.
+    pub fn bind(&self, group: &str, topic: &str) {
+        let labels = labels_with(&[], &[("group", group), ("topic", topic)]);
+        self.assigned_partitions
+            .bind("graphcdc_partitions_assigned", &labels);
+        self.circuit_open.bind("graphcdc_circuit_open", &labels);
+        self.ready.bind("graphcdc_ready", &labels);
+    }
+
     /// Whether the service should receive traffic.
     pub fn is_ready(&self) -> bool {
-        self.running.load(Ordering::Relaxed) && !self.circuit_open.load(Ordering::Relaxed)
+        self.running.load(Ordering::Relaxed) && !self.circuit.load(Ordering::Relaxed)
+    }
+
+    /// Whether the circuit breaker is open (the sink keeps failing).
+    pub fn is_circuit_open(&self) -> bool {
+        self.circuit.load(Ordering::Relaxed)
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned_partitions.get() as usize
+    }
+
+    /// The main loop started or stopped.
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
+        self.ready.set(f64::from(u8::from(self.is_ready())));
+    }
+
+    /// The circuit breaker opened or closed.
+    pub fn set_circuit_open(&self, open: bool) {
+        self.circuit.store(open, Ordering::Relaxed);
+        self.circuit_open.set(f64::from(u8::from(open)));
+        self.ready.set(f64::from(u8::from(self.is_ready())));
+    }
+
+    /// The assignment changed.
+    pub fn set_assigned_partitions(&self, n: usize) {
+        self.assigned_partitions.set(n as f64);
     }
 }
 
-/// Gauges of the reconciler's last check, per drift class.
-#[derive(Debug, Default)]
+/// Gauges of the reconciler's last check (exported without labels but `class`).
+#[derive(Debug)]
 pub struct DriftGauges {
-    pub missing: AtomicU64,
-    pub orphan: AtomicU64,
-    pub stale: AtomicU64,
-    pub content_mismatch: AtomicU64,
-    pub ahead: AtomicU64,
-    pub tombstone_vector: AtomicU64,
-    /// Unix time (ms) when the last check finished.
-    pub last_check_unix_ms: AtomicU64,
-    /// How long the last check took (ms).
-    pub last_check_duration_ms: AtomicU64,
+    /// Drifted points per class at the last check (`class` label).
+    drift: Mutex<BTreeMap<&'static str, Gauge>>,
+    /// Unix time (s) when the last check finished.
+    pub last_check: Gauge,
+    /// How long the last check took (s).
+    pub last_check_duration: Gauge,
     /// Checks completed.
-    pub checks: AtomicU64,
+    pub checks: Counter,
     /// Fixes written or published.
-    pub repaired: AtomicU64,
+    pub repaired: Counter,
     /// Checks or repairs that failed (broker, sink) in continuous mode.
-    pub failures: AtomicU64,
+    pub failures: Counter,
     /// Failures since the last successful check.
-    pub consecutive_failures: AtomicU64,
+    pub consecutive_failures: Gauge,
     /// Repairs the delete guard refused.
-    pub repairs_refused: AtomicU64,
+    pub repairs_refused: Counter,
+}
+
+impl Default for DriftGauges {
+    fn default() -> Self {
+        DriftGauges {
+            drift: Mutex::default(),
+            last_check: Gauge::named("graphcdc_reconcile_last_check_timestamp_seconds"),
+            last_check_duration: Gauge::named("graphcdc_reconcile_check_duration_seconds"),
+            checks: Counter::named("graphcdc_reconcile_checks_total"),
+            repaired: Counter::named("graphcdc_reconcile_repaired_total"),
+            failures: Counter::named("graphcdc_reconcile_failures_total"),
+            consecutive_failures: Gauge::named("graphcdc_reconcile_consecutive_failures"),
+            repairs_refused: Counter::named("graphcdc_reconcile_repairs_refused_total"),
+        }
+    }
+}
+
+impl DriftGauges {
+    /// Set the drift gauge of `class`.
+    pub fn set_drift(&self, class: &'static str, points: u64) {
+        let mut drift = self.drift.lock().unwrap();
+        let gauge = drift.entry(class).or_insert_with(|| {
+            let gauge = Gauge::default();
+            gauge.bind(
+                "graphcdc_drift_points",
+                &labels_with(&[], &[("class", class)]),
+            );
+            gauge
+        });
+        gauge.set(points as f64);
+    }
+
+    /// Drifted points of `class` at the last check.
+    pub fn drift(&self, class: &str) -> u64 {
+        self.drift
+            .lock()
+            .unwrap()
+            .get(class)
+            .map_or(0, |g| g.get() as u64)
+    }
+}
+
+/// Counters of the outbox relay.
+#[derive(Debug)]
+pub struct RelayStats {
+    /// Outbox entries published and deleted.
+    pub published: Counter,
+    /// Outbox entries marked failed (not convertible into events).
+    pub failed: Counter,
+    /// Outbox entries waiting, at the last round.
+    pub outbox_depth: Gauge,
+    /// Age of the oldest waiting entry (s), at the last round.
+    pub lag: Gauge,
+    /// 1 while this relay holds the lease.
+    pub holds_lease: Gauge,
+}
+
+impl Default for RelayStats {
+    fn default() -> Self {
+        RelayStats {
+            published: Counter::named("graphcdc_relay_published_total"),
+            failed: Counter::named("graphcdc_relay_failed_total"),
+            outbox_depth: Gauge::named("graphcdc_relay_outbox_depth"),
+            lag: Gauge::named("graphcdc_relay_lag_seconds"),
+            holds_lease: Gauge::named("graphcdc_relay_holds_lease"),
+        }
+    }
+}
+
+impl RelayStats {
+    /// Whether this relay holds the lease.
+    pub fn set_holds_lease(&self, holds: bool) {
+        self.holds_lease.set(f64::from(u8::from(holds)));
+    }
 }
 
 #[cfg(test)]
@@ -192,32 +430,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_quantiles() {
-        let h = Histogram::default();
-        assert_eq!(h.quantile(0.5), None);
+    fn distribution_quantiles_have_no_upper_bound() {
+        let d = Distribution::default();
+        assert_eq!(d.quantile(0.5), None);
         for ms in 1..=100 {
-            h.record(ms);
+            d.record(f64::from(ms) / 1000.0);
         }
-        h.record(50_000);
-        assert_eq!(h.count(), 101);
-        assert_eq!(h.quantile(0.5), Some(51));
-        assert_eq!(h.quantile(0.99), Some(100));
-        assert_eq!(h.quantile(1.0), Some(10_001));
-        assert_eq!(h.cumulative(&[10, 100]), vec![10, 100]);
+        d.record(50.0);
+        assert_eq!(d.count(), 101);
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() <= b * 0.01;
+        assert!(close(d.quantile(0.5), 0.051), "{:?}", d.quantile(0.5));
+        assert!(close(d.quantile(1.0), 50.0), "{:?}", d.quantile(1.0));
     }
-}
 
-/// Counters of the outbox relay.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    /// Outbox entries published and deleted.
-    pub published: AtomicU64,
-    /// Outbox entries marked failed (not convertible into events).
-    pub failed: AtomicU64,
-    /// Outbox entries waiting, at the last round.
-    pub outbox_depth: AtomicU64,
-    /// Age of the oldest waiting entry (ms), at the last round.
-    pub lag_ms: AtomicU64,
-    /// This relay holds the lease.
-    pub holds_lease: AtomicBool,
+    #[test]
+    fn counters_and_gauges_keep_their_in_process_value_without_a_recorder() {
+        let stats = Stats::default();
+        stats.bind("g", "t");
+        stats.dead_lettered("Undecodable", 2);
+        stats.dead_lettered("MissingKey", 1);
+        stats.applied_in("chunks", 5);
+        assert_eq!(Stats::get(&stats.dlq), 3);
+        assert_eq!(stats.dlq_by_reason()["Undecodable"], 2);
+        assert_eq!(Stats::get(&stats.applied), 5);
+        let health = Health::default();
+        health.set_running(true);
+        assert!(health.is_ready());
+        health.set_circuit_open(true);
+        assert!(!health.is_ready() && health.is_circuit_open());
+    }
 }

@@ -16,7 +16,7 @@ use graphcdc_core::inspect::history::{self, Start};
 use graphcdc_core::inspect::offsets::{self, ResetTo};
 use graphcdc_core::inspect::replay;
 use graphcdc_core::kafka::{self, Cleanup};
-use graphcdc_core::ops::{self, OpsState};
+use graphcdc_core::ops::{self, Readiness};
 use graphcdc_core::processor::Processor;
 use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions};
 use graphcdc_core::reconcile::{report, ReconcileOptions, Reconciler};
@@ -34,6 +34,8 @@ const EXIT_DRIFT: u8 = 3;
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // Before any service creates its stats: metric handles resolved earlier are no-ops.
+    ops::install_recorder();
     // qdrant-edge warns about process-wide flags it cannot see initialised: not actionable.
     let default_level = match cli.command {
         Command::Demo { .. } => "warn,qdrant_edge=error",
@@ -110,11 +112,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let sink = sink::open(&config.sink)?;
             let gauges = Arc::new(DriftGauges::default());
-            let mut reconciler = Reconciler::new(config, sink, gauges.clone())?;
+            let mut reconciler = Reconciler::new(config, sink, gauges)?;
             if !once {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
-                serve_ops(listen, OpsState::Reconciler { gauges }, &shutdown).await?;
+                serve_ops(listen, Readiness::Always, &shutdown).await?;
                 reconciler
                     .run_continuous(&options, Duration::from_secs(interval_s), shutdown)
                     .await?;
@@ -135,10 +137,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::load(config.as_deref())?;
             ensure_topics(&config).await?;
             let stats = Arc::new(RelayStats::default());
-            let relay = Relay::new(config, stats.clone())?;
+            let relay = Relay::new(config, stats)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            serve_ops(listen, OpsState::Relay { stats }, &shutdown).await?;
+            serve_ops(listen, Readiness::Always, &shutdown).await?;
             relay.run(shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -335,13 +337,7 @@ async fn process(config: Config, listen: Option<std::net::SocketAddr>) -> anyhow
     let stats = Arc::new(Stats::default());
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
-    let state = OpsState::Processor {
-        stats: stats.clone(),
-        health: health.clone(),
-        group: config.kafka.group_id.clone(),
-        topic: config.kafka.changes_topic.clone(),
-    };
-    serve_ops(listen, state, &shutdown).await?;
+    serve_ops(listen, Readiness::Processor(health.clone()), &shutdown).await?;
     let processor = Processor::new(config, sink, stats, health).await?;
     tokio::spawn(stop_on_signal(shutdown.clone()));
     processor.run(shutdown).await
@@ -350,11 +346,11 @@ async fn process(config: Config, listen: Option<std::net::SocketAddr>) -> anyhow
 /// Serve /metrics, /healthz and /readyz on `listen`, when given, until `shutdown`.
 async fn serve_ops(
     listen: Option<std::net::SocketAddr>,
-    state: OpsState,
+    readiness: Readiness,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     if let Some(addr) = listen {
-        let (bound, _) = ops::serve(addr, state, shutdown.clone()).await?;
+        let (bound, _) = ops::serve(addr, readiness, shutdown.clone()).await?;
         tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
     }
     Ok(())

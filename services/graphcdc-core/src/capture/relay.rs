@@ -13,7 +13,6 @@ use crate::kafka::ChangePublisher;
 use crate::stats::RelayStats;
 use anyhow::Context;
 use neo4rs::{query, Graph};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +136,7 @@ impl Relay {
                 .run(query(MARK_FAILED).param("id", id).param("error", error))
                 .await
                 .context("marking a failed outbox entry")?;
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            self.stats.failed.add(1);
         }
         if events.is_empty() {
             return Ok(0);
@@ -158,9 +157,7 @@ impl Relay {
             .run(query(DELETE_PUBLISHED).param("ids", ids))
             .await
             .context("deleting published outbox entries")?;
-        self.stats
-            .published
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.stats.published.add(events.len() as u64);
         Ok(events.len())
     }
 
@@ -169,11 +166,9 @@ impl Relay {
         if let Some(row) = rows.next().await? {
             let depth: i64 = row.get("depth").unwrap_or(0);
             let oldest: Option<i64> = row.get("oldest").ok();
-            self.stats
-                .outbox_depth
-                .store(depth.max(0) as u64, Ordering::Relaxed);
-            let lag = oldest.map_or(0, |t| (crate::unix_ms() - t).max(0) as u64);
-            self.stats.lag_ms.store(lag, Ordering::Relaxed);
+            self.stats.outbox_depth.set(depth.max(0) as f64);
+            let lag_ms = oldest.map_or(0, |t| (crate::unix_ms() - t).max(0));
+            self.stats.lag.set(lag_ms as f64 / 1000.0);
         }
         Ok(())
     }
@@ -191,7 +186,7 @@ impl Relay {
                 if !self.acquire_lease().await? {
                     return anyhow::Ok(None);
                 }
-                self.stats.holds_lease.store(true, Ordering::Relaxed);
+                self.stats.set_holds_lease(true);
                 let published = self.publish_round().await?;
                 self.measure_depth().await?;
                 Ok(Some(published))
@@ -202,7 +197,7 @@ impl Relay {
                         tracing::warn!("relay lease lost");
                     }
                     holding = false;
-                    self.stats.holds_lease.store(false, Ordering::Relaxed);
+                    self.stats.set_holds_lease(false);
                     idle.max(Duration::from_millis(self.config.relay.lease_ttl_ms / 3))
                 }
                 Ok(Some(published)) => {
@@ -210,7 +205,7 @@ impl Relay {
                         tracing::info!(holder = %self.me, "relay lease acquired");
                     }
                     holding = true;
-                    self.stats.holds_lease.store(true, Ordering::Relaxed);
+                    self.stats.set_holds_lease(true);
                     if published > 0 {
                         Duration::ZERO
                     } else {

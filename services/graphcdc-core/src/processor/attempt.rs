@@ -79,7 +79,7 @@ pub(crate) async fn apply_once(
     let started = std::time::Instant::now();
     let mut outcome = applier.write(prepared, isolate).await.inspect_err(|e| {
         if e.is_retriable() {
-            Stats::add(&stats.sink_errors.unavailable, 1);
+            stats.sink_unavailable.add(1);
         }
     })?;
     if !outcome.poisoned.is_empty() {

@@ -94,6 +94,8 @@ impl Processor {
             config.kafka.group_id.clone(),
             max_record_bytes,
         );
+        stats.bind(&config.kafka.group_id, &config.kafka.changes_topic);
+        health.bind(&config.kafka.group_id, &config.kafka.changes_topic);
         Ok(Processor {
             applier: Arc::new(BatchApplier::new(codec, mapper, sink)),
             dlq: Arc::new(dlq),
@@ -148,7 +150,7 @@ impl Processor {
     /// refuses records for good); transient ones are retried.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.consumer()?;
-        self.health.running.store(true, Ordering::Relaxed);
+        self.health.set_running(true);
         tracing::info!(topic = %self.config.kafka.changes_topic, group = %self.config.kafka.group_id, "processor started");
         let mut tracker = OffsetTracker::default();
         let mut breaker = CircuitBreaker::new(self.config.processor.breaker_threshold);
@@ -250,7 +252,7 @@ impl Processor {
         self.commit(&consumer, &mut tracker, CommitMode::Sync);
         commit_stored(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
-        self.health.running.store(false, Ordering::Relaxed);
+        self.health.set_running(false);
         if let Some(e) = fatal {
             tracing::error!(error = %e, "processor stopped: acknowledged offsets committed, the failing batch left uncommitted");
             return Err(e);
@@ -354,7 +356,7 @@ impl Processor {
                     }
                     self.record(&outcome, batch.len());
                     breaker.success();
-                    self.health.circuit_open.store(false, Ordering::Relaxed);
+                    self.health.set_circuit_open(false);
                     break Settled::Done;
                 }
                 Err(e) if e.is_fatal() => break Settled::Fatal(e.into()),
@@ -368,7 +370,7 @@ impl Processor {
             };
             let isolate = failures >= p.isolate_after_retries;
             let open = breaker.failure();
-            self.health.circuit_open.store(open, Ordering::Relaxed);
+            self.health.set_circuit_open(open);
             Stats::add(&self.stats.retries, 1);
             let delay = backoff.next_delay();
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, circuit_open = open, isolate, "batch failed; partitions paused");
@@ -434,22 +436,21 @@ impl Processor {
     }
 
     fn record(&self, outcome: &BatchOutcome, records: usize) {
-        self.stats.batch_size.record(records as i64);
-        self.stats.apply_latency.record(outcome.apply_ms as i64);
-        Stats::add(&self.stats.sink_errors.rejected, outcome.sink_rejections);
-        let mut by_collection = self.stats.applied_by_collection.lock().unwrap();
+        let s = &self.stats;
+        s.batch_size.record(records as f64);
+        s.apply_duration.record(outcome.apply_ms as f64 / 1000.0);
+        s.sink_rejected.add(outcome.sink_rejections);
         for (collection, n) in &outcome.applied_by_collection {
-            *by_collection.entry(collection.clone()).or_default() += n;
+            s.applied_in(collection, *n);
         }
-        drop(by_collection);
-        Stats::add(&self.stats.applied, outcome.applied);
-        Stats::add(&self.stats.skipped_stale, outcome.skipped_stale);
-        Stats::add(&self.stats.unmapped, outcome.unmapped);
-        Stats::add(&self.stats.dlq, outcome.poisoned.len() as u64);
-        Stats::add(&self.stats.batches, 1);
-        for ms in &outcome.freshness_ms {
-            self.stats.freshness.record(*ms);
+        s.skipped_stale.add(outcome.skipped_stale);
+        s.unmapped.add(outcome.unmapped);
+        for (_, poison) in &outcome.poisoned {
+            s.dead_lettered(poison.kind.reason(), 1);
         }
+        s.batches.add(1);
+        s.freshness
+            .record_all(outcome.freshness_ms.iter().map(|ms| *ms as f64 / 1000.0));
     }
 
     /// Store the committable offsets and commit them.

@@ -1,7 +1,7 @@
 //! Rebalance hooks of the processor's consumer: commit on revoke, remember revoked
 //! partitions, track the assignment, keep new partitions paused during retries.
 
-use crate::stats::{Health, PartitionOffsets, Stats};
+use crate::stats::{Health, Stats};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
@@ -25,8 +25,6 @@ pub struct ProcessorContext {
 impl ClientContext for ProcessorContext {
     /// Offsets and lag of the assigned partitions (every `statistics.interval.ms`).
     fn stats(&self, statistics: Statistics) {
-        let mut partitions = self.stats.partitions.lock().unwrap();
-        partitions.clear();
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
                 if *id < 0 || !p.desired || p.hi_offset < 0 {
@@ -38,12 +36,8 @@ impl ClientContext for ProcessorContext {
                 } else {
                     p.lo_offset.max(0)
                 };
-                let offsets = PartitionOffsets {
-                    committed,
-                    high_watermark: p.hi_offset,
-                    lag: (p.hi_offset - committed).max(0),
-                };
-                partitions.insert((topic.clone(), *id), offsets);
+                self.stats
+                    .partition_offsets(topic, *id, committed, p.hi_offset);
             }
         }
     }
@@ -83,9 +77,7 @@ impl ConsumerContext for ProcessorContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map_or(0, |a| a.count());
-        self.health
-            .assigned_partitions
-            .store(assigned, Ordering::Relaxed);
+        self.health.set_assigned_partitions(assigned);
         if let Rebalance::Assign(partitions) = rebalance {
             // A partition keeps its pause flag across revoke and assign: set it to what
             // the processor needs now, whatever came before.

@@ -19,7 +19,6 @@ use classify::{DriftClass, DriftReport};
 use expected::ExpectedState;
 use repair::{RepairMode, RepairOptions, RepairOutcome};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -131,21 +130,12 @@ impl Reconciler {
     fn record(&self, report: &DriftReport) {
         let counts = report.counts();
         let g = &self.gauges;
-        for (class, gauge) in [
-            (DriftClass::Missing, &g.missing),
-            (DriftClass::Orphan, &g.orphan),
-            (DriftClass::Stale, &g.stale),
-            (DriftClass::ContentMismatch, &g.content_mismatch),
-            (DriftClass::Ahead, &g.ahead),
-            (DriftClass::TombstoneVector, &g.tombstone_vector),
-        ] {
-            gauge.store(counts[&class], Ordering::Relaxed);
+        for (class, points) in &counts {
+            g.set_drift(class.name(), *points);
         }
-        let now = crate::unix_ms() as u64;
-        g.last_check_unix_ms.store(now, Ordering::Relaxed);
-        g.last_check_duration_ms
-            .store(report.duration.as_millis() as u64, Ordering::Relaxed);
-        g.checks.fetch_add(1, Ordering::Relaxed);
+        g.last_check.set(crate::unix_ms() as f64 / 1000.0);
+        g.last_check_duration.set(report.duration.as_secs_f64());
+        g.checks.add(1);
     }
 
     /// Repair the drift of `report`.
@@ -167,9 +157,7 @@ impl Reconciler {
             options,
         )
         .await?;
-        self.gauges
-            .repaired
-            .fetch_add(outcome.repaired as u64, Ordering::Relaxed);
+        self.gauges.repaired.add(outcome.repaired as u64);
         Ok(outcome)
     }
 
@@ -231,20 +219,20 @@ impl Reconciler {
         loop {
             let wait = match self.check_and_repair(options).await {
                 Ok(()) => {
-                    self.gauges.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.gauges.consecutive_failures.set(0.0);
                     backoff = fresh_backoff();
                     interval
                 }
                 Err(e) if e.downcast_ref::<repair::SafetyRefusal>().is_some() => {
-                    self.gauges.repairs_refused.fetch_add(1, Ordering::Relaxed);
+                    self.gauges.repairs_refused.add(1);
                     tracing::error!(error = %e, "repair refused by the delete guard; run `reconcile --once --dry-run` and repair with --force if the plan is right");
                     interval
                 }
                 Err(e) => {
-                    self.gauges.failures.fetch_add(1, Ordering::Relaxed);
-                    self.gauges
-                        .consecutive_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    let g = &self.gauges;
+                    g.failures.add(1);
+                    g.consecutive_failures
+                        .set(g.consecutive_failures.get() + 1.0);
                     let wait = backoff.next_delay();
                     tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "reconcile check failed; retrying");
                     wait
