@@ -216,3 +216,53 @@ fn traces_are_exported_over_otlp_http_when_the_endpoint_is_set() {
         "no OTLP trace export received: {received:?}"
     );
 }
+
+#[test]
+fn demo_prints_a_summary_with_dlq_reasons_and_repaired_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+        .args(["demo", "--chunks", "200", "--inject-drift", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // "  <row>  <value>" lines of the summary table.
+    let row = |name: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} row in\n{stdout}"))
+            .trim_start()[name.len()..]
+            .trim()
+            .to_owned()
+    };
+    let dlq: u64 = row("sent to the DLQ").parse().unwrap();
+    // Reason rows are indented under the DLQ row.
+    let by_reason: u64 = stdout
+        .lines()
+        .filter(|l| l.starts_with("    "))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(dlq > 0, "{stdout}");
+    assert_eq!(
+        by_reason, dlq,
+        "the reasons add up to the DLQ total\n{stdout}"
+    );
+    let drift = row("drift found / repaired / left");
+    let parts: Vec<u64> = drift.split(" / ").map(|n| n.parse().unwrap()).collect();
+    assert_eq!(parts.len(), 3, "{drift}");
+    assert!(
+        parts[0] > 0 && parts[0] == parts[1] && parts[2] == 0,
+        "{drift}"
+    );
+    let applied: u64 = row("points applied").parse().unwrap();
+    assert!(
+        stdout.contains(&format!("demo: OK applied={applied} ")),
+        "{stdout}"
+    );
+}

@@ -13,6 +13,21 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
+# rust-toolchain.toml pins the compiler. When rustup's stable toolchain is that release,
+# use it under the pinned name instead of downloading the same compiler again.
+reuse_stable_as_pinned_toolchain() {
+  command -v rustup >/dev/null 2>&1 || return 0
+  local pinned home triple
+  pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+  home=${RUSTUP_HOME:-$HOME/.rustup}
+  triple=$(rustc +stable -vV 2>/dev/null | sed -n 's/^host: //p')
+  [ -n "$triple" ] && [ ! -e "$home/toolchains/$pinned-$triple" ] || return 0
+  if rustc +stable --version | grep -q "^rustc $pinned "; then
+    ln -s "$home/toolchains/stable-$triple" "$home/toolchains/$pinned-$triple"
+    log "rust $pinned (rust-toolchain.toml): rustup's stable toolchain is that release; reusing it"
+  fi
+}
+
 install_tansu() {
   if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     log "tansu $TANSU_VERSION already installed"
@@ -199,6 +214,7 @@ check_prometheus() {
   "$home/usr/bin/promtool" test rules deploy/observability/alerts.test.yaml
 }
 
+reuse_stable_as_pinned_toolchain
 install_tls_tools
 lint_cypher
 validate_manifests

@@ -317,11 +317,7 @@ async fn freshness(
     let processor = Processor::new(config.clone(), sink, stats.clone(), health.clone()).await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(processor.run(shutdown.clone()));
-    while health
-        .assigned_partitions
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == 0
-    {
+    while health.assigned_partitions() == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let per_tick = (args.freshness_rate / 100).max(1) as usize;

@@ -203,5 +203,5 @@ pub fn current_traceparent() -> Option<String> {
         .map(|(_, v)| v)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "embedded"))]
 mod tests;

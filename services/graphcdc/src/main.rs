@@ -303,7 +303,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..StreamShape::default()
             };
             let report = demo::run(shape, &dir, inject_drift).await?;
-            if let Some(line) = &report.reconcile_line {
+            print!("{}", report.summary());
+            if let Some(line) = report.reconcile_line() {
                 println!("{line}");
             }
             println!("{}", report.line());

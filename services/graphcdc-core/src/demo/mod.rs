@@ -5,6 +5,7 @@
 //! final store is compared with the state computed from the generated stream alone.
 
 pub mod drift;
+mod progress;
 pub mod stream;
 pub mod verify;
 
@@ -63,11 +64,20 @@ pub fn demo_config(bootstrap: &str, data_dir: &Path) -> anyhow::Result<Config> {
     Ok(Config::from_toml(&text)?)
 }
 
+/// What the reconciler did after drift was injected.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftFigures {
+    pub found: usize,
+    pub repaired: usize,
+    pub remaining: usize,
+    pub took: Duration,
+}
+
 /// Figures of a demo run.
 #[derive(Debug)]
 pub struct DemoReport {
-    /// `reconcile: …` line when drift was injected.
-    pub reconcile_line: Option<String>,
+    /// Set when drift was injected.
+    pub drift: Option<DriftFigures>,
     pub stats: Arc<Stats>,
     pub comparison: verify::Comparison,
     pub records: usize,
@@ -81,10 +91,62 @@ impl DemoReport {
     pub fn is_ok(&self) -> bool {
         self.comparison.is_exact()
             && Stats::get(&self.stats.dlq) == self.expected_dlq as u64
-            && self
-                .reconcile_line
-                .as_ref()
-                .is_none_or(|line| line.contains(" remaining=0 "))
+            && self.drift.is_none_or(|d| d.remaining == 0)
+    }
+
+    /// `reconcile: …` line when drift was injected.
+    pub fn reconcile_line(&self) -> Option<String> {
+        self.drift.map(|d| {
+            format!(
+                "reconcile: drift_found={} repaired={} remaining={} took_ms={}",
+                d.found,
+                d.repaired,
+                d.remaining,
+                d.took.as_millis()
+            )
+        })
+    }
+
+    /// What happened, as a short table: records, applied, skipped, DLQ'd by reason,
+    /// drift found and repaired, the store against the model.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let mut rows = vec![
+            ("records streamed".to_owned(), self.records.to_string()),
+            (
+                "points applied".to_owned(),
+                Stats::get(&s.applied).to_string(),
+            ),
+            (
+                "skipped (stale or duplicate version)".to_owned(),
+                Stats::get(&s.skipped_stale).to_string(),
+            ),
+            (
+                "not mapped to a collection".to_owned(),
+                Stats::get(&s.unmapped).to_string(),
+            ),
+            ("sent to the DLQ".to_owned(), Stats::get(&s.dlq).to_string()),
+        ];
+        for (reason, n) in s.dlq_by_reason() {
+            rows.push((format!("  {reason}"), n.to_string()));
+        }
+        if let Some(d) = self.drift {
+            rows.push((
+                "drift found / repaired / left".to_owned(),
+                format!("{} / {} / {}", d.found, d.repaired, d.remaining),
+            ));
+        }
+        let c = &self.comparison;
+        rows.push((
+            "live points (expected)".to_owned(),
+            format!("{} ({})", c.live_points, c.expected_live),
+        ));
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut table = String::new();
+        for (key, value) in rows {
+            table.push_str(&format!("  {key:<width$}  {value:>9}\n"));
+        }
+        table
     }
 
     /// The closing line: `demo: OK …` or `demo: FAIL …`.
@@ -163,8 +225,10 @@ pub async fn run(
     let started = Instant::now();
     let mut first_consumed: Option<Instant> = None;
     let deadline = started + Duration::from_secs(120);
+    let mut progress = progress::Progress::new(generated.records.len() as u64);
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.update(&stats);
         if first_consumed.is_none() && Stats::get(&stats.consumed) > 0 {
             first_consumed = Some(Instant::now());
         }
@@ -184,11 +248,12 @@ pub async fn run(
         );
         anyhow::ensure!(!task.is_finished(), "processor stopped early");
     }
+    progress.finish(&stats);
     let elapsed = first_consumed.map_or(started.elapsed(), |t| t.elapsed());
     shutdown.cancel();
     task.await.context("processor task")??;
 
-    let reconcile_line = if inject_drift {
+    let drift = if inject_drift {
         Some(damage_and_reconcile(&config, sink.clone(), &generated.expected).await?)
     } else {
         None
@@ -196,7 +261,7 @@ pub async fn run(
     let comparison = verify::compare(sink.as_ref(), &generated.expected).await?;
     drop(mock);
     Ok(DemoReport {
-        reconcile_line,
+        drift,
         stats,
         comparison,
         records: generated.records.len(),
@@ -257,12 +322,12 @@ async fn produce(config: &Config, records: &[DemoRecord]) -> anyhow::Result<()> 
 }
 
 /// Damage the chunks collection (every drift class but "ahead"), then check, repair in
-/// the sink and check again; returns the `reconcile: …` line.
+/// the sink and check again.
 async fn damage_and_reconcile(
     config: &Config,
     sink: Arc<dyn VectorSink>,
     expected: &std::collections::BTreeMap<(String, String), stream::Expected>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<DriftFigures> {
     let mapping = &config.mappings[0];
     let live: Vec<(String, i64)> = expected
         .iter()
@@ -292,11 +357,10 @@ async fn damage_and_reconcile(
         settle_timeout: Duration::ZERO,
     };
     let result = reconciler.run_once(&options).await?;
-    Ok(format!(
-        "reconcile: drift_found={} repaired={} remaining={} took_ms={}",
-        result.found.drifts.len(),
-        result.repair.map_or(0, |r| r.repaired),
-        result.remaining.drifts.len(),
-        result.found.duration.as_millis()
-    ))
+    Ok(DriftFigures {
+        found: result.found.drifts.len(),
+        repaired: result.repair.map_or(0, |r| r.repaired),
+        remaining: result.remaining.drifts.len(),
+        took: result.found.duration,
+    })
 }

@@ -384,5 +384,5 @@ impl BatchApplier {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "embedded"))]
 mod tests;

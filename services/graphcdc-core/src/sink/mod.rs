@@ -16,6 +16,7 @@
 //!   revival; the embedded sink, the only writer of its shard, decides under the shard's
 //!   write lock which tombstones the fence lets through and strips exactly those by id.
 
+#[cfg(feature = "embedded")]
 pub mod edge;
 pub mod jsonl;
 pub mod qdrant;
@@ -288,7 +289,13 @@ pub trait VectorSink: Send + Sync {
 /// When the embedded directory cannot be created or the server URL is invalid.
 pub fn open(config: &SinkConfig) -> anyhow::Result<Arc<dyn VectorSink>> {
     Ok(match config {
+        #[cfg(feature = "embedded")]
         SinkConfig::Embedded { path } => Arc::new(edge::EdgeSink::open(path)?),
+        #[cfg(not(feature = "embedded"))]
+        SinkConfig::Embedded { .. } => anyhow::bail!(
+            "sink.kind: \"embedded\" needs the embedded Qdrant engine, which this build \
+             left out (built without the `embedded` feature); use kind = \"qdrant\""
+        ),
         SinkConfig::Jsonl {
             path,
             max_file_bytes,
@@ -336,5 +343,5 @@ pub const SCAN_FIELDS: [&str; 4] = [
     crate::mapping::DELETED_FIELD,
 ];
 
-#[cfg(test)]
+#[cfg(all(test, feature = "embedded"))]
 mod contract;
