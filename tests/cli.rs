@@ -266,3 +266,20 @@ fn demo_prints_a_summary_with_dlq_reasons_and_repaired_drift() {
         "{stdout}"
     );
 }
+
+#[test]
+fn shipped_configs_load() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for file in ["deploy/config/graphcdc.toml", "deploy/k8s/graphcdc.toml"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+            .args(["process", "--print-config", "--config"])
+            .arg(format!("{root}/{file}"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -176,6 +176,14 @@ for f in sys.argv[1:]:
     deploy/k8s/servicemonitor.yaml deploy/k8s/prometheusrule.yaml deploy/observability/prometheus.yml \
     deploy/observability/grafana/provisioning/datasources/prometheus.yaml \
     deploy/observability/grafana/provisioning/dashboards/graphcdc.yaml
+  # `kubectl apply -k deploy/k8s` builds the kustomization first: render it the same way
+  # (kubectl's built-in kustomize, offline) when kubectl is on the machine.
+  if command -v kubectl >/dev/null 2>&1; then
+    log "rendering deploy/k8s with kubectl kustomize"
+    kubectl kustomize deploy/k8s >/dev/null
+  else
+    log "kubectl not found: the kustomization is parsed, not rendered"
+  fi
   log "checking deploy/k8s against the restricted Pod Security Standard"
   PYTHONPATH="$home" python3 deploy/k8s/check_restricted.py
   log "checking deploy/k8s/prometheusrule.yaml against alerts.yaml, runbooks and rule tests"
