@@ -283,3 +283,37 @@ fn shipped_configs_load() {
         );
     }
 }
+
+#[test]
+fn config_is_global_before_or_after_the_subcommand_and_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("[kafka]\ngroup_id = \"global-config-group\"\n{MAPPING}"),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let runs: [(&[&str], Option<&str>); 5] = [
+        (&["--config", path, "process", "--print-config"], None),
+        (&["process", "--config", path, "--print-config"], None),
+        (&["process", "--print-config", "--config", path], None),
+        (&["-c", path, "process", "--print-config"], None),
+        (&["process", "--print-config"], Some(path)),
+    ];
+    for (args, env) in runs {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_graphcdc"));
+        command.args(args).env_remove("GRAPHCDC_CONFIG");
+        if let Some(path) = env {
+            command.env("GRAPHCDC_CONFIG", path);
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("global-config-group"), "{args:?}: {stdout}");
+    }
+}

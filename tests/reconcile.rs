@@ -269,7 +269,7 @@ async fn reconcile_once_exits_3_on_drift_and_0_after_repair() {
     let (h, sink, _model) = drifted_without_ahead("drift-cli").await;
     drop(sink);
     let run = |extra: &[&str]| {
-        let args = ["reconcile", "--once", "--grace-ms", "0"];
+        let args = ["reconcile", "--once", "--grace", "0s"];
         h.cli(args.iter().chain(extra))
     };
     let check = run(&["--format", "json"]);

@@ -6,7 +6,7 @@ mod support;
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::event::{Op, PropertyValue};
 use graphcdc_core::inspect::history::{self, Diff, Start};
-use graphcdc_core::inspect::offsets::{self, ResetTo};
+use graphcdc_core::inspect::offsets::{self, ResetTarget};
 use graphcdc_core::inspect::replay::{
     self, shadow_collection, AliasSwap, OffsetSpec, ReplayEnd, ReplayReport, ReplayStart,
     ShadowTarget,
@@ -107,10 +107,76 @@ async fn history_shows_every_version_in_order_with_diffs() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 5);
+
+    // --from-datetime: an RFC 3339 time, or a duration ago.
+    let versions_from = |from: &str| -> Vec<i64> {
+        let out = h.cli([
+            "history",
+            "watched",
+            "--format",
+            "json",
+            "--from-datetime",
+            from,
+        ]);
+        assert!(
+            out.status.success(),
+            "{from}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions_from("1h"), [1, 2, 3, 4, 5]);
+    let t = entries[2].timestamp_ms.unwrap();
+    let from_t: Vec<i64> = entries
+        .iter()
+        .filter(|e| e.timestamp_ms.unwrap() >= t)
+        .map(|e| e.version)
+        .collect();
+    let t =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(t as u64));
+    assert_eq!(versions_from(&t.to_string()), from_t);
+    let out = h.cli(["history", "watched", "--from-time", "1h"]);
+    assert!(!out.status.success(), "the old spelling is gone");
+}
+
+/// Committed offsets of `h`'s group per partition (`None`: no commit).
+fn committed(h: &Harness) -> BTreeMap<i32, Option<i64>> {
+    let k = &h.config.kafka;
+    offsets::show(k, &k.group_id, &k.changes_topic)
+        .unwrap()
+        .iter()
+        .map(|p| (p.partition, p.committed))
+        .collect()
+}
+
+/// High watermarks of `h`'s change topic per partition.
+fn highs(h: &Harness) -> BTreeMap<i32, i64> {
+    let k = &h.config.kafka;
+    offsets::show(k, &k.group_id, &k.changes_topic)
+        .unwrap()
+        .iter()
+        .map(|p| (p.partition, p.high))
+        .collect()
+}
+
+/// Run the binary with `args` (on the blocking pool: a processor may run meanwhile);
+/// stdout on success, stderr on failure.
+fn cli(h: &Harness, args: &[&str]) -> Result<String, String> {
+    let out = tokio::task::block_in_place(|| h.cli(args));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_reset_moves_a_stopped_group_and_refuses_an_active_one() {
+async fn offsets_reset_previews_by_default_and_commits_only_with_execute() {
     let h = Harness::new("offsets").await;
     let events = churn(50, 300, 8);
     h.publisher(Format::Avro)
@@ -122,46 +188,55 @@ async fn offsets_reset_moves_a_stopped_group_and_refuses_an_active_one() {
 
     let running = h.start_processor(sink.clone()).await;
     h.wait_caught_up(Duration::from_secs(60)).await;
+    let caught_up = committed(&h);
     // Refused while a member runs. (tansu does not answer DescribeGroups, so here the
     // refusal is "cannot tell"; Kafka names the active members.)
-    let refused = offsets::reset(
+    let plan = offsets::plan_reset(
         k,
         &k.group_id,
         &k.changes_topic,
-        ResetTo::Earliest,
-        false,
-        false,
+        &ResetTarget::Earliest,
+        None,
     )
-    .unwrap_err();
+    .unwrap();
+    let refused = offsets::execute_reset(k, &plan, false).unwrap_err();
     assert!(refused.to_string().contains("active member"), "{refused}");
-    assert_eq!(h.lag(), 0, "nothing moved");
+    let refused = cli(&h, &["offsets", "reset", "--to-earliest", "--execute"]).unwrap_err();
+    assert!(refused.contains("active member"), "{refused}");
+    // A preview is allowed and says what --execute needs.
+    let preview = cli(&h, &["offsets", "reset", "--to-earliest"]).unwrap();
+    assert!(preview.contains("active member"), "{preview}");
+    assert_eq!(committed(&h), caught_up, "nothing moved");
     running.stop().await;
 
     let shown = offsets::show(k, &k.group_id, &k.changes_topic).unwrap();
     assert_eq!(shown.iter().map(|p| p.lag).sum::<i64>(), 0);
     assert_eq!(shown.iter().map(|p| p.high).sum::<i64>(), 300);
 
-    let plan = offsets::reset(
-        k,
-        &k.group_id,
-        &k.changes_topic,
-        ResetTo::Earliest,
-        true,
-        true,
-    )
-    .unwrap();
-    assert!(plan.iter().all(|(_, _, to)| *to == 0));
-    assert_eq!(h.lag(), 0, "dry run changed nothing");
+    // The default is a preview: current, new and lag per partition; nothing committed.
+    let preview = cli(&h, &["offsets", "reset", "--to-earliest"]).unwrap();
+    for p in &shown {
+        let row = format!(
+            "{:>9} {:>10} {:>10} {:>10} {:>10}",
+            p.partition,
+            p.committed.unwrap(),
+            0,
+            0,
+            p.high
+        );
+        assert!(preview.contains(&row), "{row:?} in\n{preview}");
+    }
+    assert!(preview.contains("total lag: 0 -> 300"), "{preview}");
+    assert!(preview.contains("preview: nothing changed"), "{preview}");
+    assert_eq!(committed(&h), caught_up, "a preview commits nothing");
 
-    offsets::reset(
-        k,
-        &k.group_id,
-        &k.changes_topic,
-        ResetTo::Earliest,
-        false,
-        true,
+    let done = cli(
+        &h,
+        &["offsets", "reset", "--to-earliest", "--execute", "--force"],
     )
     .unwrap();
+    assert!(done.contains("committed"), "{done}");
+    assert!(committed(&h).values().all(|c| *c == Some(0)));
     assert_eq!(h.lag(), 300, "the group starts over");
     let stats = h.process_to_end(sink.clone()).await;
     assert_eq!(
@@ -175,16 +250,140 @@ async fn offsets_reset_moves_a_stopped_group_and_refuses_an_active_one() {
         "and fenced: nothing applied twice in effect"
     );
 
-    offsets::reset(
-        k,
-        &k.group_id,
-        &k.changes_topic,
-        ResetTo::Latest,
-        false,
-        true,
+    // The library: a plan, then its execution.
+    let plan =
+        offsets::plan_reset(k, &k.group_id, &k.changes_topic, &ResetTarget::Latest, None).unwrap();
+    assert!(plan.partitions.iter().all(|p| p.new == p.high));
+    offsets::execute_reset(k, &plan, true).unwrap();
+    assert_eq!(h.lag(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_reset_targets_times_offsets_shifts_and_partitions_and_clamps_like_kafka() {
+    let h = Harness::new("offsets-targets").await;
+    let events = churn(40, 400, 5);
+    let (before, after) = events.split_at(200);
+    let publisher = h.publisher(Format::Avro);
+    publisher.publish_all(before).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let cut = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    publisher.publish_all(after).await.unwrap();
+    let highs = highs(&h);
+    assert!(highs.values().all(|h| *h >= 10), "{highs:?}");
+    let reset = |args: &[&str]| {
+        let mut all = vec!["offsets", "reset"];
+        all.extend(args);
+        all.extend(["--execute", "--force"]);
+        cli(&h, &all)
+    };
+    let at = |offsets: [i64; 4]| -> BTreeMap<i32, Option<i64>> {
+        (0..4).map(|p| (p, Some(offsets[p as usize]))).collect()
+    };
+
+    // One offset for every partition, then shifted on some of them.
+    reset(&["--to-offset", "5"]).unwrap();
+    assert_eq!(committed(&h), at([5, 5, 5, 5]));
+    reset(&["--shift-by", "-2", "--partitions", "0,2"]).unwrap();
+    assert_eq!(committed(&h), at([3, 5, 3, 5]));
+    reset(&["--shift-by=+1"]).unwrap();
+    assert_eq!(committed(&h), at([4, 6, 4, 6]));
+    // Per partition, in replay's P:OFFSET form: only the listed partitions move.
+    reset(&["--to-offset", "0:7,3:1"]).unwrap();
+    assert_eq!(committed(&h), at([7, 6, 4, 1]));
+
+    // Clamped to [earliest, end], and the preview says so.
+    let preview = cli(
+        &h,
+        &[
+            "offsets",
+            "reset",
+            "--shift-by",
+            "10000",
+            "--partitions",
+            "1",
+        ],
     )
     .unwrap();
-    assert_eq!(h.lag(), 0);
+    let clamped = format!("clamped: 10006 is past the end {}", highs[&1]);
+    assert!(preview.contains(&clamped), "{preview}");
+    let preview = cli(
+        &h,
+        &[
+            "offsets",
+            "reset",
+            "--shift-by",
+            "-10000",
+            "--partitions",
+            "1",
+        ],
+    )
+    .unwrap();
+    assert!(
+        preview.contains("clamped: -9994 is below the earliest offset 0"),
+        "{preview}"
+    );
+    assert_eq!(committed(&h), at([7, 6, 4, 1]), "previews commit nothing");
+    reset(&["--shift-by", "10000", "--partitions", "1"]).unwrap();
+    assert_eq!(committed(&h)[&1], Some(highs[&1]));
+
+    // Times: RFC 3339, a duration ago (--to-datetime or --by-duration), or none after.
+    let split: BTreeMap<i32, i64> = {
+        let k = &h.config.kafka;
+        let ms = cut
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        offsets::plan_reset(
+            k,
+            &k.group_id,
+            &k.changes_topic,
+            &ResetTarget::Time(ms),
+            None,
+        )
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.new))
+        .collect()
+    };
+    assert_eq!(
+        split.values().sum::<i64>(),
+        200,
+        "the records before the cut"
+    );
+    reset(&["--to-datetime", "1h"]).unwrap();
+    assert_eq!(committed(&h), at([0, 0, 0, 0]), "an hour ago: everything");
+    reset(&[
+        "--to-datetime",
+        &humantime::format_rfc3339_millis(cut).to_string(),
+    ])
+    .unwrap();
+    assert_eq!(
+        committed(&h),
+        split.iter().map(|(p, o)| (*p, Some(*o))).collect()
+    );
+    reset(&["--to-earliest"]).unwrap();
+    let ago = format!("{}ms", cut.elapsed().unwrap().as_millis());
+    reset(&["--by-duration", &ago]).unwrap();
+    assert_eq!(
+        committed(&h),
+        split.iter().map(|(p, o)| (*p, Some(*o))).collect()
+    );
+    // Bad input names the option; nothing moves.
+    let before_errors = committed(&h);
+    let err = reset(&["--to-offset", "0:7", "--partitions", "1"]).unwrap_err();
+    assert!(err.contains("--partitions"), "{err}");
+    let err = reset(&["--to-latest", "--partitions", "9"]).unwrap_err();
+    assert!(
+        err.contains("--partitions") && err.contains("no partition 9"),
+        "{err}"
+    );
+    let err = reset(&["--to-offset", "0:x"]).unwrap_err();
+    assert!(err.contains("--to-offset"), "{err}");
+    let err = reset(&["--to-datetime", "tomorrow"]).unwrap_err();
+    assert!(err.contains("--to-datetime"), "{err}");
+    assert_eq!(committed(&h), before_errors);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +422,30 @@ async fn replay_to_a_time_rebuilds_the_store_as_of_that_time() {
     .unwrap();
     let cmp = Model::of(&events).compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "deleted entities stay deleted: {cmp:?}");
+
+    // The binary: --to-datetime as RFC 3339, --from-datetime as a duration ago.
+    let cut_text =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(cut as u64))
+            .to_string();
+    let target = h.dir.path().join("cli-as-of-cut");
+    let out = h.cli([
+        "replay".as_ref(),
+        "--from-datetime".as_ref(),
+        "1d".as_ref(),
+        "--to-datetime".as_ref(),
+        cut_text.as_ref(),
+        "--target-path".as_ref(),
+        target.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("records=300 "), "{stdout}");
+    let out = h.cli(["replay", "--to-time", &cut_text, "--target-path", "x"]);
+    assert!(!out.status.success(), "the old spelling is gone");
 }
 
 /// Publish `before`, take the time, publish `after`; returns the time (Unix ms).

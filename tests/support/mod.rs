@@ -14,7 +14,7 @@ use graphcdc_core::kafka::{self, ChangePublisher, Cleanup};
 use graphcdc_core::mapping::PointWrite;
 use graphcdc_core::processor::Processor;
 use graphcdc_core::sink::{
-    edge::EdgeSink, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink,
+    edge::EdgeSink, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint, VectorSink,
 };
 use graphcdc_core::stats::{Health, Stats};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -454,7 +454,12 @@ impl VectorSink for FaultySink {
         self.check(Call::Purge)?;
         self.inner.purge(c, points).await
     }
-    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
+    async fn scan(
+        &self,
+        c: &str,
+        from: Option<ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, SinkError> {
         self.inner.scan(c, from, limit).await
     }
     async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {

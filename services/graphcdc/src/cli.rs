@@ -1,17 +1,39 @@
-//! The command line: subcommands, flags and their parsing.
+//! The command line: subcommands, options and their parsing.
+//!
+//! Conventions, shared with Kafka's own tools:
+//! - `--config`/`-c` is global: before or after the subcommand.
+//! - Times are `--from-datetime`/`--to-datetime` everywhere; each takes an RFC 3339 time
+//!   (`2026-11-22T10:00:00Z`, or with an offset `…+02:00`) or a duration meaning "that
+//!   long ago" (`10s`, `5m`, `2h`, `1d`).
+//! - Durations are humantime text (`10s`, `5m`, `1h 30m`).
+//! - Commands that change something outside the sink (`offsets reset`) print a preview
+//!   and change nothing unless `--execute`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
 #[command(
     name = "graphcdc",
     version,
-    about = "Neo4j → Kafka → Qdrant change data capture"
+    about = "Neo4j → Kafka → Qdrant change data capture",
+    after_help = "Times (--from-datetime, --to-datetime): RFC 3339 (2026-11-22T10:00:00Z) or a \
+                  duration ago (10s, 5m, 2h, 1d). Durations: 10s, 5m, 1h 30m."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// TOML config file; `GRAPHCDC_…` variables override it. Goes before or after the
+    /// subcommand.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GRAPHCDC_CONFIG",
+        value_name = "FILE"
+    )]
+    pub(crate) config: Option<PathBuf>,
     /// Log lines as text or as JSON objects (stderr; level from RUST_LOG). Traces are
     /// exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(
@@ -33,9 +55,6 @@ pub(crate) enum LogFormat {
 pub(crate) enum Command {
     /// Apply the change topic to the configured sink (a consumer group member).
     Process {
-        /// TOML config file; `GRAPHCDC_…` variables override it.
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
         /// Print the effective config (secrets masked) and exit.
         #[arg(long)]
         print_config: bool,
@@ -45,9 +64,6 @@ pub(crate) enum Command {
     },
     /// Compare the sink with the compacted state topic; report and repair drift.
     Reconcile {
-        /// TOML config file; `GRAPHCDC_…` variables override it.
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
         /// Check once and exit: 0 when clean, 3 when drift remains.
         #[arg(long)]
         once: bool,
@@ -66,12 +82,12 @@ pub(crate) enum Command {
         /// Repairs per second at most.
         #[arg(long, default_value_t = 1_000)]
         rate: u32,
-        /// States younger than this (ms) are not judged yet.
-        #[arg(long, default_value_t = 10_000)]
-        grace_ms: u64,
-        /// Seconds between checks in continuous mode.
-        #[arg(long, default_value_t = 60)]
-        interval_s: u64,
+        /// States younger than this are not judged yet (e.g. 10s, 500ms).
+        #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+        grace: Duration,
+        /// Time between checks in continuous mode (e.g. 60s, 5m).
+        #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+        interval: Duration,
         /// Output format of `--once`.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
@@ -81,18 +97,12 @@ pub(crate) enum Command {
     },
     /// Publish the Neo4j outbox to the change and state topics (one active per database).
     Relay {
-        /// TOML config file; `GRAPHCDC_…` variables override it.
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
         /// Serve /metrics and /healthz on this address.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
     /// Snapshot the existing graph into the topics; resumable from a checkpoint file.
     Backfill {
-        /// TOML config file; `GRAPHCDC_…` variables override it.
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
         /// Checkpoint file (created when missing; resume by running again).
         #[arg(long, default_value = "graphcdc-backfill.json")]
         checkpoint: PathBuf,
@@ -104,32 +114,30 @@ pub(crate) enum Command {
     History {
         /// Entity key.
         key: String,
-        /// TOML config file; `GRAPHCDC_…` variables override it.
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
         /// Start at this offset of the key's partition.
-        #[arg(long, conflicts_with = "from_time")]
+        #[arg(long, conflicts_with = "from_datetime")]
         from_offset: Option<i64>,
-        /// Start at this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
-        #[arg(long)]
-        from_time: Option<String>,
+        /// Start at the first record at or after this time: RFC 3339 or a duration ago.
+        #[arg(long, value_parser = when, value_name = "TIME|AGO")]
+        from_datetime: Option<When>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
     /// Rebuild the store as of a time into a shadow target (live collections untouched).
     Replay {
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
-        /// Start at this time (RFC 3339); default: the beginning.
-        #[arg(long, conflicts_with = "from_offset")]
-        from_time: Option<String>,
+        /// Start at the first record at or after this time (RFC 3339 or a duration ago);
+        /// default: the beginning.
+        #[arg(long, conflicts_with = "from_offset", value_parser = when, value_name = "TIME|AGO")]
+        from_datetime: Option<When>,
         /// Start at this offset on every partition (`120`), or per partition
         /// (`0:120,1:95`; unlisted partitions start at the earliest offset).
         #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
         from_offset: Option<String>,
-        /// Stop before this time (RFC 3339); default: today's end of the topic.
-        #[arg(long, conflicts_with = "to_offset")]
-        to_time: Option<String>,
+        /// Stop before the first record at or after this time (RFC 3339 or a duration
+        /// ago); default: today's end of the topic.
+        #[arg(long, conflicts_with = "to_offset", value_parser = when, value_name = "TIME|AGO")]
+        to_datetime: Option<When>,
         /// Stop before this offset (exclusive) on every partition (`500`), or per partition
         /// (`0:500,2:80`; unlisted partitions run to today's end).
         #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
@@ -172,39 +180,134 @@ pub(crate) enum Command {
 pub(crate) enum OffsetsAction {
     /// Committed offset and lag per partition.
     Show {
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
         /// Consumer group (default: kafka.group_id).
         #[arg(long)]
         group: Option<String>,
     },
-    /// Move a stopped group (refused while it has active members).
+    /// Preview (default) or commit new offsets for a stopped group, like
+    /// `kafka-consumer-groups --reset-offsets`; offsets are clamped to what the topic holds.
     Reset {
-        #[arg(long, short, env = "GRAPHCDC_CONFIG")]
-        config: Option<PathBuf>,
+        /// Consumer group (default: kafka.group_id).
         #[arg(long)]
         group: Option<String>,
-        #[arg(long, group = "target")]
-        to_earliest: bool,
-        #[arg(long, group = "target")]
-        to_latest: bool,
-        /// RFC 3339 time, e.g. 2026-11-22T10:00:00Z.
-        #[arg(long, group = "target")]
-        to_datetime: Option<String>,
-        /// Print the new offsets, change nothing.
+        #[command(flatten)]
+        target: ResetTargetArgs,
+        /// Only these partitions (e.g. 0,2); default: every partition.
+        #[arg(long, value_delimiter = ',', value_name = "P,…",
+              value_parser = clap::value_parser!(i32).range(0..))]
+        partitions: Option<Vec<i32>>,
+        /// Commit the new offsets; without it the plan is printed and nothing changes.
         #[arg(long)]
-        dry_run: bool,
-        /// Reset even when the broker cannot list the group's members (you stopped them).
-        #[arg(long)]
+        execute: bool,
+        /// With --execute: reset even when the broker cannot list the group's members
+        /// (you stopped them).
+        #[arg(long, requires = "execute")]
         force: bool,
     },
 }
 
-/// Unix ms of an RFC 3339 time, with the option named in the error.
-pub(crate) fn parse_time(option: &str, text: &str) -> anyhow::Result<i64> {
-    let time = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| anyhow::anyhow!("{option}: {text:?} is not an RFC 3339 time: {e}"))?;
-    Ok(time.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64)
+/// Where `offsets reset` moves the group: exactly one.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ResetTargetArgs {
+    /// To the earliest offset still on the topic.
+    #[arg(long)]
+    pub(crate) to_earliest: bool,
+    /// To the end of each partition (skip everything not read yet).
+    #[arg(long)]
+    pub(crate) to_latest: bool,
+    /// To the first record at or after this time (RFC 3339 or a duration ago); the end
+    /// where there is none.
+    #[arg(long, value_parser = when, value_name = "TIME|AGO")]
+    pub(crate) to_datetime: Option<When>,
+    /// To the first record at or after now minus this duration (e.g. 10m).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub(crate) by_duration: Option<Duration>,
+    /// To this offset on every selected partition (`120`), or per partition (`0:120,1:95`;
+    /// only the listed partitions move).
+    #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
+    pub(crate) to_offset: Option<String>,
+    /// By this many records from the committed offset (`-100` back, `+100` forward).
+    #[arg(long, allow_negative_numbers = true, value_name = "±N")]
+    pub(crate) shift_by: Option<i64>,
+}
+
+/// A point in time, as Unix ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct When(pub(crate) i64);
+
+fn unix_ms(time: SystemTime) -> Result<i64, String> {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| "before 1970".to_owned())
+}
+
+/// An RFC 3339 time (`Z`, no zone, or a `±HH:MM` offset), or a duration ago.
+pub(crate) fn when(text: &str) -> Result<When, String> {
+    when_at(text, SystemTime::now())
+}
+
+fn when_at(text: &str, now: SystemTime) -> Result<When, String> {
+    let text = text.trim();
+    if let Some(ms) = rfc3339_ms(text) {
+        return ms.map(When);
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => now
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{text} ago is before 1970"))
+            .and_then(unix_ms)
+            .map(When),
+        Err(_) => Err(format!(
+            "{text:?} is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration ago \
+             (10s, 5m, 2h, 1d)"
+        )),
+    }
+}
+
+/// `None` when `text` does not look like a date; otherwise the time or why it is invalid.
+fn rfc3339_ms(text: &str) -> Option<Result<i64, String>> {
+    let looks_like_date = text.len() >= 10
+        && text.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && text.as_bytes()[4] == b'-';
+    if !looks_like_date {
+        return None;
+    }
+    // humantime knows UTC only: take a `±HH:MM` offset off and apply it.
+    let split = text
+        .len()
+        .checked_sub(6)
+        .filter(|i| text.is_char_boundary(*i))
+        .map(|i| text.split_at(i));
+    let (local, offset_s) = match split {
+        Some((local, zone))
+            if zone.is_ascii()
+                && local.contains(['T', 't', ' '])
+                && (zone.starts_with('+') || zone.starts_with('-'))
+                && zone.as_bytes()[3] == b':' =>
+        {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let hours = zone[1..3].parse::<i64>();
+            let minutes = zone[4..6].parse::<i64>();
+            match (hours, minutes) {
+                (Ok(h), Ok(m)) if h < 24 && m < 60 => (local, sign * (h * 3600 + m * 60)),
+                _ => return Some(Err(format!("{text:?}: bad UTC offset {zone:?}"))),
+            }
+        }
+        _ => (text, 0),
+    };
+    Some(
+        humantime::parse_rfc3339_weak(local)
+            .map_err(|e| format!("{text:?} is not an RFC 3339 time (2026-11-22T10:00:00Z): {e}"))
+            .and_then(unix_ms)
+            .map(|ms| ms - offset_s * 1000),
+    )
+}
+
+/// A duration such as `10s`, `5m`, `1h 30m`, `250ms`.
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration such as 10s, 5m or 1h 30m: {e}"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -217,4 +320,167 @@ pub(crate) enum RepairArg {
 pub(crate) enum OutputFormat {
     Table,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and positional of every subcommand, with its command path.
+    fn all_args(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_and_positional_has_help() {
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut args = Vec::new();
+        all_args(&command, "graphcdc", &mut args);
+        assert!(args.len() > 40, "walked {} arguments", args.len());
+        let missing: Vec<String> = args
+            .iter()
+            .filter(|(_, arg)| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .filter(|(_, arg)| {
+                arg.get_help()
+                    .or(arg.get_long_help())
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+            })
+            .map(|(path, arg)| format!("{path}: {}", arg.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+        for sub in command.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn config_goes_before_or_after_the_subcommand() {
+        for argv in [
+            &["graphcdc", "--config", "x.toml", "process"][..],
+            &["graphcdc", "process", "--config", "x.toml"],
+            &["graphcdc", "-c", "x.toml", "relay"],
+            &["graphcdc", "offsets", "show", "-c", "x.toml"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            assert_eq!(cli.config, Some(PathBuf::from("x.toml")), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_ago() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now_ms = 1_800_000_000_000;
+        assert_eq!(
+            when_at("2026-11-22T10:00:00Z", now),
+            Ok(When(1_795_341_600_000))
+        );
+        assert_eq!(
+            when_at("2026-11-22T12:00:00+02:00", now),
+            Ok(When(1_795_341_600_000))
+        );
+        assert_eq!(
+            when_at("2026-11-22T05:30:00-04:30", now),
+            Ok(When(1_795_341_600_000))
+        );
+        assert_eq!(when_at("10s", now), Ok(When(now_ms - 10_000)));
+        assert_eq!(when_at("5m", now), Ok(When(now_ms - 300_000)));
+        assert_eq!(when_at("2h", now), Ok(When(now_ms - 7_200_000)));
+        assert_eq!(when_at("1d", now), Ok(When(now_ms - 86_400_000)));
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "10",
+            "2026-11-22T10:00:00+2",
+        ] {
+            assert!(when_at(bad, now).is_err(), "{bad}");
+        }
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["graphcdc", "replay", "--to-datetime", "yesterday"],
+                "--to-datetime",
+            ),
+            (
+                &["graphcdc", "history", "k", "--from-datetime", "nope"],
+                "--from-datetime",
+            ),
+            (
+                &["graphcdc", "reconcile", "--grace", "10 parsecs"],
+                "--grace",
+            ),
+            (
+                &["graphcdc", "offsets", "reset", "--by-duration", "x"],
+                "--by-duration",
+            ),
+            (
+                &[
+                    "graphcdc",
+                    "offsets",
+                    "reset",
+                    "--to-latest",
+                    "--partitions",
+                    "0,-1",
+                ],
+                "--partitions",
+            ),
+        ];
+        for (argv, option) in cases {
+            let err = Cli::try_parse_from(argv)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(option), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn offsets_reset_takes_exactly_one_target_and_previews_by_default() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv);
+        let err = parse(&["graphcdc", "offsets", "reset"]).err().unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse(&[
+            "graphcdc",
+            "offsets",
+            "reset",
+            "--to-earliest",
+            "--to-latest",
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["graphcdc", "offsets", "reset", "--to-latest", "--dry-run"]).is_err());
+        let cli = parse(&["graphcdc", "offsets", "reset", "--shift-by", "-50"]).unwrap();
+        let Command::Offsets {
+            action: OffsetsAction::Reset {
+                target, execute, ..
+            },
+        } = cli.command
+        else {
+            panic!("offsets reset")
+        };
+        assert_eq!(target.shift_by, Some(-50));
+        assert!(!execute, "preview unless --execute");
+        let cli = parse(&["graphcdc", "offsets", "reset", "--shift-by", "+7"]).unwrap();
+        let Command::Offsets {
+            action: OffsetsAction::Reset { target, .. },
+        } = cli.command
+        else {
+            panic!("offsets reset")
+        };
+        assert_eq!(target.shift_by, Some(7));
+    }
 }

@@ -3,18 +3,15 @@
 //! Thin binary: parses arguments, loads config, wires signals, calls the library.
 
 mod cli;
+mod commands;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{parse_time, Cli, Command, LogFormat, OffsetsAction, OutputFormat, RepairArg};
+use cli::{Cli, Command, LogFormat, OffsetsAction, OutputFormat, RepairArg};
 use graphcdc_core::capture::backfill;
 use graphcdc_core::capture::relay::Relay;
-use graphcdc_core::codec::{Codec, SchemaRegistry};
 use graphcdc_core::config::Config;
 use graphcdc_core::demo::{self, stream::StreamShape};
-use graphcdc_core::inspect::history::{self, Start};
-use graphcdc_core::inspect::offsets::{self, ResetTo};
-use graphcdc_core::inspect::replay;
 use graphcdc_core::kafka::{self, Cleanup};
 use graphcdc_core::ops::{self, Readiness};
 use graphcdc_core::processor::Processor;
@@ -23,6 +20,7 @@ use graphcdc_core::reconcile::{report, ReconcileOptions, Reconciler};
 use graphcdc_core::sink;
 use graphcdc_core::stats::{DriftGauges, Health, RelayStats, Stats};
 use graphcdc_core::telemetry;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command, cli.config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -67,14 +65,16 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Run `command` with the config file `config` (the global `--config`).
+async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    // Every subcommand but `demo` reads the config.
+    let load = || Config::load(config.as_deref());
     match command {
         Command::Process {
-            config,
             print_config,
             listen,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = load()?;
             if print_config {
                 println!("{config:#?}");
                 return Ok(ExitCode::SUCCESS);
@@ -83,21 +83,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile {
-            config,
             once,
             repair,
             dry_run,
             force,
             max_delete_ratio,
             rate,
-            grace_ms,
-            interval_s,
+            grace,
+            interval,
             format,
             listen,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = load()?;
             let options = ReconcileOptions {
-                grace: Duration::from_millis(grace_ms),
+                grace,
                 repair: repair.map(|mode| RepairOptions {
                     mode: match mode {
                         RepairArg::Sink => RepairMode::Sink,
@@ -118,7 +117,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 serve_ops(listen, Readiness::Always, &shutdown).await?;
                 reconciler
-                    .run_continuous(&options, Duration::from_secs(interval_s), shutdown)
+                    .run_continuous(&options, interval, shutdown)
                     .await?;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -133,8 +132,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_DRIFT)
             })
         }
-        Command::Relay { config, listen } => {
-            let config = Config::load(config.as_deref())?;
+        Command::Relay { listen } => {
+            let config = load()?;
             ensure_topics(&config).await?;
             let stats = Arc::new(RelayStats::default());
             let relay = Relay::new(config, stats)?;
@@ -145,11 +144,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backfill {
-            config,
             checkpoint,
             page_size,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = load()?;
             ensure_topics(&config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -162,129 +160,47 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::History {
             key,
-            config,
             from_offset,
-            from_time,
+            from_datetime,
             format,
         } => {
-            let config = Config::load(config.as_deref())?;
-            let start = match (from_offset, from_time) {
-                (Some(o), _) => Start::Offset(o),
-                (None, Some(t)) => Start::Time(parse_time("--from-time", &t)?),
-                (None, None) => Start::Beginning,
-            };
-            let codec = Codec::new(SchemaRegistry::from_config(&config.registry)?);
-            let entries = history::history(&config.kafka, &codec, &key, start).await?;
-            match format {
-                OutputFormat::Table => print!("{}", history::table(&entries)),
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-            }
+            commands::timetravel::history(&load()?, &key, from_offset, from_datetime, format)
+                .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
-            config,
-            from_time,
+            from_datetime,
             from_offset,
-            to_time,
+            to_datetime,
             to_offset,
             target_path,
             target_suffix,
             swap_alias,
             keep_old,
         } => {
-            use replay::{OffsetSpec, ReplayEnd, ReplayStart, ShadowTarget};
-            let config = Config::load(config.as_deref())?;
-            let target = match (target_path, target_suffix) {
-                (Some(path), _) => ShadowTarget::Directory(path),
-                (None, Some(suffix)) => ShadowTarget::Suffix(suffix),
-                (None, None) => anyhow::bail!(
-                    "replay: give --target-path (embedded, jsonl) or --target-suffix (Qdrant server)"
-                ),
+            let args = commands::timetravel::ReplayArgs {
+                from_datetime,
+                from_offset,
+                to_datetime,
+                to_offset,
+                target_path,
+                target_suffix,
+                swap_alias,
+                keep_old,
             };
-            let from = match (from_offset, from_time) {
-                (Some(o), _) => ReplayStart::Offsets(OffsetSpec::parse("--from-offset", &o)?),
-                (None, Some(t)) => ReplayStart::Time(parse_time("--from-time", &t)?),
-                (None, None) => ReplayStart::Beginning,
-            };
-            let to = match (to_offset, to_time) {
-                (Some(o), _) => ReplayEnd::Offsets(OffsetSpec::parse("--to-offset", &o)?),
-                (None, Some(t)) => ReplayEnd::Time(parse_time("--to-time", &t)?),
-                (None, None) => ReplayEnd::Now,
-            };
-            if let Some(alias) = &swap_alias {
-                replay::check_alias(&config, &target, alias).await?;
-            }
-            let (shadow, sink) = target.open(&config)?;
-            let report = replay::replay(&shadow, sink, from, to).await?;
-            println!(
-                "replay: records={} applied={} skipped_stale={} poison={}",
-                report.records, report.applied, report.skipped_stale, report.poison
-            );
-            if let Some(alias) = &swap_alias {
-                for swap in replay::swap_alias(&config, &target, alias, keep_old).await? {
-                    println!(
-                        "alias: {} -> {} (before: {}{})",
-                        swap.alias,
-                        swap.target,
-                        swap.previous.as_deref().unwrap_or("none"),
-                        if swap.removed { ", removed" } else { "" }
-                    );
-                }
-            }
+            commands::timetravel::replay(&load()?, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Offsets { action } => {
             match action {
-                OffsetsAction::Show { config, group } => {
-                    let config = Config::load(config.as_deref())?;
-                    let group = group.unwrap_or_else(|| config.kafka.group_id.clone());
-                    println!(
-                        "{:>9} {:>10} {:>10} {:>10} {:>8}",
-                        "partition", "committed", "low", "high", "lag"
-                    );
-                    for p in offsets::show(&config.kafka, &group, &config.kafka.changes_topic)? {
-                        let committed = p.committed.map_or("-".to_owned(), |c| c.to_string());
-                        println!(
-                            "{:>9} {committed:>10} {:>10} {:>10} {:>8}",
-                            p.partition, p.low, p.high, p.lag
-                        );
-                    }
-                }
+                OffsetsAction::Show { group } => commands::offsets::show(&load()?, group)?,
                 OffsetsAction::Reset {
-                    config,
                     group,
-                    to_earliest,
-                    to_latest,
-                    to_datetime,
-                    dry_run,
+                    target,
+                    partitions,
+                    execute,
                     force,
-                } => {
-                    let config = Config::load(config.as_deref())?;
-                    let group = group.unwrap_or_else(|| config.kafka.group_id.clone());
-                    let to = match (to_earliest, to_latest, to_datetime) {
-                        (true, _, _) => ResetTo::Earliest,
-                        (_, true, _) => ResetTo::Latest,
-                        (_, _, Some(t)) => ResetTo::Time(parse_time("--to-datetime", &t)?),
-                        _ => anyhow::bail!(
-                            "offsets reset: give --to-earliest, --to-latest or --to-datetime"
-                        ),
-                    };
-                    let moved = offsets::reset(
-                        &config.kafka,
-                        &group,
-                        &config.kafka.changes_topic,
-                        to,
-                        dry_run,
-                        force,
-                    )?;
-                    for (partition, old, new) in moved {
-                        let old = old.map_or("-".to_owned(), |o| o.to_string());
-                        println!(
-                            "partition {partition}: {old} -> {new}{}",
-                            if dry_run { " (dry run)" } else { "" }
-                        );
-                    }
-                }
+                } => commands::offsets::reset(&load()?, group, target, partitions, execute, force)?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -178,6 +178,53 @@ async fn embedded_sink_keeps_the_contract() {
     run_contract(&sink, "contract").await;
 }
 
+/// A collection that existed before graphcdc holds numeric ids (Qdrant orders them before
+/// UUIDs) and points without `cdc_*` fields. The scan pages over both id kinds, reports
+/// those points as foreign, and still reaches every point the pipeline wrote.
+#[tokio::test]
+async fn embedded_scan_pages_over_numeric_ids_and_reports_foreign_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let c = "legacy";
+    sink.ensure_collection(&spec(c)).await.unwrap();
+    let title = |n: u64| Map::from_iter([("title".to_owned(), json!(format!("legacy {n}")))]);
+    for n in 1..=5 {
+        sink.put_foreign(c, ScanCursor::Num(n), "embedding", vec![0.5; DIM], title(n))
+            .await
+            .unwrap();
+    }
+    let legacy = Uuid::new_v4();
+    sink.put_foreign(
+        c,
+        ScanCursor::Uuid(legacy),
+        "embedding",
+        vec![0.5; DIM],
+        title(0),
+    )
+    .await
+    .unwrap();
+    let ours: Vec<_> = (0..6).map(|i| write(c, &format!("k{i}"), 1, "t")).collect();
+    sink.write(c, &ours, Fence::Newer).await.unwrap();
+
+    let (mut keys, mut foreign, mut from) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = sink.scan(c, from, 2).await.unwrap();
+        keys.extend(page.points.iter().map(|p| p.key.clone()));
+        foreign.extend(page.foreign.iter().map(|f| f.id.clone()));
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    keys.sort();
+    foreign.sort();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4", "k5"]);
+    let mut expected: Vec<String> = (1..=5).map(|n: u64| n.to_string()).collect();
+    expected.push(legacy.to_string());
+    expected.sort();
+    assert_eq!(foreign, expected);
+}
+
 #[tokio::test]
 async fn jsonl_sink_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();

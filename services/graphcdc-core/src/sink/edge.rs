@@ -9,8 +9,8 @@
 //! that finds its points already applied in memory still waits for them to be durable.
 
 use super::{
-    latest_per_point, tombstones, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink,
-    SCAN_FIELDS,
+    latest_per_point, tombstones, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint,
+    VectorSink, SCAN_FIELDS,
 };
 use crate::config::Distance;
 use crate::error::SinkError;
@@ -130,6 +130,33 @@ impl EdgeSink {
         .await
     }
 
+    /// Write a point as another tool would (any id kind, any payload): what a collection
+    /// holds when it existed before graphcdc.
+    #[cfg(test)]
+    pub(crate) async fn put_foreign(
+        &self,
+        collection: &str,
+        id: ScanCursor,
+        vector_name: &str,
+        vector: Vec<f32>,
+        payload: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        let point = PointStructPersisted {
+            id: point_id(id),
+            vector: VectorStructPersisted::Named(HashMap::from([(
+                vector_name.to_owned(),
+                VectorPersisted::Dense(vector),
+            )])),
+            payload: Some(Payload(payload)),
+        };
+        self.with_shard(collection, move |s| {
+            s.update_durably(vec![UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(vec![point])),
+            )])
+        })
+        .await
+    }
+
     /// Make the next `n` flushes of `collection` fail as an I/O error inside qdrant-edge
     /// does (a panic).
     #[cfg(test)]
@@ -186,7 +213,7 @@ impl Shard {
         filter: Option<Filter>,
         offset: Option<PointId>,
         limit: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<PointId>), SinkError> {
+    ) -> Result<ScanPage, SinkError> {
         let (records, next) = self
             .shard
             .scroll(ScrollRequest {
@@ -200,11 +227,12 @@ impl Shard {
                 order_by: None,
             })
             .map_err(classify)?;
-        let points = records
-            .into_iter()
-            .filter_map(|r| super::stored_point(point_uuid(r.id)?, &r.payload?.0, false))
-            .collect();
-        Ok((points, next))
+        Ok(ScanPage::from_scanned(
+            records
+                .iter()
+                .map(|r| (cursor(r.id), r.payload.as_ref().map(|p| &p.0))),
+            next.map(cursor),
+        ))
     }
 
     /// Flush when an earlier update is not durable yet.
@@ -391,6 +419,20 @@ fn point_uuid(id: PointId) -> Option<Uuid> {
     }
 }
 
+fn cursor(id: PointId) -> ScanCursor {
+    match id {
+        PointId::Uuid(u) => ScanCursor::Uuid(u),
+        PointId::NumId(n) => ScanCursor::Num(n),
+    }
+}
+
+fn point_id(cursor: ScanCursor) -> PointId {
+    match cursor {
+        ScanCursor::Uuid(u) => PointId::Uuid(u),
+        ScanCursor::Num(n) => PointId::NumId(n),
+    }
+}
+
 fn our_distance(distance: qdrant_edge::Distance) -> Distance {
     match distance {
         qdrant_edge::Distance::Cosine => Distance::Cosine,
@@ -522,15 +564,11 @@ impl VectorSink for EdgeSink {
     async fn scan(
         &self,
         collection: &str,
-        from: Option<Uuid>,
+        from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
         self.with_shard(collection, move |s| {
-            let (points, next) = s.scroll_page(None, from.map(PointId::Uuid), limit)?;
-            Ok(ScanPage {
-                points,
-                next: next.and_then(point_uuid),
-            })
+            s.scroll_page(None, from.map(point_id), limit)
         })
         .await
     }
@@ -601,10 +639,10 @@ impl VectorSink for EdgeSink {
             let mut found = Vec::new();
             let mut offset = None;
             loop {
-                let (points, next) = s.scroll_page(Some(filter.clone()), offset, 1_000)?;
-                found.extend(points);
-                match next {
-                    Some(next) => offset = Some(next),
+                let page = s.scroll_page(Some(filter.clone()), offset, 1_000)?;
+                found.extend(page.points);
+                match page.next {
+                    Some(next) => offset = Some(point_id(next)),
                     None => return Ok(found),
                 }
             }

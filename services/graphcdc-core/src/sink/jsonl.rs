@@ -5,7 +5,7 @@
 //! version fence, scan and get as the other sinks. The files are the product: a
 //! versioned, replayable history of what the sink accepted.
 
-use super::{CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
+use super::{CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint, VectorSink};
 use crate::error::SinkError;
 use crate::mapping::{PointWrite, RESERVED_PREFIX};
 use async_trait::async_trait;
@@ -272,12 +272,17 @@ impl VectorSink for JsonlSink {
     async fn scan(
         &self,
         collection: &str,
-        from: Option<Uuid>,
+        from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
         let c = self.collection(collection)?;
         let c = c.lock().unwrap();
-        let mut range = c.index.range(from.unwrap_or(Uuid::nil())..);
+        // Only the pipeline writes these files: every id is a UUID.
+        let from = match from {
+            Some(ScanCursor::Uuid(id)) => id,
+            Some(ScanCursor::Num(_)) | None => Uuid::nil(),
+        };
+        let mut range = c.index.range(from..);
         let points = range
             .by_ref()
             .take(limit)
@@ -288,7 +293,8 @@ impl VectorSink for JsonlSink {
             .collect();
         Ok(ScanPage {
             points,
-            next: range.next().map(|(id, _)| *id),
+            foreign: Vec::new(),
+            next: range.next().map(|(id, _)| ScanCursor::Uuid(*id)),
         })
     }
 

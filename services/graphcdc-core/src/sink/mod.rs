@@ -195,12 +195,64 @@ pub struct StoredPoint {
     pub payload: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Where a scan resumes. Qdrant orders numeric point ids before UUIDs, and a collection
+/// that existed before graphcdc may hold both kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanCursor {
+    Num(u64),
+    Uuid(Uuid),
+}
+
+/// A point the pipeline did not write: a numeric id, or no `cdc_key`/`cdc_version`
+/// fields (typically written before graphcdc was adopted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignPoint {
+    /// The id as Qdrant shows it: a number or a UUID.
+    pub id: String,
+}
+
 /// One page of a scan, in point-id order.
 #[derive(Debug, Clone, Default)]
 pub struct ScanPage {
     pub points: Vec<StoredPoint>,
+    /// Points on this page the pipeline did not write.
+    pub foreign: Vec<ForeignPoint>,
     /// Where the next page starts; `None` after the last page.
-    pub next: Option<Uuid>,
+    pub next: Option<ScanCursor>,
+}
+
+impl ScanPage {
+    /// Sort scanned points into ours (a UUID id and the reserved fields) and foreign ones.
+    pub(crate) fn from_scanned<'a>(
+        scanned: impl IntoIterator<
+            Item = (
+                ScanCursor,
+                Option<&'a serde_json::Map<String, serde_json::Value>>,
+            ),
+        >,
+        next: Option<ScanCursor>,
+    ) -> Self {
+        let mut page = ScanPage {
+            next,
+            ..ScanPage::default()
+        };
+        for (id, payload) in scanned {
+            let ours = match (id, payload) {
+                (ScanCursor::Uuid(uuid), Some(payload)) => stored_point(uuid, payload, false),
+                _ => None,
+            };
+            match ours {
+                Some(point) => page.points.push(point),
+                None => page.foreign.push(ForeignPoint {
+                    id: match id {
+                        ScanCursor::Num(n) => n.to_string(),
+                        ScanCursor::Uuid(u) => u.to_string(),
+                    },
+                }),
+            }
+        }
+        page
+    }
 }
 
 /// A vector store that applies version-fenced point writes.
@@ -232,11 +284,12 @@ pub trait VectorSink: Send + Sync {
     /// given one.
     async fn purge(&self, collection: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError>;
 
-    /// One page of all points (tombstones included), starting at `from`.
+    /// One page of all points (tombstones and points the pipeline did not write
+    /// included), starting at `from`.
     async fn scan(
         &self,
         collection: &str,
-        from: Option<Uuid>,
+        from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError>;
 

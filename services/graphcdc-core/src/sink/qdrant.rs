@@ -6,8 +6,8 @@
 //! conditional upserts (1.16 or newer): an older one ignores the filter.
 
 use super::{
-    latest_per_point, tombstones, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink,
-    SCAN_FIELDS,
+    latest_per_point, tombstones, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint,
+    VectorSink, SCAN_FIELDS,
 };
 use crate::config::{Distance, SinkConfig};
 use crate::error::SinkError;
@@ -233,7 +233,7 @@ impl QdrantSink {
         filter: Option<Filter>,
         offset: Option<PointId>,
         limit: usize,
-    ) -> Result<(Vec<StoredPoint>, Option<PointId>), SinkError> {
+    ) -> Result<ScanPage, SinkError> {
         let mut request = ScrollPointsBuilder::new(collection)
             .limit(limit as u32)
             .with_payload(PayloadIncludeSelector::new(
@@ -250,12 +250,17 @@ impl QdrantSink {
             request = request.offset(offset);
         }
         let response = self.client.scroll(request).await.map_err(classify)?;
-        let points = response
+        let scanned: Vec<_> = response
             .result
             .into_iter()
-            .filter_map(|p| super::stored_point(point_uuid(p.id)?, &json_payload(p.payload), false))
+            .filter_map(|p| Some((cursor(p.id)?, json_payload(p.payload))))
             .collect();
-        Ok((points, response.next_page_offset))
+        Ok(ScanPage::from_scanned(
+            scanned.iter().map(|(id, payload)| (*id, Some(payload))),
+            response
+                .next_page_offset
+                .and_then(|next| cursor(Some(next))),
+        ))
     }
 
     /// Delete `collection` and its points for good.
@@ -384,10 +389,26 @@ fn fence_filter(points: impl Iterator<Item = (Uuid, i64)>, fence: Fence) -> Filt
     }))
 }
 
-fn point_uuid(id: Option<PointId>) -> Option<Uuid> {
+/// A point id as a scan cursor (`None` for an id that is neither a number nor a UUID).
+fn cursor(id: Option<PointId>) -> Option<ScanCursor> {
     match id?.point_id_options? {
-        PointIdOptions::Uuid(s) => Uuid::parse_str(&s).ok(),
-        PointIdOptions::Num(_) => None,
+        PointIdOptions::Uuid(s) => Uuid::parse_str(&s).ok().map(ScanCursor::Uuid),
+        PointIdOptions::Num(n) => Some(ScanCursor::Num(n)),
+    }
+}
+
+/// The UUID of a point the pipeline wrote (`None` for a numeric id).
+fn point_uuid(id: Option<PointId>) -> Option<Uuid> {
+    match cursor(id)? {
+        ScanCursor::Uuid(id) => Some(id),
+        ScanCursor::Num(_) => None,
+    }
+}
+
+fn point_id(cursor: ScanCursor) -> PointId {
+    match cursor {
+        ScanCursor::Num(n) => PointId::from(n),
+        ScanCursor::Uuid(id) => PointId::from(id.to_string()),
     }
 }
 
@@ -569,15 +590,11 @@ impl VectorSink for QdrantSink {
     async fn scan(
         &self,
         collection: &str,
-        from: Option<Uuid>,
+        from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
-        let from = from.map(|id| PointId::from(id.to_string()));
-        let (points, next) = self.scroll_page(collection, None, from, limit).await?;
-        Ok(ScanPage {
-            points,
-            next: point_uuid(next),
-        })
+        self.scroll_page(collection, None, from.map(point_id), limit)
+            .await
     }
 
     async fn get(&self, collection: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
@@ -653,12 +670,12 @@ impl VectorSink for QdrantSink {
         let mut found = Vec::new();
         let mut offset: Option<PointId> = None;
         loop {
-            let (points, next) = self
+            let page = self
                 .scroll_page(collection, Some(filter.clone()), offset.take(), 1_000)
                 .await?;
-            found.extend(points);
-            match next {
-                Some(next) => offset = Some(next),
+            found.extend(page.points);
+            match page.next {
+                Some(next) => offset = Some(point_id(next)),
                 None => return Ok(found),
             }
         }

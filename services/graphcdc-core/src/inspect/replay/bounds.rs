@@ -64,7 +64,7 @@ impl OffsetSpec {
     }
 
     /// Refuse listed partitions `topic` does not have.
-    pub(super) fn check(&self, flag: &str, topic: &str, partitions: &[i32]) -> anyhow::Result<()> {
+    pub(crate) fn check(&self, flag: &str, topic: &str, partitions: &[i32]) -> anyhow::Result<()> {
         if let OffsetSpec::PerPartition(each) = self {
             if let Some(p) = each.keys().find(|p| !partitions.contains(p)) {
                 let have: Vec<String> = partitions.iter().map(i32::to_string).collect();

@@ -3,7 +3,7 @@
 use crate::config::{Config, SinkConfig};
 use crate::error::SinkError;
 use crate::mapping::PointWrite;
-use crate::sink::{self, CollectionSpec, Fence, ScanPage, StoredPoint, VectorSink};
+use crate::sink::{self, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint, VectorSink};
 use anyhow::bail;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -141,7 +141,7 @@ impl VectorSink for ShadowCollections {
     async fn scan(
         &self,
         collection: &str,
-        from: Option<Uuid>,
+        from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
         self.inner.scan(&self.shadow(collection), from, limit).await

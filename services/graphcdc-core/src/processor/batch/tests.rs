@@ -7,7 +7,7 @@ use crate::codec::Format;
 use crate::config::Config;
 use crate::event::{ChangeEvent, Op};
 use crate::sink::edge::EdgeSink;
-use crate::sink::{CollectionSpec, ScanPage, StoredPoint};
+use crate::sink::{CollectionSpec, ScanCursor, ScanPage, StoredPoint};
 use async_trait::async_trait;
 
 const COLLECTION: &str = "docs";
@@ -155,7 +155,12 @@ impl VectorSink for Faulty {
     async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
         self.inner.purge(c, points).await
     }
-    async fn scan(&self, c: &str, from: Option<Uuid>, limit: usize) -> Result<ScanPage, SinkError> {
+    async fn scan(
+        &self,
+        c: &str,
+        from: Option<ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, SinkError> {
         self.inner.scan(c, from, limit).await
     }
     async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {

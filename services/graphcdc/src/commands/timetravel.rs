@@ -1,0 +1,84 @@
+//! `graphcdc history` and `graphcdc replay`.
+
+use crate::cli::{OutputFormat, When};
+use graphcdc_core::codec::{Codec, SchemaRegistry};
+use graphcdc_core::config::Config;
+use graphcdc_core::inspect::history::{self, Start};
+use graphcdc_core::inspect::replay::{self, OffsetSpec, ReplayEnd, ReplayStart, ShadowTarget};
+use std::path::PathBuf;
+
+/// `graphcdc history KEY`.
+pub(crate) async fn history(
+    config: &Config,
+    key: &str,
+    from_offset: Option<i64>,
+    from_datetime: Option<When>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let start = match (from_offset, from_datetime) {
+        (Some(o), _) => Start::Offset(o),
+        (None, Some(When(ms))) => Start::Time(ms),
+        (None, None) => Start::Beginning,
+    };
+    let codec = Codec::new(SchemaRegistry::from_config(&config.registry)?);
+    let entries = history::history(&config.kafka, &codec, key, start).await?;
+    match format {
+        OutputFormat::Table => print!("{}", history::table(&entries)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+    }
+    Ok(())
+}
+
+/// The options of `graphcdc replay`.
+pub(crate) struct ReplayArgs {
+    pub(crate) from_datetime: Option<When>,
+    pub(crate) from_offset: Option<String>,
+    pub(crate) to_datetime: Option<When>,
+    pub(crate) to_offset: Option<String>,
+    pub(crate) target_path: Option<PathBuf>,
+    pub(crate) target_suffix: Option<String>,
+    pub(crate) swap_alias: Option<String>,
+    pub(crate) keep_old: bool,
+}
+
+/// `graphcdc replay`.
+pub(crate) async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
+    let target = match (args.target_path, args.target_suffix) {
+        (Some(path), _) => ShadowTarget::Directory(path),
+        (None, Some(suffix)) => ShadowTarget::Suffix(suffix),
+        (None, None) => anyhow::bail!(
+            "replay: give --target-path (embedded, jsonl) or --target-suffix (Qdrant server)"
+        ),
+    };
+    let from = match (args.from_offset, args.from_datetime) {
+        (Some(o), _) => ReplayStart::Offsets(OffsetSpec::parse("--from-offset", &o)?),
+        (None, Some(When(ms))) => ReplayStart::Time(ms),
+        (None, None) => ReplayStart::Beginning,
+    };
+    let to = match (args.to_offset, args.to_datetime) {
+        (Some(o), _) => ReplayEnd::Offsets(OffsetSpec::parse("--to-offset", &o)?),
+        (None, Some(When(ms))) => ReplayEnd::Time(ms),
+        (None, None) => ReplayEnd::Now,
+    };
+    if let Some(alias) = &args.swap_alias {
+        replay::check_alias(config, &target, alias).await?;
+    }
+    let (shadow, sink) = target.open(config)?;
+    let report = replay::replay(&shadow, sink, from, to).await?;
+    println!(
+        "replay: records={} applied={} skipped_stale={} poison={}",
+        report.records, report.applied, report.skipped_stale, report.poison
+    );
+    if let Some(alias) = &args.swap_alias {
+        for swap in replay::swap_alias(config, &target, alias, args.keep_old).await? {
+            println!(
+                "alias: {} -> {} (before: {}{})",
+                swap.alias,
+                swap.target,
+                swap.previous.as_deref().unwrap_or("none"),
+                if swap.removed { ", removed" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
