@@ -6,8 +6,8 @@
 //!   (`2026-11-22T10:00:00Z`, or with an offset `…+02:00`) or a duration meaning "that
 //!   long ago" (`10s`, `5m`, `2h`, `1d`).
 //! - Durations are humantime text (`10s`, `5m`, `1h 30m`).
-//! - Commands that change something outside the sink (`offsets reset`) print a preview
-//!   and change nothing unless `--execute`.
+//! - Commands that change something outside the sink (`offsets reset`, `dlq redrive`)
+//!   print a preview and change nothing unless `--execute`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -162,6 +162,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: OffsetsAction,
     },
+    /// List, inspect and re-publish the dead-letter queue's records.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Run the whole pipeline in-process on embedded defaults and check the result.
     Demo {
         /// Number of chunks (the stream grows with it).
@@ -230,6 +235,50 @@ pub(crate) struct ResetTargetArgs {
     /// By this many records from the committed offset (`-100` back, `+100` forward).
     #[arg(long, allow_negative_numbers = true, value_name = "±N")]
     pub(crate) shift_by: Option<i64>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DlqAction {
+    /// List the DLQ's records, earliest to the end at the time of the call, with their
+    /// error headers.
+    List {
+        /// Show the first N records at most (partition, then offset order).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// One DLQ record with every header and its value decoded.
+    Show {
+        /// The record, as PARTITION:OFFSET (as `dlq list` prints it).
+        #[arg(value_name = "PARTITION:OFFSET")]
+        position: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Re-publish DLQ records to the change topic with their key, value and headers
+    /// (preview unless --execute).
+    Redrive {
+        #[command(flatten)]
+        selection: RedriveSelection,
+        /// Publish; without it the records are listed and nothing is published.
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+/// Which DLQ records `dlq redrive` takes: exactly one.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct RedriveSelection {
+    /// These records, as PARTITION:OFFSET pairs (e.g. 0:12,3:7).
+    #[arg(long, value_name = "P:OFFSET,…")]
+    pub(crate) partition_offsets: Option<String>,
+    /// Every record, earliest to the end at the time of the call.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 /// A point in time, as Unix ms.
@@ -365,7 +414,7 @@ mod tests {
         for argv in [
             &["graphcdc", "--config", "x.toml", "process"][..],
             &["graphcdc", "process", "--config", "x.toml"],
-            &["graphcdc", "-c", "x.toml", "relay"],
+            &["graphcdc", "-c", "x.toml", "dlq", "list"],
             &["graphcdc", "offsets", "show", "-c", "x.toml"],
         ] {
             let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));

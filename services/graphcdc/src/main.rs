@@ -7,7 +7,7 @@ mod commands;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, LogFormat, OffsetsAction, OutputFormat, RepairArg};
+use cli::{Cli, Command, DlqAction, LogFormat, OffsetsAction, OutputFormat, RepairArg};
 use graphcdc_core::capture::backfill;
 use graphcdc_core::capture::relay::Relay;
 use graphcdc_core::config::Config;
@@ -201,6 +201,20 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
                     execute,
                     force,
                 } => commands::offsets::reset(&load()?, group, target, partitions, execute, force)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { action } => {
+            match action {
+                DlqAction::List { limit, format } => {
+                    commands::dlq::list(&load()?, limit, format).await?;
+                }
+                DlqAction::Show { position, format } => {
+                    commands::dlq::show(&load()?, &position, format).await?;
+                }
+                DlqAction::Redrive { selection, execute } => {
+                    commands::dlq::redrive(&load()?, selection, execute).await?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,7 @@
-//! The looking-back subcommands (`history`, `replay`, `offsets`): turn parsed
+//! The looking-back subcommands (`history`, `replay`, `offsets`, `dlq`): turn parsed
 //! options into calls of `graphcdc_core::inspect` and print the results.
 
+pub(crate) mod dlq;
 pub(crate) mod offsets;
 pub(crate) mod timetravel;
 
@@ -13,5 +14,21 @@ pub(crate) fn rfc3339(ms: Option<i64>) -> String {
             humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
         }
         None => "-".to_owned(),
+    }
+}
+
+/// `text` cut to `max` characters, with `…` when cut; line breaks as spaces.
+pub(crate) fn short(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > max {
+        format!(
+            "{}…",
+            flat.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
+    } else {
+        flat
     }
 }
