@@ -317,3 +317,151 @@ fn config_is_global_before_or_after_the_subcommand_and_from_the_environment() {
         assert!(stdout.contains("global-config-group"), "{args:?}: {stdout}");
     }
 }
+
+/// The repository's root.
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The subcommand path and the options of one `graphcdc …` command line in the docs.
+fn command_line(text: &str) -> Option<(Vec<String>, Vec<String>)> {
+    const NESTED: [(&str, &[&str]); 2] = [
+        ("offsets", &["show", "reset"]),
+        ("dlq", &["list", "show", "redrive"]),
+    ];
+    const TOP: [&str; 9] = [
+        "process",
+        "reconcile",
+        "relay",
+        "backfill",
+        "history",
+        "replay",
+        "offsets",
+        "dlq",
+        "demo",
+    ];
+    let rest = [
+        "graphcdc ",
+        "target/release/graphcdc ",
+        "cargo run --release -- ",
+    ]
+    .iter()
+    .find_map(|prefix| text.trim().strip_prefix(prefix))?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let mut path = Vec::new();
+    let mut i = words.iter().position(|w| TOP.contains(w))?;
+    path.push(words[i].to_owned());
+    if let Some((_, subs)) = NESTED.iter().find(|(top, _)| *top == words[i]) {
+        if let Some(sub) = words.get(i + 1).filter(|w| subs.contains(w)) {
+            path.push((*sub).to_owned());
+            i += 1;
+        }
+    }
+    let options = words[i + 1..]
+        .iter()
+        .chain(&words[..i])
+        .flat_map(|w| w.split('|'))
+        .map(|w| w.trim_start_matches(['[', '(']))
+        .filter(|w| w.starts_with("--"))
+        .map(|w| {
+            w.split(['=', ']', ')', ',', '`'])
+                .next()
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect();
+    Some((path, options))
+}
+
+#[test]
+fn the_docs_use_only_options_the_binary_has() {
+    let mut lines = Vec::new();
+    for doc in ["README.md", "docs/runbooks.md", "deploy/neo4j/README.md"] {
+        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        let mut in_code = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            if in_code {
+                lines.push((doc, line.to_owned()));
+            }
+            // Inline code spans.
+            for (i, span) in line.split('`').enumerate() {
+                if i % 2 == 1 {
+                    lines.push((doc, span.to_owned()));
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut help_of = std::collections::HashMap::new();
+    for (doc, line) in &lines {
+        let Some((path, options)) = command_line(line) else {
+            continue;
+        };
+        let help = help_of.entry(path.clone()).or_insert_with(|| {
+            let out = Command::new(env!("CARGO_BIN_EXE_graphcdc"))
+                .args(&path)
+                .arg("--help")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{path:?} --help");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        for option in options {
+            let listed = help.lines().any(|l| {
+                let l = l.trim_start();
+                let l = l
+                    .split_once(", ")
+                    .filter(|(short, _)| short.len() == 2)
+                    .map_or(l, |(_, long)| long);
+                l == option || l.starts_with(&format!("{option} "))
+            });
+            assert!(
+                listed,
+                "{doc}: `{}` uses {option}, which `graphcdc {}` does not have",
+                line.trim(),
+                path.join(" ")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "checked {checked} options");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for needed in [
+        "graphcdc dlq list",
+        "graphcdc dlq show",
+        "graphcdc dlq redrive",
+        "--execute",
+        "--from-datetime",
+        "--by-duration",
+        "--shift-by",
+        "errors.tolerance",
+        "errors.deadletterqueue.topic.name",
+        "errors.deadletterqueue.context.headers.enable",
+        "errors.retry.timeout",
+    ] {
+        assert!(readme.contains(needed), "README.md should mention {needed}");
+    }
+    let runbooks = std::fs::read_to_string(repo().join("docs/runbooks.md")).unwrap();
+    assert!(runbooks.contains("graphcdc dlq redrive"));
+}
+
+#[test]
+fn deploy_files_use_only_current_option_spellings() {
+    let files = [
+        "docker-compose.yml",
+        "deploy/k8s/reconciler.yaml",
+        "deploy/k8s/processor.yaml",
+        "deploy/k8s/relay.yaml",
+        "deploy/observability/alerts.yaml",
+    ];
+    for file in files {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        for gone in ["--interval-s", "--grace-ms", "--from-time", "--to-time"] {
+            assert!(!text.contains(gone), "{file} still uses {gone}");
+        }
+    }
+}
