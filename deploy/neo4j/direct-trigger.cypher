@@ -6,7 +6,8 @@
 // Run against the SYSTEM database:   cypher-shell -d system -f direct-trigger.cypher
 // The topic must already exist (apoc.kafka silently drops records for unknown topics).
 //
-// afterAsync = after commit, in a NEW transaction on a thread pool. Consequences (see NOTES.md):
+// afterAsync = after commit, in a NEW transaction on a thread pool. Consequences (README.md,
+// "Semantics this Cypher relies on", lists each assumption with its source):
 //   * version = $transactionId (monotonic in commit order per database; gaps are normal),
 //     commit_time_ms = $commitTime (real commit time here, unlike the 'before' phase).
 //   * live entities are re-read in the new transaction => properties are the CURRENT state,
@@ -17,12 +18,19 @@
 //     afterAsync rebuilds $removedLabels/$removed*Properties entries as virtual entities, so they
 //     cannot be matched back to the live entity. Use outbox mode if that matters.
 //   * a failure (e.g. an entity deleted before this runs, Kafka error) is only logged: events are lost.
+//   * events are collapsed per kind:key before publishing (the upsert wins); a key change publishes a
+//     delete for the old key (a key REMOVAL is not seen, see above).
+//   * CALL tx.setMetaData({cdcSkip: true}) in a transaction makes this statement publish nothing for it;
+//     APOC still converts that transaction's data on the committing thread before this runs.
 //
 // Kafka record produced by apoc.kafka.publish:
 //   key   = JSON-serialised config.key  -> the string key arrives WITH quotes, e.g. "\"3f2a...\""
 //   value = {"payload": <the map below>} (APOC wraps the payload)
 
 CALL apoc.trigger.install('neo4j', 'cdc-direct', "
+// ---- opt-out: a transaction whose metadata says cdcSkip: true publishes nothing ----
+WITH $metaData AS md
+WHERE coalesce(md.cdcSkip, false) <> true
 // ---- nodes created / label-assigned / property-assigned (rebound to the live node) ----
 CALL () {
   WITH $createdNodes
@@ -40,6 +48,17 @@ CALL () {
     kind: 'node', key: toString(n[$cdcNodeKey]), labels: lbls, relationship: null, op: 'upsert',
     properties: props
   }) AS nodeEvents
+}
+// ---- key changed on a live node: delete the old key (labels as they are now; a removed key is not seen here) ----
+CALL () {
+  UNWIND coalesce($assignedNodeProperties[$cdcNodeKey], []) AS e
+  WITH e
+  WHERE e.old IS NOT NULL AND toString(e.old) <> toString(e.new)
+  WITH e.old AS old, labels(e.node) AS lbls
+  WHERE any(l IN lbls WHERE l IN $cdcNodeLabels)
+  RETURN collect({
+    kind: 'node', key: toString(old), labels: lbls, relationship: null, op: 'delete', properties: {}
+  }) AS oldKeyNodeEvents
 }
 // ---- deleted nodes: virtual nodes rebuilt by APOC from $removedLabels / $removedNodeProperties ----
 CALL () {
@@ -67,7 +86,21 @@ CALL () {
     properties: props
   }) AS relEvents
 }
-// ---- deleted relationships: virtual; only the relationship's own key property is reliable here ----
+// ---- relationship key changed on a live relationship: delete the old key ----
+CALL () {
+  UNWIND coalesce($assignedRelationshipProperties[$cdcRelKey], []) AS e
+  WITH e
+  WHERE e.old IS NOT NULL AND toString(e.old) <> toString(e.new)
+  WITH e.old AS old, e.relationship AS r
+  WHERE type(r) IN $cdcRelTypes
+  RETURN collect({
+    kind: 'relationship', key: toString(old), labels: [], op: 'delete',
+    relationship: {type: type(r), start_key: toString(startNode(r)[$cdcNodeKey]), end_key: toString(endNode(r)[$cdcNodeKey])},
+    properties: {}
+  }) AS oldKeyRelEvents
+}
+// ---- deleted relationships: virtual (rebuilt by APOC after commit; a failure here cannot fail the
+//      user's transaction); only the relationship's own key property is reliable here ----
 CALL () {
   UNWIND $deletedRelationships AS r
   WITH apoc.rel.type(r) AS t, apoc.any.properties(r)[$cdcRelKey] AS k
@@ -77,8 +110,13 @@ CALL () {
     relationship: {type: t, start_key: '', end_key: ''}, properties: {}
   }) AS delRelEvents
 }
-WITH nodeEvents + delNodeEvents + relEvents + delRelEvents AS events
+// ---- one event per kind:key: the upsert wins (the entity exists), a delete carries every label seen ----
+WITH nodeEvents + oldKeyNodeEvents + delNodeEvents + relEvents + oldKeyRelEvents + delRelEvents AS events
 UNWIND events AS ev
+WITH ev.kind AS kind, ev.key AS key, collect(ev) AS evs
+WITH head([e IN evs WHERE e.op = 'upsert']) AS up, head(evs) AS firstEv,
+     reduce(acc = [], e IN evs | acc + [l IN coalesce(e.labels, []) WHERE NOT l IN acc]) AS allLabels
+WITH coalesce(up, firstEv {.*, labels: allLabels}) AS ev
 WITH ev {
   .*,
   event_id: randomUUID(),
