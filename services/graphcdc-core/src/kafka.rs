@@ -16,6 +16,9 @@ use std::time::Duration;
 /// Timeout of metadata and admin requests.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Header of a state-topic tombstone holding the version of the delete (decimal text).
+pub const STATE_VERSION_HEADER: &str = "graphcdc.version";
+
 /// How long a produce may wait in the local queue when it is full.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -283,8 +286,17 @@ impl ChangePublisher {
                     }
                     let mut record: FutureRecord<'_, [u8], Vec<u8>> =
                         FutureRecord::to(&self.state_topic).key(event.key.as_bytes());
-                    if let Some(state) = state {
-                        record = record.payload(state);
+                    let version = event.version.to_string();
+                    match state {
+                        Some(state) => record = record.payload(state),
+                        // A tombstone has no value: its version goes in a header, so a
+                        // reader can tell it from an older record of the key.
+                        None => {
+                            record = record.headers(OwnedHeaders::new().insert(Header {
+                                key: STATE_VERSION_HEADER,
+                                value: Some(version.as_bytes()),
+                            }))
+                        }
                     }
                     self.producer
                         .send(record, SEND_TIMEOUT)

@@ -2,12 +2,28 @@
 //!
 //! Kept compact: per point only the key, version, content hash and where the latest
 //! state record sits (no payloads, no vectors). The reader does not rely on compaction
-//! having happened: later records of a key replace earlier ones, a tombstone (null value)
-//! removes the key. It keeps following the topic between checks.
+//! having happened, nor on the topic being in version order: the highest version of a
+//! key wins whatever order its records are read in.
+//!
+//! - An upsert replaces the expected point only when its version is at least the one
+//!   held, and above the version the key was last deleted at.
+//! - A tombstone (null value) removes the key, and leaves a "deleted at vN" marker so an
+//!   older upsert read later does not bring it back. N is the version in the tombstone's
+//!   [`STATE_VERSION_HEADER`] (graphcdc's publishers write it); a tombstone without it
+//!   (another producer) is taken as deleting the version it removes. A tombstone older
+//!   than the version held is ignored.
+//! - A key whose labels no longer map to a collection leaves it only when that record is
+//!   not older than the point held there.
+//!
+//! Markers cost about 40 bytes per deleted key still on the topic (compaction removes
+//! tombstones after `delete.retention.ms`; a marker stays while the reader runs). What no
+//! reader can undo: once compaction has removed a newer tombstone or upsert, the older
+//! record left is all a fresh reader sees; keeping graph.state monotonic is the job of its
+//! writers. The reader keeps following the topic between checks.
 
 use crate::codec::Codec;
 use crate::event::{CaptureMode, EntityState, Source};
-use crate::kafka::{self, Record};
+use crate::kafka::{self, Record, STATE_VERSION_HEADER};
 use crate::mapping::{point_id, Mapper, PointWrite};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -29,6 +45,14 @@ pub struct ExpectedPoint {
     pub timestamp_ms: i64,
 }
 
+/// Where a key was deleted on the state topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedAt {
+    pub version: i64,
+    /// Kafka timestamp of the tombstone (ms), for the grace period.
+    pub timestamp_ms: i64,
+}
+
 /// Expected points by point id, plus the reader that keeps them current.
 pub struct ExpectedState {
     consumer: BaseConsumer,
@@ -36,6 +60,8 @@ pub struct ExpectedState {
     collections: Vec<String>,
     /// Expected points by id.
     pub points: HashMap<Uuid, ExpectedPoint>,
+    /// Points deleted on the state topic: the version and time of the delete.
+    pub deleted: HashMap<Uuid, DeletedAt>,
     /// State records that map to no valid point (bad vector, …), counted once each.
     pub invalid_records: u64,
     /// Records read so far.
@@ -93,10 +119,16 @@ impl ExpectedState {
             topic,
             collections,
             points: HashMap::new(),
+            deleted: HashMap::new(),
             invalid_records: 0,
             records_read: 0,
             next_offsets: HashMap::new(),
         })
+    }
+
+    /// The version `id` was deleted at on the state topic, if it was.
+    pub fn deleted_version(&self, id: &Uuid) -> Option<i64> {
+        self.deleted.get(id).map(|d| d.version)
     }
 
     /// Collections the mapping writes to, in config order.
@@ -176,13 +208,16 @@ impl ExpectedState {
             return Ok(());
         };
         let Some(payload) = &record.payload else {
+            let version = tombstone_version(record);
+            let at_ms = record.timestamp_ms.unwrap_or(0);
             for collection in &self.collections {
-                self.points.remove(&point_id(collection, &key));
+                let id = point_id(collection, &key);
+                fold_delete(&mut self.points, &mut self.deleted, id, version, at_ms);
             }
             return Ok(());
         };
-        let writes = match codec.decode_state(payload).await {
-            Ok(state) => mapper.map(&state.to_event(String::new(), repair_source())),
+        let state = match codec.decode_state(payload).await {
+            Ok(state) => state,
             Err(crate::codec::DecodeError::RegistryUnavailable(e)) => {
                 anyhow::bail!("schema registry unavailable while reading the state topic: {e}")
             }
@@ -192,30 +227,24 @@ impl ExpectedState {
                 return Ok(());
             }
         };
-        let Ok(writes) = writes else {
+        let Ok(writes) = mapper.map(&state.to_event(String::new(), repair_source())) else {
             self.invalid_records += 1;
             return Ok(());
         };
-        // A key's labels may change: forget it in collections it no longer maps to.
+        // A key's labels may change: forget it in collections it no longer maps to,
+        // unless what is held there is newer than this record.
         let mapped: HashSet<Uuid> = writes.iter().map(|w| w.id).collect();
         for collection in &self.collections {
             let id = point_id(collection, &key);
-            if !mapped.contains(&id) {
-                self.points.remove(&id);
+            if !mapped.contains(&id) && self.points.contains_key(&id) {
+                let at_ms = record.timestamp_ms.unwrap_or(0);
+                let deleted = &mut self.deleted;
+                fold_delete(&mut self.points, deleted, id, Some(state.version), at_ms);
             }
         }
         for write in writes {
-            // A record older than what was read before means a producer broke per-key
-            // order; the higher version stays expected.
-            if self
-                .points
-                .get(&write.id)
-                .is_some_and(|p| p.version > write.version)
-            {
-                continue;
-            }
             let expected = self.expected_point(&write, record);
-            self.points.insert(write.id, expected);
+            fold_upsert(&mut self.points, &mut self.deleted, write.id, expected);
         }
         Ok(())
     }
@@ -290,10 +319,128 @@ impl ExpectedState {
     }
 }
 
+/// The version a state tombstone carries in its [`STATE_VERSION_HEADER`], if any.
+fn tombstone_version(record: &Record) -> Option<i64> {
+    record
+        .headers
+        .iter()
+        .find(|(name, _)| name == STATE_VERSION_HEADER)
+        .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok()?.parse().ok())
+}
+
+/// Fold an upsert into `points`: it wins unless a newer version is held or the key was
+/// deleted at this version or later.
+pub fn fold_upsert(
+    points: &mut HashMap<Uuid, ExpectedPoint>,
+    deleted: &mut HashMap<Uuid, DeletedAt>,
+    id: Uuid,
+    point: ExpectedPoint,
+) {
+    if deleted.get(&id).is_some_and(|d| d.version >= point.version)
+        || points.get(&id).is_some_and(|p| p.version > point.version)
+    {
+        return;
+    }
+    deleted.remove(&id);
+    points.insert(id, point);
+}
+
+/// Fold a delete at `version` (`None`: unknown, taken as the version it removes), read
+/// at `timestamp_ms`, into `points`: it removes the point unless a newer version is held,
+/// and marks the key deleted at that version.
+pub fn fold_delete(
+    points: &mut HashMap<Uuid, ExpectedPoint>,
+    deleted: &mut HashMap<Uuid, DeletedAt>,
+    id: Uuid,
+    version: Option<i64>,
+    timestamp_ms: i64,
+) {
+    let at = match (points.get(&id), version) {
+        (Some(p), Some(v)) if v < p.version => return,
+        (Some(p), v) => v.unwrap_or(p.version).max(p.version),
+        (None, Some(v)) => v,
+        (None, None) => return,
+    };
+    points.remove(&id);
+    if deleted.get(&id).is_none_or(|d| d.version < at) {
+        let marker = DeletedAt {
+            version: at,
+            timestamp_ms,
+        };
+        deleted.insert(id, marker);
+    }
+}
+
 /// Source of the events the reconciler writes.
 pub fn repair_source() -> Source {
     Source {
         db: "graphcdc-reconciler".into(),
         mode: CaptureMode::Repair,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(version: i64) -> ExpectedPoint {
+        ExpectedPoint {
+            collection: 0,
+            key: "k".into(),
+            version,
+            hash: 0,
+            partition: 0,
+            offset: version,
+            timestamp_ms: 0,
+        }
+    }
+
+    enum Rec {
+        Up(i64),
+        Del(Option<i64>),
+    }
+
+    /// The version expected after reading `records` in this order (`None`: deleted).
+    fn fold(records: &[Rec]) -> Option<i64> {
+        let (mut points, mut deleted) = (HashMap::new(), HashMap::new());
+        let id = Uuid::nil();
+        for r in records {
+            match r {
+                Rec::Up(v) => fold_upsert(&mut points, &mut deleted, id, point(*v)),
+                Rec::Del(v) => fold_delete(&mut points, &mut deleted, id, *v, 0),
+            }
+        }
+        points.get(&id).map(|p| p.version)
+    }
+
+    #[test]
+    fn the_highest_version_wins_in_any_order() {
+        use Rec::*;
+        assert_eq!(
+            fold(&[Up(5), Up(3)]),
+            Some(5),
+            "an older upsert after a newer one"
+        );
+        assert_eq!(fold(&[Up(3), Up(5)]), Some(5));
+        assert_eq!(fold(&[Up(5), Up(5)]), Some(5));
+        assert_eq!(fold(&[Up(5), Del(Some(6)), Up(4)]), None, "no resurrection");
+        assert_eq!(
+            fold(&[Up(5), Del(None), Up(4)]),
+            None,
+            "a tombstone without a version deletes what it removes"
+        );
+        assert_eq!(fold(&[Up(5), Del(None), Up(5)]), None);
+        assert_eq!(fold(&[Up(5), Del(Some(6)), Up(7)]), Some(7), "re-created");
+        assert_eq!(
+            fold(&[Up(7), Del(Some(6))]),
+            Some(7),
+            "an older delete is ignored"
+        );
+        assert_eq!(fold(&[Del(Some(6)), Up(4)]), None, "a delete read first");
+        assert_eq!(
+            fold(&[Del(None), Up(4)]),
+            Some(4),
+            "nothing known to hold against"
+        );
     }
 }
