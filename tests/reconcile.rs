@@ -1,10 +1,16 @@
 //! The reconciler against a real broker's state topic and the embedded Qdrant: each drift
-//! class is injected by hand, detected with exact counts, and repaired in both modes.
+//! class is injected by hand, detected with exact counts, and repaired in both modes;
+//! checks while a processor applies a live stream find nothing; the guards
+//! (`reconcile/guards.rs`) hold.
 
 mod support;
 
+#[path = "reconcile/guards.rs"]
+mod guards;
+
 use graphcdc_core::codec::Format;
 use graphcdc_core::demo::drift::{self, DriftPlan};
+use graphcdc_core::event::ChangeEvent;
 use graphcdc_core::event::Op;
 use graphcdc_core::mapping::{point_id, Mapper};
 use graphcdc_core::reconcile::classify::{DriftClass, DriftReport};
@@ -14,7 +20,7 @@ use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::DriftGauges;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{churn, doc, Harness, Model, COLLECTION};
 
 /// Give the tombstones of `keys` their vector back, as Qdrant does when it moves a
@@ -137,11 +143,8 @@ fn expected_counts(
 
 fn repair_options(mode: RepairMode) -> RepairOptions {
     RepairOptions {
-        mode,
-        dry_run: false,
-        force: false,
-        max_delete_ratio: 0.1,
         rate_per_s: 10_000,
+        ..RepairOptions::new(mode)
     }
 }
 
@@ -180,16 +183,30 @@ async fn every_drift_class_is_counted_exactly_and_repaired_in_the_sink() {
         .unwrap();
     assert_eq!(ahead.key, ahead_key);
 
-    // Dry run: a plan, no change.
+    // Dry run: a plan, no change. The orphans were seen once: deferred.
     let mut dry = repair_options(RepairMode::Sink);
     dry.dry_run = true;
     let plan = reconciler.repair(&found, &dry).await.unwrap();
-    assert_eq!((plan.planned, plan.repaired, plan.left_ahead), (11, 0, 1));
+    assert_eq!(
+        (
+            plan.planned,
+            plan.repaired,
+            plan.left_ahead,
+            plan.deferred_orphans
+        ),
+        (9, 0, 1, 2)
+    );
     let unchanged = reconciler.check(Duration::ZERO).await.unwrap();
     assert_eq!(
         counts(&unchanged),
         counts(&found),
         "dry run changed nothing"
+    );
+    // Seen in two consecutive checks now: planned for deletion.
+    let plan = reconciler.repair(&unchanged, &dry).await.unwrap();
+    assert_eq!(
+        (plan.planned, plan.deletes, plan.deferred_orphans),
+        (11, 2, 0)
     );
 
     // Safety threshold: 2 deletes of ~100 live points is more than 1 %.
@@ -247,6 +264,9 @@ async fn log_repair_heals_through_the_processor() {
     .unwrap();
     let found = reconciler.check(Duration::ZERO).await.unwrap();
     assert_eq!(counts(&found), expected_counts(6, 2, 2, 2, 0));
+    // Orphans are deleted on their second sighting.
+    let found = reconciler.check(Duration::ZERO).await.unwrap();
+    assert_eq!(counts(&found), expected_counts(6, 2, 2, 2, 0));
 
     let outcome = reconciler
         .repair(&found, &repair_options(RepairMode::Log))
@@ -287,6 +307,28 @@ async fn reconcile_once_exits_3_on_drift_and_0_after_repair() {
     let refused = run(&["--repair", "sink", "--max-delete-ratio", "0.001"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("repair refused"));
+    // A dry run prints the plan the guard refuses.
+    let dry = run(&[
+        "--repair",
+        "sink",
+        "--dry-run",
+        "--max-delete-ratio",
+        "0.001",
+    ]);
+    let plan = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(3), "{plan}");
+    assert!(
+        plan.contains("plan: deletes=2") && plan.contains("the guard would refuse this plan"),
+        "{plan}"
+    );
+    for bad in ["NaN", "-0.1", "1.5"] {
+        let invalid = run(&["--repair", "sink", &format!("--max-delete-ratio={bad}")]);
+        assert_eq!(invalid.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&invalid.stderr).contains("--max-delete-ratio"),
+            "{bad}"
+        );
+    }
 
     let repaired = run(&["--repair", "sink"]);
     let table = String::from_utf8_lossy(&repaired.stdout);
@@ -353,4 +395,92 @@ async fn a_tombstone_that_kept_its_vector_is_found_and_stripped_in_both_modes() 
     assert!(left.is_empty(), "{left:?}");
     let cmp = model.compare(sink.as_ref()).await;
     assert!(cmp.is_exact(), "{cmp:?}");
+}
+
+/// `events` events over the first `keys` keys of [`churn`]'s key space, versions going on
+/// from `model`.
+fn continued_churn(model: &Model, keys: usize, events: usize, seed: u64) -> Vec<ChangeEvent> {
+    let mut versions: Vec<i64> = (0..keys)
+        .map(|k| {
+            let slot = (COLLECTION.to_owned(), format!("doc-{k}"));
+            model.expected.get(&slot).map_or(0, |e| e.version)
+        })
+        .collect();
+    let mut state = seed;
+    (0..events)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = (state >> 33) as usize % keys;
+            versions[k] += 1;
+            let op = if i % 7 == 3 { Op::Delete } else { Op::Upsert };
+            doc(&format!("doc-{k}"), versions[k], op)
+        })
+        .collect()
+}
+
+/// How long the live test publishes.
+const LIVE_FOR: Duration = Duration::from_secs(6);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_during_a_live_stream_judge_everything_find_nothing_and_delete_nothing() {
+    let (h, sink, mut model) = populated("live").await;
+    // 40 hot keys, each changed several times a second: always younger than the grace.
+    let stream = continued_churn(&model, 40, 100_000, 5);
+    let running = h.start_processor(sink.clone()).await;
+    let publisher = h.publisher(Format::Avro);
+    let publishing = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut published = 0;
+        for chunk in stream.chunks(10) {
+            if started.elapsed() >= LIVE_FOR {
+                break;
+            }
+            publisher.publish_all(chunk).await.unwrap();
+            published += chunk.len();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (stream, published)
+    });
+    let mut reconciler = Reconciler::new(
+        h.config.clone(),
+        sink.clone(),
+        Arc::new(DriftGauges::default()),
+    )
+    .unwrap();
+    let options = ReconcileOptions {
+        grace: Duration::from_secs(10),
+        repair: Some(repair_options(RepairMode::Sink)),
+        settle_timeout: Duration::ZERO,
+    };
+    let mut results = Vec::new();
+    while !publishing.is_finished() {
+        results.push(reconciler.run_once(&options).await.unwrap());
+    }
+    let (stream, published) = publishing.await.unwrap();
+    stream[..published].iter().for_each(|e| model.apply(e));
+    h.wait_caught_up(Duration::from_secs(60)).await;
+    running.stop().await;
+
+    let rechecked: u64 = results.iter().map(|r| r.found.rechecked).sum();
+    eprintln!(
+        "live: {published} events in {LIVE_FOR:?}, {} checks, {rechecked} candidates looked at again",
+        results.len()
+    );
+    assert!(results.len() >= 3, "only {} checks", results.len());
+    for (i, r) in results.iter().enumerate() {
+        let found = &r.found;
+        assert!(
+            found.is_clean(),
+            "check {i}: false drift {:?}",
+            found.drifts
+        );
+        assert_eq!(found.in_grace, 0, "check {i} left entities unjudged");
+        assert!(r.repair.is_none(), "check {i} repaired something");
+    }
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "nothing deleted or rewritten: {cmp:?}");
+    let after = reconciler.check(Duration::ZERO).await.unwrap();
+    assert!(after.is_clean(), "{:?}", after.drifts);
 }

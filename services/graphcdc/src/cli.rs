@@ -73,16 +73,31 @@ pub(crate) enum Command {
         /// Print the repair plan, change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Allow a repair that deletes more than --max-delete-ratio of the sink.
+        /// Lift the budget of deletes and same-version rewrites (--max-delete-ratio,
+        /// --max-rewrite-ratio).
         #[arg(long)]
         force: bool,
-        /// Largest share of the sink's live points one repair may delete.
-        #[arg(long, default_value_t = 0.1)]
+        /// Largest share (0 to 1) of a collection's live points that repairs may delete
+        /// per --budget-window.
+        #[arg(long, default_value_t = 0.1, value_parser = ratio)]
         max_delete_ratio: f64,
+        /// Largest share (0 to 1) of a collection's live points that repairs may rewrite
+        /// at the same version (content mismatches) per --budget-window.
+        #[arg(long, default_value_t = 0.1, value_parser = ratio)]
+        max_rewrite_ratio: f64,
+        /// Window of the delete and rewrite budgets; continuous mode counts every check in
+        /// it (e.g. 24h).
+        #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+        budget_window: Duration,
+        /// Run even if the state topic is not verified to keep every key
+        /// (cleanup.policy=compact, or compact,delete with retention.ms=-1).
+        #[arg(long)]
+        allow_non_compacted_state: bool,
         /// Repairs per second at most.
         #[arg(long, default_value_t = 1_000)]
         rate: u32,
-        /// States younger than this are not judged yet (e.g. 10s, 500ms).
+        /// How long a check waits for the processor to apply what the sink lacks; a
+        /// state the sink lacks that is older than this is drift (e.g. 10s, 500ms).
         #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
         grace: Duration,
         /// Time between checks in continuous mode (e.g. 60s, 5m).
@@ -357,6 +372,21 @@ fn rfc3339_ms(text: &str) -> Option<Result<i64, String>> {
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration such as 10s, 5m or 1h 30m: {e}"))
+}
+
+/// A share between 0 and 1 (`0.1` = 10 %); NaN, negative or above 1 is refused.
+pub(crate) fn ratio(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{text:?} is not a share between 0 and 1 (0.1 = 10 %)"
+        ))
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -88,6 +88,9 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             dry_run,
             force,
             max_delete_ratio,
+            max_rewrite_ratio,
+            budget_window,
+            allow_non_compacted_state,
             rate,
             grace,
             interval,
@@ -105,6 +108,8 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
                     dry_run,
                     force,
                     max_delete_ratio,
+                    max_rewrite_ratio,
+                    budget_window,
                     rate_per_s: rate,
                 }),
                 settle_timeout: Duration::from_secs(30),
@@ -112,6 +117,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             let sink = sink::open(&config.sink)?;
             let gauges = Arc::new(DriftGauges::default());
             let mut reconciler = Reconciler::new(config, sink, gauges)?;
+            reconciler.allow_non_compacted_state(allow_non_compacted_state);
             if !once {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -345,14 +345,13 @@ async fn damage_and_reconcile(
         crate::mapping::Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
     drift::inject(sink.as_ref(), &mapper, mapping, &live, plan).await?;
     let mut reconciler = Reconciler::new(config.clone(), sink, Arc::new(DriftGauges::default()))?;
+    // librdkafka's mock cluster keeps every record but cannot describe topic configs.
+    reconciler.allow_non_compacted_state(true);
     let options = ReconcileOptions {
         grace: Duration::ZERO,
         repair: Some(RepairOptions {
-            mode: RepairMode::Sink,
-            dry_run: false,
-            force: false,
-            max_delete_ratio: 0.1,
             rate_per_s: 10_000,
+            ..RepairOptions::new(RepairMode::Sink)
         }),
         settle_timeout: Duration::ZERO,
     };

@@ -1,4 +1,7 @@
 //! Comparing the sink with the expected state, page by page, into drift classes.
+//!
+//! The scan judges every point, whatever the age of its state: what it finds is a
+//! candidate, looked at again before it is reported ([`super::recheck`]).
 
 use super::expected::{parse_hash, ExpectedPoint, ExpectedState};
 use crate::sink::{StoredPoint, VectorSink};
@@ -71,9 +74,14 @@ pub struct DriftReport {
     pub expected_points: u64,
     /// Live points in the sink.
     pub sink_live_points: u64,
-    /// Points left out of this check because their state is younger than the grace
-    /// period (the processor may not have applied it yet).
+    /// Live points in the sink per collection (for the delete guard).
+    pub live_by_collection: BTreeMap<String, u64>,
+    /// Points the sink lacks a recent state of, not judged in this check: the processor
+    /// had not passed that state's position within the grace period, and the state is
+    /// younger than it ([`super::recheck`]).
     pub in_grace: u64,
+    /// Candidates of the scan looked at again before the report.
+    pub rechecked: u64,
     /// Every drifted point.
     pub drifts: Vec<Drift>,
     /// Time the check took.
@@ -103,10 +111,20 @@ impl DriftReport {
     }
 }
 
-/// Classify one stored point against its expected state.
-fn classify_point(stored: &StoredPoint, expected: Option<&ExpectedPoint>) -> Option<DriftClass> {
+/// Classify one stored point against its expected state, or against the version its key
+/// was deleted at on the state topic (`deleted_at`) when there is none.
+pub fn classify_point(
+    stored: &StoredPoint,
+    expected: Option<&ExpectedPoint>,
+    deleted_at: Option<i64>,
+) -> Option<DriftClass> {
     let Some(e) = expected else {
-        return (!stored.deleted).then_some(DriftClass::Orphan);
+        return match deleted_at {
+            _ if stored.deleted => None,
+            // Live at a version newer than the delete: the state topic is behind.
+            Some(at) if stored.version > at => Some(DriftClass::Ahead),
+            _ => Some(DriftClass::Orphan),
+        };
     };
     Some(if stored.version < e.version {
         DriftClass::Stale
@@ -119,21 +137,51 @@ fn classify_point(stored: &StoredPoint, expected: Option<&ExpectedPoint>) -> Opt
     })
 }
 
-/// Scan every collection of `sink` and classify each point against `expected`.
-/// States younger than `grace` (by Kafka timestamp) are left out. `vector_names` gives
-/// each collection's vector, for tombstones that still carry it.
+/// The drift of `stored` (or of its absence) in `collection` against `expected`.
+pub fn judge(
+    collection: &str,
+    id: Uuid,
+    stored: Option<&StoredPoint>,
+    expected: &ExpectedState,
+) -> Option<Drift> {
+    let e = expected.points.get(&id);
+    let class = match stored {
+        Some(stored) => classify_point(stored, e, expected.deleted_version(&id))?,
+        None => {
+            e?;
+            DriftClass::Missing
+        }
+    };
+    let key = match (stored, e) {
+        (Some(s), _) => s.key.clone(),
+        (None, Some(e)) => e.key.to_string(),
+        (None, None) => String::new(),
+    };
+    Some(Drift {
+        class,
+        collection: collection.to_owned(),
+        id,
+        key,
+        sink_version: stored.map(|s| s.version),
+        // For a point the state deleted: the version of the delete.
+        expected_version: e
+            .map(|e| e.version)
+            .or_else(|| expected.deleted_version(&id)),
+    })
+}
+
+/// Scan every collection of `sink` and classify each point against `expected`: the
+/// candidates of a check. `vector_names` gives each collection's vector, for tombstones
+/// that still carry it.
 ///
 /// # Errors
 /// When the sink cannot be scanned.
-pub async fn check(
+pub async fn scan(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
-    grace: Duration,
     vector_names: &BTreeMap<String, String>,
 ) -> anyhow::Result<DriftReport> {
     let started = Instant::now();
-    let now_ms = crate::unix_ms();
-    let young = |e: &ExpectedPoint| now_ms - e.timestamp_ms < grace.as_millis() as i64;
     let mut report = DriftReport {
         expected_points: expected.points.len() as u64,
         ..DriftReport::default()
@@ -142,29 +190,18 @@ pub async fn check(
         std::collections::HashSet::with_capacity(expected.points.len());
     for collection in expected.collections() {
         let mut from = None;
+        let mut live = 0;
         loop {
             let page = sink.scan(collection, from, SCAN_PAGE).await?;
             for stored in &page.points {
                 if !stored.deleted {
-                    report.sink_live_points += 1;
+                    live += 1;
                 }
-                let e = expected.points.get(&stored.id);
-                if e.is_some() {
+                if expected.points.contains_key(&stored.id) {
                     seen.insert(stored.id);
                 }
-                if e.is_some_and(young) {
-                    report.in_grace += 1;
-                    continue;
-                }
-                if let Some(class) = classify_point(stored, e) {
-                    report.drifts.push(Drift {
-                        class,
-                        collection: collection.clone(),
-                        id: stored.id,
-                        key: stored.key.clone(),
-                        sink_version: Some(stored.version),
-                        expected_version: e.map(|e| e.version),
-                    });
+                if let Some(drift) = judge(collection, stored.id, Some(stored), expected) {
+                    report.drifts.push(drift);
                 }
             }
             match page.next {
@@ -172,6 +209,8 @@ pub async fn check(
                 None => break,
             }
         }
+        report.sink_live_points += live;
+        report.live_by_collection.insert(collection.clone(), live);
         let Some(vector_name) = vector_names.get(collection) else {
             continue;
         };
@@ -196,27 +235,22 @@ pub async fn check(
         }
     }
     for (id, e) in &expected.points {
-        if seen.contains(id) {
-            continue;
+        if !seen.contains(id) {
+            let collection = &expected.collections()[e.collection as usize];
+            report.drifts.extend(judge(collection, *id, None, expected));
         }
-        if young(e) {
-            report.in_grace += 1;
-            continue;
-        }
-        report.drifts.push(Drift {
-            class: DriftClass::Missing,
-            collection: expected.collections()[e.collection as usize].clone(),
-            id: *id,
-            key: e.key.to_string(),
-            sink_version: None,
-            expected_version: Some(e.version),
-        });
     }
-    report
-        .drifts
-        .sort_by(|a, b| (a.class, &a.key).cmp(&(b.class, &b.key)));
+    report.sort();
     report.duration = started.elapsed();
     Ok(report)
+}
+
+impl DriftReport {
+    /// Order drifts by class, then key.
+    pub fn sort(&mut self) {
+        self.drifts
+            .sort_by(|a, b| (a.class, &a.key).cmp(&(b.class, &b.key)));
+    }
 }
 
 #[cfg(test)]
@@ -250,35 +284,45 @@ mod tests {
     fn classes() {
         let h = "000000000000000000000000000000ab";
         let e = expected(5, 0xab);
-        assert_eq!(classify_point(&stored(5, h, false), Some(&e)), None);
+        assert_eq!(classify_point(&stored(5, h, false), Some(&e), None), None);
         assert_eq!(
-            classify_point(&stored(4, h, false), Some(&e)),
+            classify_point(&stored(4, h, false), Some(&e), None),
             Some(DriftClass::Stale)
         );
         assert_eq!(
-            classify_point(&stored(6, h, false), Some(&e)),
+            classify_point(&stored(6, h, false), Some(&e), None),
             Some(DriftClass::Ahead)
         );
         assert_eq!(
-            classify_point(&stored(5, "ff", false), Some(&e)),
+            classify_point(&stored(5, "ff", false), Some(&e), None),
             Some(DriftClass::ContentMismatch)
         );
         assert_eq!(
-            classify_point(&stored(4, "", true), Some(&e)),
+            classify_point(&stored(4, "", true), Some(&e), None),
             Some(DriftClass::Stale)
         );
         assert_eq!(
-            classify_point(&stored(7, "", true), Some(&e)),
+            classify_point(&stored(7, "", true), Some(&e), None),
             Some(DriftClass::Ahead)
         );
         assert_eq!(
-            classify_point(&stored(5, h, false), None),
+            classify_point(&stored(5, h, false), None, None),
             Some(DriftClass::Orphan)
         );
         assert_eq!(
-            classify_point(&stored(5, "", true), None),
+            classify_point(&stored(5, "", true), None, None),
             None,
             "a tombstone is no orphan"
+        );
+        assert_eq!(
+            classify_point(&stored(5, h, false), None, Some(5)),
+            Some(DriftClass::Orphan),
+            "live at the version the state deleted"
+        );
+        assert_eq!(
+            classify_point(&stored(7, h, false), None, Some(6)),
+            Some(DriftClass::Ahead),
+            "live after the state's delete: the state is behind, never deleted"
         );
     }
 }

@@ -2,11 +2,21 @@
 //! state of every entity in the compacted state topic.
 //!
 //! A check reads the state topic (to its current end, then follows it), scans the sink
-//! page by page and classifies drift ([`classify::DriftClass`]); a repair fixes it in the
-//! sink or through corrective events on the change topic ([`repair`]).
+//! page by page and classifies drift ([`classify::DriftClass`]); every candidate is looked
+//! at again before it is reported ([`recheck`]), so a processor applying a live stream
+//! causes no false drift. A repair fixes drift in the sink or through corrective events
+//! on the change topic ([`repair`]), within the limits of [`guard`]:
+//!
+//! - the state topic must keep every key (verified at the first check);
+//! - an orphan is deleted only once it has been seen in two consecutive checks at the same
+//!   version (`--once` with a repair looks again after the grace period instead): a state
+//!   record that arrives late is not mistaken for a deletion;
+//! - deletes and same-version rewrites stay within a budget per collection and window.
 
 pub mod classify;
 pub mod expected;
+pub mod guard;
+pub mod recheck;
 pub mod repair;
 pub mod report;
 
@@ -17,11 +27,14 @@ use crate::sink::VectorSink;
 use crate::stats::DriftGauges;
 use classify::{DriftClass, DriftReport};
 use expected::ExpectedState;
+use guard::Budget;
+use recheck::ProcessorPosition;
 use repair::{RepairMode, RepairOptions, RepairOutcome};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// How long reading the state topic to its end may take.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -29,7 +42,10 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How a reconcile run behaves.
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
-    /// States younger than this are not judged yet (the processor may be applying them).
+    /// How long a check waits for the processor to apply what the sink lacks, and the
+    /// age after which a state the sink lacks is drift whatever the processor's position
+    /// ([`recheck`]). `--once` with a repair also waits this long before its second look
+    /// at orphans.
     pub grace: Duration,
     /// Repair what is found, or only report.
     pub repair: Option<RepairOptions>,
@@ -57,6 +73,15 @@ pub struct Reconciler {
     vector_names: BTreeMap<String, String>,
     expected: ExpectedState,
     gauges: Arc<DriftGauges>,
+    /// The processor group's position, for the re-check's barrier.
+    position: ProcessorPosition,
+    /// Orphans of the last check: point → (sink version, consecutive sightings).
+    sightings: HashMap<Uuid, (Option<i64>, u32)>,
+    /// Deletes and rewrites of the current window, across checks.
+    budget: Budget,
+    /// Run even when the state topic may drop keys (`--allow-non-compacted-state`).
+    allow_non_compacted_state: bool,
+    state_topic_verified: bool,
 }
 
 impl Reconciler {
@@ -72,6 +97,7 @@ impl Reconciler {
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
         let expected = ExpectedState::open(&config.kafka, &mapper)?;
+        let position = ProcessorPosition::new(&config.kafka)?;
         let vector_names = mapper
             .mappings()
             .iter()
@@ -85,33 +111,110 @@ impl Reconciler {
             mapper,
             expected,
             gauges,
+            position,
+            sightings: HashMap::new(),
+            budget: Budget::default(),
+            allow_non_compacted_state: false,
+            state_topic_verified: false,
         })
     }
 
-    /// Read the state topic to its end, scan the sink, classify, update the gauges.
+    /// Run without verifying that the state topic keeps every key
+    /// ([`guard::verify_state_topic`]), e.g. on a broker that cannot describe topic
+    /// configs.
+    pub fn allow_non_compacted_state(&mut self, allow: bool) {
+        self.allow_non_compacted_state = allow;
+    }
+
+    /// Read the state topic to its end, scan the sink, look again at what differs,
+    /// classify, update the gauges. The first check verifies the state topic first.
     ///
     /// # Errors
-    /// When the state topic or the sink cannot be read.
+    /// When the state topic does not keep every key (unless allowed), or the state topic
+    /// or the sink cannot be read.
     pub async fn check(&mut self, grace: Duration) -> anyhow::Result<DriftReport> {
         let started = Instant::now();
+        if !self.state_topic_verified {
+            if self.allow_non_compacted_state {
+                tracing::info!(
+                    "state topic configuration not verified (--allow-non-compacted-state)"
+                );
+            } else {
+                guard::verify_state_topic(&self.config.kafka).await?;
+            }
+            self.state_topic_verified = true;
+        }
         self.catch_up().await?;
-        let mut report = classify::check(
-            self.sink.as_ref(),
-            &self.expected,
-            grace,
-            &self.vector_names,
-        )
-        .await?;
-        // Entities created while the sink was scanned reach the sink before their state
-        // is read: read again, and an "orphan" the state now knows is no orphan.
-        self.catch_up().await?;
-        let expected = &self.expected.points;
-        report
-            .drifts
-            .retain(|d| d.class != DriftClass::Orphan || !expected.contains_key(&d.id));
+        let mut report =
+            classify::scan(self.sink.as_ref(), &self.expected, &self.vector_names).await?;
+        self.recheck(&mut report, grace).await?;
+        self.sight_orphans(&report);
         report.duration = started.elapsed();
         self.record(&report);
         Ok(report)
+    }
+
+    /// Remember the orphans of this check: seen again at the same version, one more
+    /// sighting; not seen, forgotten.
+    fn sight_orphans(&mut self, report: &DriftReport) {
+        let previous = std::mem::take(&mut self.sightings);
+        for d in report
+            .drifts
+            .iter()
+            .filter(|d| d.class == DriftClass::Orphan)
+        {
+            let count = match previous.get(&d.id) {
+                Some((version, count)) if *version == d.sink_version => count + 1,
+                _ => 1,
+            };
+            self.sightings.insert(d.id, (d.sink_version, count));
+        }
+    }
+
+    /// Orphans of `report` seen in two consecutive checks (or a check and a second look)
+    /// at the same version: the only ones a repair deletes.
+    pub fn confirmed_orphans(&self, report: &DriftReport) -> HashSet<Uuid> {
+        report
+            .drifts
+            .iter()
+            .filter(|d| d.class == DriftClass::Orphan)
+            .filter(|d| {
+                self.sightings
+                    .get(&d.id)
+                    .is_some_and(|(version, count)| *count >= 2 && *version == d.sink_version)
+            })
+            .map(|d| d.id)
+            .collect()
+    }
+
+    /// Second look at the orphans of `report` seen once: after `grace`, read the state
+    /// topic and those points again; those still orphans at the same version are
+    /// confirmed.
+    ///
+    /// # Errors
+    /// When the state topic or the sink cannot be read.
+    pub async fn confirm_orphans(
+        &mut self,
+        report: &DriftReport,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let confirmed = self.confirmed_orphans(report);
+        let mut once = report.clone();
+        once.drifts
+            .retain(|d| d.class == DriftClass::Orphan && !confirmed.contains(&d.id));
+        if once.drifts.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(grace).await;
+        self.recheck(&mut once, grace).await?;
+        for d in once.drifts.iter().filter(|d| d.class == DriftClass::Orphan) {
+            if let Some((version, count)) = self.sightings.get_mut(&d.id) {
+                if *version == d.sink_version {
+                    *count += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Read the state topic to its end; on failure start over with a fresh reader (a
@@ -138,22 +241,30 @@ impl Reconciler {
         g.checks.add(1);
     }
 
-    /// Repair the drift of `report`.
+    /// Repair the drift of `report`: orphans only once confirmed
+    /// ([`Reconciler::confirmed_orphans`]), within the budget of [`guard`].
     ///
     /// # Errors
-    /// A [`repair::SafetyRefusal`] or sink/broker errors.
+    /// Invalid options, a [`guard::SafetyRefusal`] (not in a dry run: the outcome then
+    /// holds it), sink or broker errors.
     pub async fn repair(
-        &self,
+        &mut self,
         report: &DriftReport,
         options: &RepairOptions,
     ) -> anyhow::Result<RepairOutcome> {
+        options.validate()?;
+        let confirmed = self.confirmed_orphans(report);
         let outcome = repair::repair(
-            &self.config,
-            self.sink.as_ref(),
-            &self.expected,
-            &self.codec,
-            &self.mapper,
+            &repair::Context {
+                config: &self.config,
+                sink: self.sink.as_ref(),
+                expected: &self.expected,
+                codec: &self.codec,
+                mapper: &self.mapper,
+            },
             report,
+            &confirmed,
+            &mut self.budget,
             options,
         )
         .await?;
@@ -166,6 +277,9 @@ impl Reconciler {
     /// # Errors
     /// As [`Reconciler::check`] and [`Reconciler::repair`].
     pub async fn run_once(&mut self, options: &ReconcileOptions) -> anyhow::Result<OnceResult> {
+        if let Some(repair_options) = &options.repair {
+            repair_options.validate()?;
+        }
         let found = self.check(options.grace).await?;
         let Some(repair_options) = options.repair.as_ref().filter(|_| !found.is_clean()) else {
             return Ok(OnceResult {
@@ -174,6 +288,7 @@ impl Reconciler {
                 repair: None,
             });
         };
+        self.confirm_orphans(&found, options.grace).await?;
         let outcome = self.repair(&found, repair_options).await?;
         if repair_options.dry_run {
             return Ok(OnceResult {
@@ -204,15 +319,20 @@ impl Reconciler {
     /// Check (and repair) every `interval` until `shutdown`. A failing check or repair
     /// (broker or sink unavailable) is counted and retried with backoff; a repair the
     /// delete guard refuses is counted and left for an operator: neither stops the loop.
+    /// Orphans are deleted when a check sees them again; the delete budget spans checks.
     ///
     /// # Errors
-    /// None today; the signature leaves room for fatal errors.
+    /// Invalid repair options, or a state topic that does not keep every key (refused at
+    /// the first check, unless allowed).
     pub async fn run_continuous(
         &mut self,
         options: &ReconcileOptions,
         interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        if let Some(repair_options) = &options.repair {
+            repair_options.validate()?;
+        }
         let fresh_backoff =
             || crate::processor::retry::Backoff::new(Duration::from_secs(1), interval);
         let mut backoff = fresh_backoff();
@@ -223,7 +343,8 @@ impl Reconciler {
                     backoff = fresh_backoff();
                     interval
                 }
-                Err(e) if e.downcast_ref::<repair::SafetyRefusal>().is_some() => {
+                Err(e) if e.downcast_ref::<guard::StateTopicRefusal>().is_some() => return Err(e),
+                Err(e) if e.downcast_ref::<guard::SafetyRefusal>().is_some() => {
                     self.gauges.repairs_refused.add(1);
                     tracing::error!(error = %e, "repair refused by the delete guard; run `reconcile --once --dry-run` and repair with --force if the plan is right");
                     interval
@@ -257,13 +378,19 @@ impl Reconciler {
             content_mismatch = counts[&DriftClass::ContentMismatch],
             ahead = counts[&DriftClass::Ahead],
             tombstone_vector = counts[&DriftClass::TombstoneVector],
+            not_yet_judged = report.in_grace,
+            rechecked = report.rechecked,
             took_ms = report.duration.as_millis() as u64,
             "reconcile check"
         );
         if let Some(repair_options) = &options.repair {
             if !report.is_clean() {
                 let outcome = self.repair(&report, repair_options).await?;
-                tracing::info!(repaired = outcome.repaired, "drift repaired");
+                tracing::info!(
+                    repaired = outcome.repaired,
+                    orphans_deferred = outcome.deferred_orphans,
+                    "drift repaired (orphans seen once are deleted when the next check sees them again)"
+                );
             }
         }
         Ok(())

@@ -1,12 +1,18 @@
 //! Repairing drift: straight into the sink through the version-fenced write path, or as
 //! corrective events (source = repair) on the change topic so every sink heals alike.
 //!
-//! Missing, stale and mismatched points get the state's upsert; orphans get a tombstone
-//! at their own version. Points "ahead" of the state are never written backwards.
-//! Repairs may rewrite the *same* version (fence `NewerOrEqual`), never a newer one.
+//! Missing, stale and mismatched points get the state's upsert; confirmed orphans get a
+//! tombstone at their own version (an orphan seen once is deferred); tombstones that kept
+//! their vector are written again at their version. Points "ahead" of the state are never
+//! written backwards. Repairs may rewrite the *same* version (fence `NewerOrEqual`), never
+//! a newer one. Before anything is written, the deletes and same-version rewrites of each
+//! collection are checked against the budget ([`super::guard`]); a dry run reports the
+//! plan and what the guard would refuse.
 
 use super::classify::{DriftClass, DriftReport};
 use super::expected::{repair_source, ExpectedState};
+pub use super::guard::SafetyRefusal;
+use super::guard::{validate_ratio, Budget, Spend};
 use crate::codec::{Codec, Format};
 use crate::config::{Config, MappingConfig};
 use crate::event::{ChangeEvent, EntityKind, Op, RelationshipEnds};
@@ -17,6 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+use uuid::Uuid;
 
 /// Where repairs go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,33 +40,70 @@ pub struct RepairOptions {
     pub mode: RepairMode,
     /// Print the plan, change nothing.
     pub dry_run: bool,
-    /// Allow deleting more than `max_delete_ratio` of the sink.
+    /// Lift the budget of deletes and same-version rewrites.
     pub force: bool,
-    /// Largest share of the sink's live points a repair may delete (0.1 = 10 %).
+    /// Largest share of a collection's live points that repairs may delete per window.
     pub max_delete_ratio: f64,
+    /// Largest share of a collection's live points that repairs may rewrite at the same
+    /// version (content mismatches) per window.
+    pub max_rewrite_ratio: f64,
+    /// The window of both budgets; a continuous run counts every check in it.
+    pub budget_window: Duration,
     /// Repairs per second at most.
     pub rate_per_s: u32,
+}
+
+impl RepairOptions {
+    /// The defaults of the command line for `mode`: 10 % per collection and 24 h, 1,000
+    /// repairs/s.
+    pub fn new(mode: RepairMode) -> Self {
+        RepairOptions {
+            mode,
+            dry_run: false,
+            force: false,
+            max_delete_ratio: 0.1,
+            max_rewrite_ratio: 0.1,
+            budget_window: Duration::from_secs(24 * 3600),
+            rate_per_s: 1_000,
+        }
+    }
+
+    /// Refuse ratios that are NaN, negative or above 1, naming the option.
+    ///
+    /// # Errors
+    /// The first invalid option.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        validate_ratio("--max-delete-ratio", self.max_delete_ratio)?;
+        validate_ratio("--max-rewrite-ratio", self.max_rewrite_ratio)
+    }
 }
 
 /// What a repair run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairOutcome {
-    /// Points with a planned fix (upsert or tombstone).
+    /// Points with a planned fix (upsert, tombstone or vector strip).
     pub planned: usize,
+    /// Of those, orphans to delete.
+    pub deletes: usize,
+    /// Of those, live points rewritten at the same version (content mismatches).
+    pub rewrites: usize,
     /// Fixes written (sink) or published (log).
     pub repaired: usize,
     /// Points drifted "ahead", left alone.
     pub left_ahead: usize,
+    /// Orphans seen once, left for a second sighting.
+    pub deferred_orphans: usize,
+    /// In a dry run: why the guard would refuse this plan.
+    pub refused: Option<String>,
 }
 
-/// Why a repair was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("repair refused: it would delete {deletes} of {live} live points ({percent:.1} % > {limit:.1} %); check the state topic, or pass --force")]
-pub struct SafetyRefusal {
-    pub deletes: usize,
-    pub live: u64,
-    pub percent: f64,
-    pub limit: f64,
+/// What a repair reads and writes.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub sink: &'a dyn VectorSink,
+    pub expected: &'a ExpectedState,
+    pub codec: &'a Arc<Codec>,
+    pub mapper: &'a Mapper,
 }
 
 /// The corrective event for an orphan: a delete at its own version, labelled so the
@@ -79,20 +123,26 @@ fn orphan_delete(mapping: &MappingConfig, key: &str, version: i64) -> ChangeEven
     event
 }
 
-/// Plan and carry out the repair of `report`.
+/// Plan and carry out the repair of `report`; of its orphans only those in `confirmed`
+/// are deleted.
 ///
 /// # Errors
-/// [`SafetyRefusal`] when too many deletes are planned without `force`; sink, broker or
-/// topic errors otherwise.
+/// [`SafetyRefusal`] when the plan exceeds the budget without `force` (in a dry run the
+/// outcome holds it instead); sink, broker or topic errors otherwise.
 pub async fn repair(
-    config: &Config,
-    sink: &dyn VectorSink,
-    expected: &ExpectedState,
-    codec: &Arc<Codec>,
-    mapper: &Mapper,
+    ctx: &Context<'_>,
     report: &DriftReport,
+    confirmed: &HashSet<Uuid>,
+    budget: &mut Budget,
     options: &RepairOptions,
 ) -> anyhow::Result<RepairOutcome> {
+    let Context {
+        config,
+        sink,
+        expected,
+        codec,
+        mapper,
+    } = *ctx;
     let upserts: HashSet<_> = report
         .drifts
         .iter()
@@ -104,39 +154,73 @@ pub async fn repair(
         })
         .map(|d| d.id)
         .collect();
-    let orphans: Vec<_> = report
+    let (orphans, deferred): (Vec<_>, Vec<_>) = report
         .drifts
         .iter()
         .filter(|d| d.class == DriftClass::Orphan)
-        .collect();
+        .partition(|d| confirmed.contains(&d.id));
     // Written again at their own version: the sink strips the vector of a tombstone.
     let tombstones: Vec<_> = report
         .drifts
         .iter()
         .filter(|d| d.class == DriftClass::TombstoneVector)
         .collect();
+    let mut spends: BTreeMap<(&str, Spend), u64> = BTreeMap::new();
+    for d in &orphans {
+        *spends.entry((&d.collection, Spend::Delete)).or_default() += 1;
+    }
+    for d in report
+        .drifts
+        .iter()
+        .filter(|d| d.class == DriftClass::ContentMismatch)
+    {
+        *spends.entry((&d.collection, Spend::Rewrite)).or_default() += 1;
+    }
     let mut outcome = RepairOutcome {
         planned: upserts.len() + orphans.len() + tombstones.len(),
+        deletes: orphans.len(),
+        rewrites: spends
+            .iter()
+            .filter(|((_, s), _)| *s == Spend::Rewrite)
+            .map(|(_, n)| *n as usize)
+            .sum(),
         left_ahead: report
             .drifts
             .iter()
             .filter(|d| d.class == DriftClass::Ahead)
             .count(),
-        repaired: 0,
+        deferred_orphans: deferred.len(),
+        ..RepairOutcome::default()
     };
-    let live = report.sink_live_points.max(1);
-    let percent = 100.0 * orphans.len() as f64 / live as f64;
-    if !options.force && orphans.len() as f64 > options.max_delete_ratio * live as f64 {
-        return Err(SafetyRefusal {
-            deletes: orphans.len(),
-            live: report.sink_live_points,
-            percent,
-            limit: options.max_delete_ratio * 100.0,
+    let now = Instant::now();
+    if !options.force {
+        for ((collection, spend), planned) in &spends {
+            let live = report
+                .live_by_collection
+                .get(*collection)
+                .copied()
+                .unwrap_or(report.sink_live_points);
+            let ratio = match spend {
+                Spend::Delete => options.max_delete_ratio,
+                Spend::Rewrite => options.max_rewrite_ratio,
+            };
+            let window = options.budget_window;
+            if let Err(refusal) =
+                budget.check(collection, *spend, *planned, live, ratio, window, now)
+            {
+                if options.dry_run {
+                    outcome.refused = Some(refusal.to_string());
+                    return Ok(outcome);
+                }
+                return Err(refusal.into());
+            }
         }
-        .into());
     }
     if options.dry_run || outcome.planned == 0 {
         return Ok(outcome);
+    }
+    for ((collection, spend), n) in &spends {
+        budget.record(collection, *spend, *n, now);
     }
 
     let states = expected
@@ -169,7 +253,7 @@ pub async fn repair(
     let publisher = match options.mode {
         RepairMode::Log => Some(ChangePublisher::new(
             &config.kafka,
-            codec.clone(),
+            (*codec).clone(),
             Format::Avro,
         )?),
         RepairMode::Sink => None,

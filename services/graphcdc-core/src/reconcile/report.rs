@@ -23,6 +23,7 @@ fn check_json(report: &DriftReport) -> serde_json::Value {
         "expected_points": report.expected_points,
         "sink_live_points": report.sink_live_points,
         "in_grace": report.in_grace,
+        "rechecked": report.rechecked,
         "drifted": report.drifts.len(),
         "drift_percent": report.drift_percent(),
         "took_ms": report.duration.as_millis() as u64,
@@ -39,8 +40,12 @@ pub fn json(result: &OnceResult) -> String {
         "found": check_json(&result.found),
         "repair": result.repair.as_ref().map(|r| json!({
             "planned": r.planned,
+            "deletes": r.deletes,
+            "rewrites": r.rewrites,
             "repaired": r.repaired,
             "left_ahead": r.left_ahead,
+            "deferred_orphans": r.deferred_orphans,
+            "refused": r.refused,
         })),
         "remaining": check_json(&result.remaining),
         "clean": result.remaining.is_clean(),
@@ -53,9 +58,10 @@ pub fn table(result: &OnceResult) -> String {
     let r = &result.found;
     let counts = r.counts();
     let mut out = format!(
-        "expected points: {}   live points in sink: {}   not yet judged (grace): {}   took: {} ms\n",
+        "expected points: {}   live points in sink: {}   looked at again: {}   not yet judged: {}   took: {} ms\n",
         r.expected_points,
         r.sink_live_points,
+        r.rechecked,
         r.in_grace,
         r.duration.as_millis()
     );
@@ -81,6 +87,15 @@ pub fn table(result: &OnceResult) -> String {
             repair.left_ahead,
             result.remaining.drifts.len()
         ));
+        out.push_str(&format!(
+            "plan: deletes={} same-version rewrites={} orphans deferred (seen once)={}\n",
+            repair.deletes, repair.rewrites, repair.deferred_orphans
+        ));
+        if let Some(refused) = &repair.refused {
+            out.push_str(&format!(
+                "dry run: the guard would refuse this plan: {refused}\n"
+            ));
+        }
     }
     out
 }
