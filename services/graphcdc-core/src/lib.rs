@@ -9,7 +9,8 @@
 //! - [`inspect`]: entity history and consumer-group offsets.
 //! - [`kafka`]: client config, topics, the keyed change publisher.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`stats`]: counters and health shared with the metrics endpoint.
+//! - [`stats`]: metrics recorded once for the exporter and the demo, bench and tests.
+//! - [`progress`]: progress bars on a terminal, log lines elsewhere.
 //! - [`telemetry`]: logs, trace context in Kafka headers, OTLP export.
 
 // The contract lives in its own crate (fuzzed alone); re-exported so `crate::event`
@@ -22,6 +23,7 @@ pub mod inspect;
 pub mod kafka;
 pub mod ops;
 pub mod processor;
+pub mod progress;
 pub mod reconcile;
 pub mod sink;
 pub mod stats;

@@ -225,7 +225,7 @@ pub async fn run(
     let started = Instant::now();
     let mut first_consumed: Option<Instant> = None;
     let deadline = started + Duration::from_secs(120);
-    let mut progress = progress::Progress::new(generated.records.len() as u64);
+    let mut progress = progress::DemoProgress::new(generated.records.len() as u64);
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         progress.update(&stats);

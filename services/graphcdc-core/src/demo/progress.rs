@@ -1,60 +1,44 @@
-//! The demo's progress line while the processor works through the stream: a live line
-//! on a terminal, an info log line every second otherwise (CI logs, pipes, JSON logs).
+//! The demo's progress while the processor works through the stream: records consumed,
+//! applied, skipped and dead-lettered, live on a terminal, an info log line every second
+//! otherwise.
 
+use crate::progress::Progress;
 use crate::stats::Stats;
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Off a terminal, a log line this often.
-const PRINT_EVERY: Duration = Duration::from_secs(1);
-
-pub(super) struct Progress {
+pub(super) struct DemoProgress {
     total: u64,
-    last_print: Instant,
-    bar: Option<indicatif::ProgressBar>,
+    progress: Progress,
 }
 
-impl Progress {
+impl DemoProgress {
     /// Progress over `total` streamed records.
     pub(super) fn new(total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "demo {bar:30} {pos}/{len} records consumed, {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Progress {
+        DemoProgress {
             total,
-            last_print: Instant::now(),
-            bar,
+            progress: Progress::new(
+                total,
+                "demo {bar:30} {pos}/{len} records consumed, {msg}",
+                Duration::from_secs(1),
+            ),
         }
-    }
-
-    fn message(stats: &Stats) -> String {
-        format!(
-            "applied {}, skipped {}, DLQ {}",
-            Stats::get(&stats.applied),
-            Stats::get(&stats.skipped_stale),
-            Stats::get(&stats.dlq)
-        )
     }
 
     pub(super) fn update(&mut self, stats: &Stats) {
-        let consumed = Stats::get(&stats.consumed);
-        if let Some(bar) = &self.bar {
-            bar.set_position(consumed);
-            bar.set_message(Self::message(stats));
-        } else if self.last_print.elapsed() >= PRINT_EVERY {
-            self.last_print = Instant::now();
-            self.print(stats);
+        let message = || {
+            format!(
+                "applied {}, skipped {}, DLQ {}",
+                Stats::get(&stats.applied),
+                Stats::get(&stats.skipped_stale),
+                Stats::get(&stats.dlq)
+            )
+        };
+        if self.progress.update(Stats::get(&stats.consumed), message) {
+            self.log(stats);
         }
     }
 
-    fn print(&self, stats: &Stats) {
+    fn log(&self, stats: &Stats) {
         tracing::info!(
             consumed = Stats::get(&stats.consumed),
             total = self.total,
@@ -66,9 +50,7 @@ impl Progress {
     }
 
     pub(super) fn finish(&self, stats: &Stats) {
-        match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => self.print(stats),
-        }
+        self.progress.finish();
+        self.log(stats);
     }
 }

@@ -1,50 +1,36 @@
 //! Replay progress: a bar with events/s and ETA on a terminal, log lines otherwise.
 
-use std::io::IsTerminal;
+use crate::progress::Progress as Bar;
 use std::time::{Duration, Instant};
 
 /// Off a terminal, a progress line this often.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Replay progress over `total` offsets: an indicatif bar with events/s and ETA when
-/// stderr is a terminal, otherwise a log line every [`LOG_EVERY`].
+/// Replay progress over `total` offsets: a bar with events/s and ETA when stderr is a
+/// terminal, otherwise a log line every [`LOG_EVERY`].
 pub(super) struct Progress {
     total: u64,
     started: Instant,
-    last_log: Instant,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Bar,
 }
 
 impl Progress {
     pub(super) fn new(total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "replay {wide_bar} {human_pos}/{human_len} events, {per_sec}, ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        let now = Instant::now();
         Progress {
             total,
-            started: now,
-            last_log: now,
-            bar,
+            started: Instant::now(),
+            bar: Bar::new(
+                total,
+                "replay {wide_bar} {human_pos}/{human_len} events, {per_sec}, ETA {eta}",
+                LOG_EVERY,
+            ),
         }
     }
 
     pub(super) fn update(&mut self, done: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(done);
+        if !self.bar.update(done, String::new) {
             return;
         }
-        if self.last_log.elapsed() < LOG_EVERY {
-            return;
-        }
-        self.last_log = Instant::now();
         let (per_s, eta) = rate_and_eta(done, self.total, self.started.elapsed());
         tracing::info!(
             events = done,
@@ -56,9 +42,7 @@ impl Progress {
     }
 
     pub(super) fn finish(&self, done: u64) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.bar.finish();
         let (per_s, _) = rate_and_eta(done, self.total, self.started.elapsed());
         tracing::info!(
             events = done,
