@@ -140,38 +140,7 @@ pub(crate) enum Command {
         format: OutputFormat,
     },
     /// Rebuild the store as of a time into a shadow target (live collections untouched).
-    Replay {
-        /// Start at the first record at or after this time (RFC 3339 or a duration ago);
-        /// default: the beginning.
-        #[arg(long, conflicts_with = "from_offset", value_parser = when, value_name = "TIME|AGO")]
-        from_datetime: Option<When>,
-        /// Start at this offset on every partition (`120`), or per partition
-        /// (`0:120,1:95`; unlisted partitions start at the earliest offset).
-        #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
-        from_offset: Option<String>,
-        /// Stop before the first record at or after this time (RFC 3339 or a duration
-        /// ago); default: today's end of the topic.
-        #[arg(long, conflicts_with = "to_offset", value_parser = when, value_name = "TIME|AGO")]
-        to_datetime: Option<When>,
-        /// Stop before this offset (exclusive) on every partition (`500`), or per partition
-        /// (`0:500,2:80`; unlisted partitions run to today's end).
-        #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
-        to_offset: Option<String>,
-        /// Embedded (or jsonl) sink: the shadow store's directory.
-        #[arg(long, conflicts_with = "target_suffix")]
-        target_path: Option<PathBuf>,
-        /// Server sink: shadow collections are named `{collection}_{suffix}`.
-        #[arg(long)]
-        target_suffix: Option<String>,
-        /// After the replay, point this alias at the shadow target atomically. Server: the
-        /// collection name of the mappings (`{collection}` for several). Embedded: a symlink
-        /// path; point `[sink] path` at it.
-        #[arg(long)]
-        swap_alias: Option<String>,
-        /// With --swap-alias: keep what the alias pointed at before (default: delete it).
-        #[arg(long, requires = "swap_alias")]
-        keep_old: bool,
-    },
+    Replay(ReplayArgs),
     /// Show or reset a consumer group's offsets on the change topic.
     Offsets {
         #[command(subcommand)]
@@ -194,6 +163,41 @@ pub(crate) enum Command {
         #[arg(long)]
         inject_drift: bool,
     },
+}
+
+/// Bounds, target and alias swap of `graphcdc replay`.
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// Start at the first record at or after this time (RFC 3339 or a duration ago);
+    /// default: the beginning.
+    #[arg(long, conflicts_with = "from_offset", value_parser = when, value_name = "TIME|AGO")]
+    pub(crate) from_datetime: Option<When>,
+    /// Start at this offset on every partition (`120`), or per partition
+    /// (`0:120,1:95`; unlisted partitions start at the earliest offset).
+    #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
+    pub(crate) from_offset: Option<String>,
+    /// Stop before the first record at or after this time (RFC 3339 or a duration
+    /// ago); default: today's end of the topic.
+    #[arg(long, conflicts_with = "to_offset", value_parser = when, value_name = "TIME|AGO")]
+    pub(crate) to_datetime: Option<When>,
+    /// Stop before this offset (exclusive) on every partition (`500`), or per partition
+    /// (`0:500,2:80`; unlisted partitions run to today's end).
+    #[arg(long, value_name = "OFFSET|P:OFFSET,…")]
+    pub(crate) to_offset: Option<String>,
+    /// Embedded (or jsonl) sink: the shadow store's directory.
+    #[arg(long, conflicts_with = "target_suffix")]
+    pub(crate) target_path: Option<PathBuf>,
+    /// Server sink: shadow collections are named `{collection}_{suffix}`.
+    #[arg(long)]
+    pub(crate) target_suffix: Option<String>,
+    /// After the replay, point this alias at the shadow target atomically. Server: the
+    /// collection name of the mappings (`{collection}` for several). Embedded: a symlink
+    /// path; point `[sink] path` at it.
+    #[arg(long)]
+    pub(crate) swap_alias: Option<String>,
+    /// With --swap-alias: keep what the alias pointed at before (default: delete it).
+    #[arg(long, requires = "swap_alias")]
+    pub(crate) keep_old: bool,
 }
 
 #[derive(Subcommand)]

@@ -174,26 +174,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay {
-            from_datetime,
-            from_offset,
-            to_datetime,
-            to_offset,
-            target_path,
-            target_suffix,
-            swap_alias,
-            keep_old,
-        } => {
-            let args = commands::timetravel::ReplayArgs {
-                from_datetime,
-                from_offset,
-                to_datetime,
-                to_offset,
-                target_path,
-                target_suffix,
-                swap_alias,
-                keep_old,
-            };
+        Command::Replay(args) => {
             commands::timetravel::replay(&load()?, args).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,11 +1,10 @@
 //! `graphcdc history` and `graphcdc replay`.
 
-use crate::cli::{OutputFormat, When};
+use crate::cli::{OutputFormat, ReplayArgs, When};
 use graphcdc_core::codec::{Codec, SchemaRegistry};
 use graphcdc_core::config::Config;
 use graphcdc_core::inspect::history::{self, Start};
 use graphcdc_core::inspect::replay::{self, OffsetSpec, ReplayEnd, ReplayStart, ShadowTarget};
-use std::path::PathBuf;
 
 /// `graphcdc history KEY`.
 pub(crate) async fn history(
@@ -27,18 +26,6 @@ pub(crate) async fn history(
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
     }
     Ok(())
-}
-
-/// The options of `graphcdc replay`.
-pub(crate) struct ReplayArgs {
-    pub(crate) from_datetime: Option<When>,
-    pub(crate) from_offset: Option<String>,
-    pub(crate) to_datetime: Option<When>,
-    pub(crate) to_offset: Option<String>,
-    pub(crate) target_path: Option<PathBuf>,
-    pub(crate) target_suffix: Option<String>,
-    pub(crate) swap_alias: Option<String>,
-    pub(crate) keep_old: bool,
 }
 
 /// `graphcdc replay`.
