@@ -260,6 +260,13 @@ fn demo_prints_a_summary_with_dlq_reasons_and_repaired_drift() {
         parts[0] > 0 && parts[0] == parts[1] && parts[2] == 0,
         "{drift}"
     );
+    // Off a terminal the progress comes as lines before the summary (at least the last).
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("demo: progress consumed=") && l.contains(" dlq=")),
+        "{stdout}"
+    );
     let applied: u64 = row("points applied").parse().unwrap();
     assert!(
         stdout.contains(&format!("demo: OK applied={applied} ")),

@@ -320,6 +320,11 @@ async fn metrics_endpoint_serves_counters_that_move_and_readiness() {
         "buckets reach 5 min: {freshness:?}"
     );
     assert_eq!(freshness.last().unwrap().1, applied, "+Inf bucket");
+    // Every histogram is exported with its own buckets (a summary has none).
+    let apply = buckets(&after, "graphcdc_apply_duration_seconds", &ours);
+    assert!(apply.iter().any(|(le, _)| *le == 300.0), "{apply:?}");
+    let sizes = buckets(&after, "graphcdc_batch_size_events", &ours);
+    assert!(sizes.iter().any(|(le, _)| *le == 5000.0), "{sizes:?}");
     assert_eq!(
         value(&after, "graphcdc_partitions_assigned", &ours),
         f64::from(support::PARTITIONS)

@@ -1,12 +1,15 @@
 //! The reconciler against a real broker's state topic and the embedded Qdrant: each drift
 //! class is injected by hand, detected with exact counts, and repaired in both modes;
 //! checks while a processor applies a live stream find nothing; the guards
-//! (`reconcile/guards.rs`) hold.
+//! (`reconcile/guards.rs`) hold; the continuous mode serves its drift over HTTP
+//! (`reconcile/metrics.rs`).
 
 mod support;
 
 #[path = "reconcile/guards.rs"]
 mod guards;
+#[path = "reconcile/metrics.rs"]
+mod metrics;
 
 use graphcdc_core::codec::Format;
 use graphcdc_core::demo::drift::{self, DriftPlan};

@@ -46,7 +46,9 @@ install_tls_tools() {
   [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} (apt)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
 
@@ -139,7 +141,7 @@ start_arcadedb() {
       -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
       -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$bolt" \
       -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
-      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root]" \
+      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root];relay1[root];relay2[root]" \
       -Darcadedb.bolt.defaultDatabase=cdc1 \
       com.arcadedb.server.ArcadeDBServer
   ) >"$ARCADE_DIR/arcadedb.log" 2>&1 &
@@ -210,7 +212,7 @@ check_prometheus() {
     log "fetching promtool (Debian package prometheus)"
     tmp=$(mktemp -d)
     (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null \
-      || { apt-get update -qq && apt-get download -qq prometheus; }; })
+      || { apt-get update -qq 2>/dev/null || sudo apt-get update -qq; apt-get download -qq prometheus; }; })
     mkdir -p "$home"
     dpkg-deb -x "$tmp"/prometheus_*.deb "$home"
     rm -rf "$tmp"
@@ -228,6 +230,12 @@ lint_cypher
 validate_manifests
 validate_compose
 check_prometheus
+# The metrics tests lint a live scrape with it (promtool check metrics).
+export GRAPHCDC_PROMTOOL="$HOME/.cache/graphcdc/promtool/usr/bin/promtool"
+
+# The server-only build (no embedded Qdrant engine, README: Sinks) must keep compiling.
+log "checking the build without the embedded engine (--no-default-features)"
+cargo check -p graphcdc --no-default-features --quiet
 
 # Build first (tests spawn the graphcdc binary) while nothing else competes for the cores.
 cargo build --workspace --all-targets

@@ -65,147 +65,165 @@ pub fn install_recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// Counters the services record: name and help text.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "graphcdc_events_consumed_total",
+        "Records received from the change topic.",
+    ),
+    (
+        "graphcdc_points_applied_total",
+        "Point writes acknowledged by the sink.",
+    ),
+    (
+        "graphcdc_points_skipped_stale_total",
+        "Point writes fenced as stale or duplicate.",
+    ),
+    (
+        "graphcdc_events_dlq_total",
+        "Records sent to the dead-letter topic, by reason.",
+    ),
+    (
+        "graphcdc_events_unmapped_total",
+        "Records that map to no collection.",
+    ),
+    ("graphcdc_batches_total", "Batches applied."),
+    (
+        "graphcdc_retries_total",
+        "Batch retries after transient failures.",
+    ),
+    ("graphcdc_rebalances_total", "Partition revocations."),
+    ("graphcdc_sink_errors_total", "Failed sink calls by class."),
+    (
+        "graphcdc_collection_points_applied_total",
+        "Point writes acknowledged by the sink, per collection.",
+    ),
+    ("graphcdc_reconcile_checks_total", "Checks completed."),
+    (
+        "graphcdc_reconcile_repaired_total",
+        "Fixes written or published.",
+    ),
+    (
+        "graphcdc_reconcile_failures_total",
+        "Checks or repairs that failed (broker or sink errors), retried with backoff.",
+    ),
+    (
+        "graphcdc_reconcile_repairs_refused_total",
+        "Repairs the delete guard refused.",
+    ),
+    (
+        "graphcdc_relay_published_total",
+        "Outbox entries published.",
+    ),
+    (
+        "graphcdc_relay_failed_total",
+        "Outbox entries marked failed.",
+    ),
+];
+
+/// Gauges the services record: name, unit and help text.
+const GAUGES: &[(&str, Unit, &str)] = &[
+    (
+        "graphcdc_partitions_assigned",
+        Unit::Count,
+        "Partitions assigned to this member.",
+    ),
+    (
+        "graphcdc_circuit_open",
+        Unit::Count,
+        "1 while the sink keeps failing.",
+    ),
+    ("graphcdc_ready", Unit::Count, "1 when ready for traffic."),
+    (
+        "graphcdc_consumer_lag_records",
+        Unit::Count,
+        "High watermark minus committed offset, per assigned partition.",
+    ),
+    (
+        "graphcdc_committed_offset",
+        Unit::Count,
+        "Committed offset, per assigned partition.",
+    ),
+    (
+        "graphcdc_high_watermark_offset",
+        Unit::Count,
+        "End of the partition, per assigned partition.",
+    ),
+    (
+        "graphcdc_drift_points",
+        Unit::Count,
+        "Drifted points per class at the last check.",
+    ),
+    (
+        "graphcdc_reconcile_last_check_timestamp_seconds",
+        Unit::Seconds,
+        "When the last check finished (Unix time).",
+    ),
+    (
+        "graphcdc_reconcile_check_duration_seconds",
+        Unit::Seconds,
+        "How long the last check took.",
+    ),
+    (
+        "graphcdc_reconcile_consecutive_failures",
+        Unit::Count,
+        "Failed checks or repairs since the last successful check.",
+    ),
+    (
+        "graphcdc_relay_outbox_entries",
+        Unit::Count,
+        "Outbox entries waiting.",
+    ),
+    (
+        "graphcdc_relay_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest waiting entry.",
+    ),
+    (
+        "graphcdc_relay_holds_lease",
+        Unit::Count,
+        "1 when this relay is the active one.",
+    ),
+];
+
+/// Histograms the services record: name, unit and help text.
+const HISTOGRAMS: &[(&str, Unit, &str)] = &[
+    (
+        "graphcdc_freshness_seconds",
+        Unit::Seconds,
+        "Now minus source commit time when the sink acknowledged a write.",
+    ),
+    (
+        "graphcdc_apply_duration_seconds",
+        Unit::Seconds,
+        "Time to apply a batch until the sink and the DLQ acknowledged it.",
+    ),
+    (
+        "graphcdc_batch_size_events",
+        Unit::Count,
+        "Records per applied batch.",
+    ),
+];
+
+/// Every metric name the services export (histograms without their suffixes).
+pub fn metric_names() -> impl Iterator<Item = &'static str> {
+    COUNTERS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(GAUGES.iter().map(|(name, _, _)| *name))
+        .chain(HISTOGRAMS.iter().map(|(name, _, _)| *name))
+}
+
 /// Help text and unit of every metric the services record.
 fn describe() {
-    for (name, help) in [
-        (
-            "graphcdc_events_consumed_total",
-            "Records received from the change topic.",
-        ),
-        (
-            "graphcdc_points_applied_total",
-            "Point writes acknowledged by the sink.",
-        ),
-        (
-            "graphcdc_points_skipped_stale_total",
-            "Point writes fenced as stale or duplicate.",
-        ),
-        (
-            "graphcdc_events_dlq_total",
-            "Records sent to the dead-letter topic, by reason.",
-        ),
-        (
-            "graphcdc_events_unmapped_total",
-            "Records that map to no collection.",
-        ),
-        ("graphcdc_batches_total", "Batches applied."),
-        (
-            "graphcdc_retries_total",
-            "Batch retries after transient failures.",
-        ),
-        ("graphcdc_rebalances_total", "Partition revocations."),
-        ("graphcdc_sink_errors_total", "Failed sink calls by class."),
-        (
-            "graphcdc_collection_points_applied_total",
-            "Point writes acknowledged by the sink, per collection.",
-        ),
-        ("graphcdc_reconcile_checks_total", "Checks completed."),
-        (
-            "graphcdc_reconcile_repaired_total",
-            "Fixes written or published.",
-        ),
-        (
-            "graphcdc_reconcile_failures_total",
-            "Checks or repairs that failed (broker or sink errors), retried with backoff.",
-        ),
-        (
-            "graphcdc_reconcile_repairs_refused_total",
-            "Repairs the delete guard refused.",
-        ),
-        (
-            "graphcdc_relay_published_total",
-            "Outbox entries published.",
-        ),
-        (
-            "graphcdc_relay_failed_total",
-            "Outbox entries marked failed.",
-        ),
-    ] {
-        describe_counter!(name, Unit::Count, help);
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, Unit::Count, *help);
     }
-    for (name, unit, help) in [
-        (
-            "graphcdc_partitions_assigned",
-            Unit::Count,
-            "Partitions assigned to this member.",
-        ),
-        (
-            "graphcdc_circuit_open",
-            Unit::Count,
-            "1 while the sink keeps failing.",
-        ),
-        ("graphcdc_ready", Unit::Count, "1 when ready for traffic."),
-        (
-            "graphcdc_consumer_lag_records",
-            Unit::Count,
-            "High watermark minus committed offset, per assigned partition.",
-        ),
-        (
-            "graphcdc_committed_offset",
-            Unit::Count,
-            "Committed offset, per assigned partition.",
-        ),
-        (
-            "graphcdc_high_watermark_offset",
-            Unit::Count,
-            "End of the partition, per assigned partition.",
-        ),
-        (
-            "graphcdc_drift_points",
-            Unit::Count,
-            "Drifted points per class at the last check.",
-        ),
-        (
-            "graphcdc_reconcile_last_check_timestamp_seconds",
-            Unit::Seconds,
-            "When the last check finished (Unix time).",
-        ),
-        (
-            "graphcdc_reconcile_check_duration_seconds",
-            Unit::Seconds,
-            "How long the last check took.",
-        ),
-        (
-            "graphcdc_reconcile_consecutive_failures",
-            Unit::Count,
-            "Failed checks or repairs since the last successful check.",
-        ),
-        (
-            "graphcdc_relay_outbox_depth",
-            Unit::Count,
-            "Outbox entries waiting.",
-        ),
-        (
-            "graphcdc_relay_lag_seconds",
-            Unit::Seconds,
-            "Age of the oldest waiting entry.",
-        ),
-        (
-            "graphcdc_relay_holds_lease",
-            Unit::Count,
-            "1 when this relay is the active one.",
-        ),
-    ] {
-        describe_gauge!(name, unit, help);
+    for (name, unit, help) in GAUGES {
+        describe_gauge!(*name, *unit, *help);
     }
-    for (name, unit, help) in [
-        (
-            "graphcdc_freshness_seconds",
-            Unit::Seconds,
-            "Now minus source commit time when the sink acknowledged a write.",
-        ),
-        (
-            "graphcdc_apply_duration_seconds",
-            Unit::Seconds,
-            "Time to apply a batch until the sink and the DLQ acknowledged it.",
-        ),
-        (
-            "graphcdc_batch_size_events",
-            Unit::Count,
-            "Records per applied batch.",
-        ),
-    ] {
-        describe_histogram!(name, unit, help);
+    for (name, unit, help) in HISTOGRAMS {
+        describe_histogram!(*name, *unit, *help);
     }
 }
 
@@ -295,6 +313,68 @@ mod tests {
         (status, body.to_owned())
     }
 
+    /// Alerts, their tests, the PrometheusRule, the dashboard and the runbooks only name
+    /// metrics the services export (a renamed metric would leave an alert silent).
+    #[test]
+    fn deploy_files_name_only_exported_metrics() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let exported: std::collections::BTreeSet<&str> = metric_names().collect();
+        let mut unknown = Vec::new();
+        for file in [
+            "deploy/observability/alerts.yaml",
+            "deploy/observability/alerts.test.yaml",
+            "deploy/observability/dashboard.json",
+            "deploy/k8s/prometheusrule.yaml",
+            "docs/runbooks.md",
+        ] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("graphcdc_") {
+                rest = &rest[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                let name = &rest[..end];
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|base| exported.contains(base))
+                    .unwrap_or(name);
+                if !exported.contains(base) {
+                    unknown.push(format!("{file}: {name}"));
+                }
+                rest = &rest[end..];
+            }
+        }
+        assert!(unknown.is_empty(), "not exported: {unknown:?}");
+    }
+
+    /// `promtool check metrics` parses the exposition strictly and lints names and units.
+    fn promtool_accepts(promtool: &str, body: &str) {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     #[tokio::test]
     async fn the_exporter_escapes_labels_keeps_long_latencies_and_serves_only_get() {
         install_recorder();
@@ -369,6 +449,12 @@ mod tests {
                 .map(String::as_str),
             Some("Outbox entries published.")
         );
+
+        // The official parser and linter, when the test command provides it.
+        match std::env::var("GRAPHCDC_PROMTOOL") {
+            Ok(promtool) => promtool_accepts(&promtool, &body),
+            Err(_) => eprintln!("GRAPHCDC_PROMTOOL not set: promtool check metrics not run"),
+        }
 
         assert_eq!(request(addr, "POST", "/metrics").await.0, 405);
         assert_eq!(request(addr, "GET", "/readyz").await.0, 200);

@@ -44,6 +44,11 @@ impl Progress {
         true
     }
 
+    /// Whether a bar is drawn (stderr is a terminal).
+    pub fn has_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// Clear the bar.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

@@ -411,7 +411,7 @@ impl Default for RelayStats {
         RelayStats {
             published: Counter::named("graphcdc_relay_published_total"),
             failed: Counter::named("graphcdc_relay_failed_total"),
-            outbox_depth: Gauge::named("graphcdc_relay_outbox_depth"),
+            outbox_depth: Gauge::named("graphcdc_relay_outbox_entries"),
             lag: Gauge::named("graphcdc_relay_lag_seconds"),
             holds_lease: Gauge::named("graphcdc_relay_holds_lease"),
         }

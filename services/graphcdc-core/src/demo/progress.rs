@@ -1,6 +1,6 @@
 //! The demo's progress while the processor works through the stream: records consumed,
-//! applied, skipped and dead-lettered, live on a terminal, an info log line every second
-//! otherwise.
+//! applied, skipped and dead-lettered, live on stderr's terminal, otherwise a line on
+//! stdout every second (CI logs, pipes) next to the summary that follows.
 
 use crate::progress::Progress;
 use crate::stats::Stats;
@@ -39,18 +39,20 @@ impl DemoProgress {
     }
 
     fn log(&self, stats: &Stats) {
-        tracing::info!(
-            consumed = Stats::get(&stats.consumed),
-            total = self.total,
-            applied = Stats::get(&stats.applied),
-            skipped_stale = Stats::get(&stats.skipped_stale),
-            dlq = Stats::get(&stats.dlq),
-            "demo progress"
+        println!(
+            "demo: progress consumed={}/{} applied={} skipped_stale={} dlq={}",
+            Stats::get(&stats.consumed),
+            self.total,
+            Stats::get(&stats.applied),
+            Stats::get(&stats.skipped_stale),
+            Stats::get(&stats.dlq)
         );
     }
 
     pub(super) fn finish(&self, stats: &Stats) {
         self.progress.finish();
-        self.log(stats);
+        if !self.progress.has_bar() {
+            self.log(stats);
+        }
     }
 }
