@@ -141,7 +141,7 @@ start_arcadedb() {
       -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
       -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$bolt" \
       -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
-      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root];relay1[root];relay2[root]" \
+      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root];relay1[root];relay2[root];relay3[root]" \
       -Darcadedb.bolt.defaultDatabase=cdc1 \
       com.arcadedb.server.ArcadeDBServer
   ) >"$ARCADE_DIR/arcadedb.log" 2>&1 &
@@ -158,8 +158,8 @@ lint_cypher() {
 }
 
 # The Kubernetes manifests against the Kubernetes schemas (kubernetes-validate bundles
-# them; the ServiceMonitor and PrometheusRule CRDs have no bundled schema, so those files
-# are only parsed), the restricted Pod Security Standard and scraping of every workload
+# them; the ServiceMonitor and PrometheusRule go against prometheus-operator's CRD
+# schemas, pinned by deploy/k8s/crd-check/package-lock.json), the restricted Pod Security Standard and scraping of every workload
 # (check_restricted.py), and the observability files parse.
 validate_manifests() {
   local home="$HOME/.cache/graphcdc/kubernetes-validate-1.37.0"
@@ -186,6 +186,9 @@ for f in sys.argv[1:]:
   else
     log "kubectl not found: the kustomization is parsed, not rendered"
   fi
+  log "validating ServiceMonitor and PrometheusRule against prometheus-operator's CRD schemas"
+  (cd deploy/k8s/crd-check && npm ci --no-audit --no-fund --loglevel=error \
+    && node check.mjs ../servicemonitor.yaml ../prometheusrule.yaml)
   log "checking deploy/k8s against the restricted Pod Security Standard"
   PYTHONPATH="$home" python3 deploy/k8s/check_restricted.py
   log "checking deploy/k8s/prometheusrule.yaml against alerts.yaml, runbooks and rule tests"
