@@ -487,3 +487,61 @@ async fn checks_during_a_live_stream_judge_everything_find_nothing_and_delete_no
     let after = reconciler.check(Duration::ZERO).await.unwrap();
     assert!(after.is_clean(), "{:?}", after.drifts);
 }
+
+/// A collection that held points before graphcdc (the seeds' 793 vectors with no nodes):
+/// numeric ids, which Qdrant orders before UUIDs, and points without `cdc_*` fields. The
+/// check pages past them, judges every point the pipeline wrote, and reports the others
+/// as foreign (drift, never repaired automatically).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_the_pipeline_did_not_write_are_reported_as_foreign() {
+    use graphcdc_core::sink::edge::EdgeSink;
+    use graphcdc_core::sink::ScanCursor;
+    let (h, sink, _model) = populated("foreign").await;
+    drop(sink);
+    let graphcdc_core::config::SinkConfig::Embedded { path } = &h.config.sink else {
+        unreachable!()
+    };
+    let edge = EdgeSink::open(path).unwrap();
+    let legacy = |n: u64| {
+        serde_json::Map::from_iter([("title".to_owned(), serde_json::json!(format!("legacy {n}")))])
+    };
+    for n in 1..=5 {
+        edge.put_foreign(
+            COLLECTION,
+            ScanCursor::Num(n),
+            "embedding",
+            vec![0.1; support::DIM],
+            legacy(n),
+        )
+        .await
+        .unwrap();
+    }
+    let uuid = uuid::Uuid::new_v4();
+    edge.put_foreign(
+        COLLECTION,
+        ScanCursor::Uuid(uuid),
+        "embedding",
+        vec![0.1; support::DIM],
+        legacy(0),
+    )
+    .await
+    .unwrap();
+    let sink: Arc<dyn VectorSink> = Arc::new(edge);
+    let gauges = Arc::new(DriftGauges::default());
+    let mut reconciler = Reconciler::new(h.config.clone(), sink, gauges.clone()).unwrap();
+    let report = reconciler.check(Duration::ZERO).await.unwrap();
+
+    assert_eq!(
+        counts(&report),
+        expected_counts(0, 0, 0, 0, 0),
+        "{report:?}"
+    );
+    let mut foreign = report.foreign[COLLECTION].clone();
+    foreign.sort();
+    let mut expected: Vec<String> = (1..=5).map(|n: u64| n.to_string()).collect();
+    expected.push(uuid.to_string());
+    expected.sort();
+    assert_eq!(foreign, expected);
+    assert!(!report.is_clean());
+    assert_eq!(gauges.drift("foreign"), 6);
+}

@@ -84,6 +84,10 @@ pub struct DriftReport {
     pub rechecked: u64,
     /// Every drifted point.
     pub drifts: Vec<Drift>,
+    /// Points the pipeline did not write (a numeric id, or no `cdc_*` fields), per
+    /// collection: typically there before graphcdc was adopted. Never repaired
+    /// automatically; they count as drift.
+    pub foreign: BTreeMap<String, Vec<String>>,
     /// Time the check took.
     pub duration: Duration,
 }
@@ -105,9 +109,14 @@ impl DriftReport {
         100.0 * self.drifts.len() as f64 / base as f64
     }
 
-    /// Whether nothing drifted.
+    /// Points the pipeline did not write, in every collection.
+    pub fn foreign_count(&self) -> u64 {
+        self.foreign.values().map(|ids| ids.len() as u64).sum()
+    }
+
+    /// Whether nothing drifted (foreign points included).
     pub fn is_clean(&self) -> bool {
-        self.drifts.is_empty()
+        self.drifts.is_empty() && self.foreign.is_empty()
     }
 }
 
@@ -193,6 +202,13 @@ pub async fn scan(
         let mut live = 0;
         loop {
             let page = sink.scan(collection, from, SCAN_PAGE).await?;
+            if !page.foreign.is_empty() {
+                report
+                    .foreign
+                    .entry(collection.clone())
+                    .or_default()
+                    .extend(page.foreign.iter().map(|f| f.id.clone()));
+            }
             for stored in &page.points {
                 if !stored.deleted {
                     live += 1;

@@ -236,6 +236,7 @@ impl Reconciler {
         for (class, points) in &counts {
             g.set_drift(class.name(), *points);
         }
+        g.set_drift("foreign", report.foreign_count());
         g.last_check.set(crate::unix_ms() as f64 / 1000.0);
         g.last_check_duration.set(report.duration.as_secs_f64());
         g.checks.add(1);
@@ -378,6 +379,7 @@ impl Reconciler {
             content_mismatch = counts[&DriftClass::ContentMismatch],
             ahead = counts[&DriftClass::Ahead],
             tombstone_vector = counts[&DriftClass::TombstoneVector],
+            foreign = report.foreign_count(),
             not_yet_judged = report.in_grace,
             rechecked = report.rechecked,
             took_ms = report.duration.as_millis() as u64,

@@ -17,6 +17,16 @@ fn samples(report: &DriftReport, class: DriftClass) -> Vec<String> {
         .collect()
 }
 
+/// Points the pipeline did not write, as `collection/id`.
+fn foreign_samples(report: &DriftReport) -> Vec<String> {
+    report
+        .foreign
+        .iter()
+        .flat_map(|(collection, ids)| ids.iter().map(move |id| format!("{collection}/{id}")))
+        .take(SAMPLE)
+        .collect()
+}
+
 fn check_json(report: &DriftReport) -> serde_json::Value {
     let counts = report.counts();
     json!({
@@ -31,6 +41,10 @@ fn check_json(report: &DriftReport) -> serde_json::Value {
             "count": counts[c],
             "sample": samples(report, *c),
         }))).collect::<serde_json::Map<_, _>>(),
+        "foreign": {
+            "count": report.foreign_count(),
+            "sample": foreign_samples(report),
+        },
     })
 }
 
@@ -73,6 +87,17 @@ pub fn table(result: &OnceResult) -> String {
             counts[&class],
             samples(r, class).join(", ")
         ));
+    }
+    out.push_str(&format!(
+        "{:<18} {:>8}  {}\n",
+        "foreign",
+        r.foreign_count(),
+        foreign_samples(r).join(", ")
+    ));
+    if r.foreign_count() > 0 {
+        out.push_str(
+            "  (points graphcdc did not write: a numeric id or no cdc_* fields; not repaired)\n",
+        );
     }
     out.push_str(&format!(
         "drift: {:.3} % ({} points)\n",

@@ -130,10 +130,13 @@ impl EdgeSink {
         .await
     }
 
-    /// Write a point as another tool would (any id kind, any payload): what a collection
-    /// holds when it existed before graphcdc.
-    #[cfg(test)]
-    pub(crate) async fn put_foreign(
+    /// Write a point as another tool would (any id kind, any payload, no version fence):
+    /// what a collection holds when it existed before graphcdc. For tests and
+    /// migrations; the pipeline never calls it.
+    ///
+    /// # Errors
+    /// When the collection does not exist or the write fails.
+    pub async fn put_foreign(
         &self,
         collection: &str,
         id: ScanCursor,
