@@ -403,24 +403,13 @@ async fn a_tombstone_that_kept_its_vector_is_found_and_stripped_in_both_modes() 
 /// `events` events over the first `keys` keys of [`churn`]'s key space, versions going on
 /// from `model`.
 fn continued_churn(model: &Model, keys: usize, events: usize, seed: u64) -> Vec<ChangeEvent> {
-    let mut versions: Vec<i64> = (0..keys)
+    let versions: Vec<i64> = (0..keys)
         .map(|k| {
             let slot = (COLLECTION.to_owned(), format!("doc-{k}"));
             model.expected.get(&slot).map_or(0, |e| e.version)
         })
         .collect();
-    let mut state = seed;
-    (0..events)
-        .map(|i| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let k = (state >> 33) as usize % keys;
-            versions[k] += 1;
-            let op = if i % 7 == 3 { Op::Delete } else { Op::Upsert };
-            doc(&format!("doc-{k}"), versions[k], op)
-        })
-        .collect()
+    support::churn_from(versions, events, seed)
 }
 
 /// How long the live test publishes.

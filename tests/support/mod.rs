@@ -301,7 +301,12 @@ impl Model {
 
 /// A random stream over `keys` keys with updates, deletes and re-creates, in per-key order.
 pub fn churn(keys: usize, events: usize, seed: u64) -> Vec<ChangeEvent> {
-    let mut versions = vec![0i64; keys];
+    churn_from(vec![0; keys], events, seed)
+}
+
+/// [`churn`] over `versions.len()` keys whose versions go on from `versions`.
+pub fn churn_from(mut versions: Vec<i64>, events: usize, seed: u64) -> Vec<ChangeEvent> {
+    let keys = versions.len();
     let mut state = seed;
     (0..events)
         .map(|i| {
