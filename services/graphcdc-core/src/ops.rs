@@ -408,23 +408,21 @@ mod tests {
             ),
             "{body}"
         );
-        let sum = scrape
-            .samples
-            .iter()
-            .filter(ours)
-            .find(|s| s.metric == "graphcdc_freshness_seconds_sum")
-            .expect("histogram sum");
+        let find = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .filter(ours)
+                .find(|s| s.metric == name)
+                .unwrap_or_else(|| panic!("{name} not served"))
+        };
+        let sum = find("graphcdc_freshness_seconds_sum");
         // 42 s is recorded as 42 s (no clamp at 10 s), in the 60 s bucket, not the 30 s one.
         assert!(
             matches!(sum.value, prometheus_parse::Value::Untyped(v) if (v - 42.003).abs() < 1e-9),
             "{sum:?}"
         );
-        let histogram = scrape
-            .samples
-            .iter()
-            .filter(ours)
-            .find(|s| s.metric == "graphcdc_freshness_seconds")
-            .expect("histogram buckets");
+        let histogram = find("graphcdc_freshness_seconds");
         let prometheus_parse::Value::Histogram(counts) = &histogram.value else {
             panic!("{histogram:?}")
         };
