@@ -6,6 +6,10 @@
 // Run against the SYSTEM database:   cypher-shell -d system -f direct-trigger.cypher
 // The topic must already exist (apoc.kafka silently drops records for unknown topics).
 //
+// BEST EFFORT: at most once, no state topic, no relationship delete without a $cdcRelKey property,
+// and nothing detects a lost event. Set capture.mode = "direct" in the graphcdc config: the
+// reconciler then refuses to run (there is no state topic to reconcile against).
+//
 // afterAsync = after commit, in a NEW transaction on a thread pool. Consequences (README.md,
 // "Semantics this Cypher relies on", lists each assumption with its source):
 //   * version = $transactionId (monotonic in commit order per database; gaps are normal),

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod capture;
+pub use capture::{CaptureConfig, CaptureSetting};
+
 /// The whole configuration of a graphcdc process.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,9 @@ pub struct Config {
     pub neo4j: Neo4jConfig,
     #[serde(default)]
     pub relay: RelayConfig,
+    /// Which trigger is installed and how it serializes (`[capture]`).
+    #[serde(default)]
+    pub capture: CaptureConfig,
     /// Which labels / relationship types go to which collection, and how.
     #[serde(default)]
     pub mappings: Vec<MappingConfig>,
@@ -462,6 +468,7 @@ impl Config {
                 format!("{:?} is not a bolt:// or neo4j:// URI", self.neo4j.uri),
             ));
         }
+        self.capture.validate()?;
         if self.mappings.is_empty() {
             return Err(invalid("mappings", "at least one mapping is needed"));
         }

@@ -159,8 +159,8 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             tokio::spawn(stop_on_signal(shutdown.clone()));
             let report = backfill::run(&config, &checkpoint, page_size.max(1), shutdown).await?;
             println!(
-                "backfill: published={} already_published={} complete={}",
-                report.published, report.already_published, report.complete
+                "backfill: published={} already_published={} failed={} complete={}",
+                report.published, report.already_published, report.failed, report.complete
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,42 +1,55 @@
 //! `graphcdc backfill`: snapshot an existing graph into the change and state topics
-//! (source = backfill), label by label, with keyset pagination on the key property.
+//! (source = backfill), mapping by mapping: the nodes of each mapped label and the
+//! relationships of each mapped type, with keyset pagination on the key.
 //!
-//! Each page is one short read (writers are never blocked). After a page is
-//! acknowledged, a checkpoint file records the last key and the state topic's high
-//! watermarks. A resumed backfill first reads what was published after those
-//! watermarks, so the page that was cut short is not published twice: every entity
-//! lands once per version.
+//! A page is selected without a lock, then one write transaction bumps the trigger's
+//! `CdcVersion` counter of every entity in it and reads the properties after that lock,
+//! so a published version is always paired with the content of that version: a commit
+//! that changes the entity either committed before (and is read) or waits and gets a
+//! higher version. Properties are serialized exactly as the trigger's
+//! `apoc.convert.toJson` does ([`super::canonical`]), without `capture.exclude_properties`.
+//! An entity that cannot become an event (a point property) is skipped and counted, not
+//! retried forever.
+//!
+//! After a page is acknowledged, a checkpoint file records the last key and the state
+//! topic's high watermarks. A resumed backfill reads what was published after those
+//! watermarks for the keys of its first page only, so the page that was cut short is
+//! not published twice.
 
-use super::connect;
+mod page;
+
 use crate::codec::{Codec, Format, SchemaRegistry};
-use crate::config::{Config, MappingConfig};
-use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, PropertyValue, Source};
+use crate::config::Config;
 use crate::kafka::{self, ChangePublisher};
 use anyhow::Context;
-use neo4rs::query;
+use page::Target;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Where a backfill stands; written after every acknowledged page.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Checkpoint {
-    /// Per label: last key published, and whether the label is finished.
+    /// Per label (or `[:TYPE]`): last key published, and whether it is finished.
     pub labels: BTreeMap<String, LabelProgress>,
     /// High watermarks of the state topic when this checkpoint was written.
     pub state_watermarks: BTreeMap<i32, i64>,
 }
 
-/// Progress of one label.
+/// Progress of one label or relationship type.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LabelProgress {
-    pub after: Option<String>,
+    /// Last key published (string or integer, as stored).
+    pub after: Option<serde_json::Value>,
     pub done: bool,
     pub published: u64,
+    /// Entities skipped because they cannot become an event.
+    #[serde(default)]
+    pub failed: u64,
 }
 
 impl Checkpoint {
@@ -58,38 +71,21 @@ impl Checkpoint {
     }
 }
 
-/// Template of the page query (`deploy/neo4j/queries/backfill-page.cypher`).
-const PAGE_TEMPLATE: &str = include_str!("../../../../deploy/neo4j/queries/backfill-page.cypher");
-
-/// The page query of one node mapping: keyset pagination on the key property, version
-/// from the `CdcVersion` counter when the trigger has one. Label and key property are
-/// validated identifiers (config), quoted with backticks.
-pub fn page_query(mapping: &MappingConfig) -> Option<String> {
-    let label = mapping.label.as_ref()?;
-    Some(
-        PAGE_TEMPLATE
-            .replace("__LABEL__", label)
-            .replace("__KEY__", &mapping.key_property),
-    )
-}
-
-#[derive(Deserialize)]
-struct PageRow {
-    key: String,
-    labels: Vec<String>,
-    props: serde_json::Map<String, serde_json::Value>,
-    version: i64,
-}
-
 /// What a backfill did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BackfillReport {
     pub published: u64,
     /// Entities of the interrupted page found already published on resume.
     pub already_published: u64,
+    /// Entities skipped because they cannot become an event (logged with the reason).
+    pub failed: u64,
     /// Whether every label is finished.
     pub complete: bool,
 }
+
+/// A page transaction that fails (a deadlock with a writer, a lost connection) is
+/// retried this often before the backfill stops.
+const PAGE_ATTEMPTS: u32 = 3;
 
 /// Run (or resume) a backfill with `page_size` entities per page.
 ///
@@ -101,33 +97,34 @@ pub async fn run(
     page_size: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
-    let graph = connect(&config.neo4j)?;
+    let graph = super::connect(&config.neo4j)?;
     let codec = std::sync::Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
     let publisher = ChangePublisher::new(&config.kafka, codec.clone(), Format::Avro)?;
+    let reader = state_reader(config)?;
     let mut checkpoint = Checkpoint::load(checkpoint_path)?;
-    let published_since = published_after(config, &codec, &checkpoint.state_watermarks).await?;
+    // Only the first page of this run can have been published by the run before.
+    let mut resume_from =
+        Some(std::mem::take(&mut checkpoint.state_watermarks)).filter(|marks| !marks.is_empty());
     let mut report = BackfillReport::default();
     let db = config
         .neo4j
         .database
         .clone()
         .unwrap_or_else(|| "neo4j".into());
-    let mut seen_labels = Vec::new();
-    for mapping in &config.mappings {
-        let (Some(label), Some(page)) = (mapping.label.clone(), page_query(mapping)) else {
-            continue;
-        };
-        if seen_labels.contains(&label) {
+    let mut seen = Vec::new();
+    for target in config.mappings.iter().filter_map(Target::of) {
+        let name = target.name();
+        if seen.contains(&name) {
             continue;
         }
-        seen_labels.push(label.clone());
-        let progress = checkpoint.labels.entry(label.clone()).or_default().clone();
+        seen.push(name.clone());
+        let progress = checkpoint.labels.entry(name.clone()).or_default().clone();
         if progress.done {
             continue;
         }
         let mut after = progress.after.clone();
         let mut published = progress.published;
-        let bar = indicatif::ProgressBar::new_spinner().with_message(format!("backfill {label}"));
+        let bar = indicatif::ProgressBar::new_spinner().with_message(format!("backfill {name}"));
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} entities, {per_sec}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
@@ -137,71 +134,78 @@ pub async fn run(
             if shutdown.is_cancelled() {
                 return Ok(report);
             }
-            let mut q = query(&page).param("limit", page_size as i64);
-            q = match &after {
-                Some(a) => q.param("after", a.as_str()),
-                None => q.param("after", neo4rs::BoltType::Null(neo4rs::BoltNull)),
-            };
-            let mut rows = graph
-                .execute(q)
-                .await
-                .with_context(|| format!("reading {label} page"))?;
-            let mut events = Vec::new();
-            let mut last = None;
-            while let Some(row) = rows.next().await? {
-                let row: PageRow = row.to().context("backfill row of unexpected shape")?;
-                last = Some(row.key.clone());
-                if published_since
-                    .get(&row.key)
-                    .is_some_and(|v| *v >= row.version)
-                {
-                    report.already_published += 1;
-                    continue;
-                }
-                events.push(backfill_event(row, &db)?);
-            }
-            let Some(last) = last else {
-                let entry = checkpoint.labels.entry(label.clone()).or_default();
+            let capture = &config.capture;
+            let selected =
+                page::select(&graph, &target, capture, after.as_ref(), page_size).await?;
+            let Some(last) = selected.last().map(|s| s.key.clone()) else {
+                let entry = checkpoint.labels.entry(name.clone()).or_default();
                 entry.done = true;
                 checkpoint.save(checkpoint_path)?;
                 bar.finish();
-                tracing::info!(%label, published, "backfill of label complete");
+                tracing::info!(label = %name, published, "backfill of label complete");
                 break;
             };
+            let mut keys = Vec::new();
+            if let Some(marks) = resume_from.take() {
+                let page_keys = selected.iter().map(|s| page::key_text(&s.key)).collect();
+                let done = published_after(config, &reader, &codec, &marks, &page_keys).await?;
+                for s in &selected {
+                    if done
+                        .get(&page::key_text(&s.key))
+                        .is_some_and(|v| *v >= s.version)
+                    {
+                        report.already_published += 1;
+                    } else {
+                        keys.push(s.key.clone());
+                    }
+                }
+            } else {
+                keys = selected.into_iter().map(|s| s.key).collect();
+            }
+            let mut attempt = 0;
+            let (mut events, failed) = loop {
+                attempt += 1;
+                let read = page::read_locked(
+                    &graph,
+                    &target,
+                    capture,
+                    after.as_ref(),
+                    page_size,
+                    &keys,
+                    &db,
+                );
+                match read.await {
+                    Ok(page) => break page,
+                    Err(e) if attempt < PAGE_ATTEMPTS => {
+                        tracing::warn!(label = %name, error = %format!("{e:#}"), "backfill page failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            for f in &failed {
+                tracing::warn!(label = %name, key = %f.key, error = %f.error, "entity cannot become an event; skipped");
+            }
             super::context::enrich(&graph, &config.mappings, &mut events).await?;
             publisher.publish_all(&events).await?;
             published += events.len() as u64;
             report.published += events.len() as u64;
-            checkpoint.state_watermarks = state_watermarks(config)?;
-            let entry = checkpoint.labels.entry(label.clone()).or_default();
+            report.failed += failed.len() as u64;
+            checkpoint.state_watermarks = state_watermarks(config, &reader)?;
+            let entry = checkpoint.labels.entry(name.clone()).or_default();
             entry.after = Some(last.clone());
             entry.published = published;
+            entry.failed += failed.len() as u64;
             checkpoint.save(checkpoint_path)?;
             bar.set_position(published);
             if bar.is_hidden() {
-                tracing::info!(%label, published, after = %last, "backfill page published");
+                tracing::info!(label = %name, published, after = %last, "backfill page published");
             }
             after = Some(last);
         }
     }
     report.complete = checkpoint.labels.values().all(|p| p.done);
     Ok(report)
-}
-
-fn backfill_event(row: PageRow, db: &str) -> anyhow::Result<ChangeEvent> {
-    let properties: BTreeMap<String, PropertyValue> =
-        serde_json::from_value(serde_json::Value::Object(row.props))
-            .context("unsupported property value")?;
-    let now = crate::unix_ms();
-    let labels: Vec<&str> = row.labels.iter().map(String::as_str).collect();
-    let mut event = ChangeEvent::node(&row.key, &labels, Op::Upsert, row.version, now);
-    event.kind = EntityKind::Node;
-    event.properties = properties;
-    event.source = Source {
-        db: db.to_owned(),
-        mode: CaptureMode::Backfill,
-    };
-    Ok(event)
 }
 
 fn state_reader(config: &Config) -> anyhow::Result<BaseConsumer> {
@@ -213,30 +217,34 @@ fn state_reader(config: &Config) -> anyhow::Result<BaseConsumer> {
 }
 
 /// High watermark of every partition of the state topic.
-fn state_watermarks(config: &Config) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let reader = state_reader(config)?;
+fn state_watermarks(config: &Config, reader: &BaseConsumer) -> anyhow::Result<BTreeMap<i32, i64>> {
     let topic = &config.kafka.state_topic;
-    let metadata = reader.fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)?;
-    let mut marks = BTreeMap::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (_, high) = reader.fetch_watermarks(topic, p.id(), kafka::ADMIN_TIMEOUT)?;
-        marks.insert(p.id(), high);
-    }
-    Ok(marks)
+    tokio::task::block_in_place(|| {
+        let metadata = reader.fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)?;
+        let mut marks = BTreeMap::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = reader.fetch_watermarks(topic, p.id(), kafka::ADMIN_TIMEOUT)?;
+            marks.insert(p.id(), high);
+        }
+        Ok(marks)
+    })
 }
 
-/// Keys (with their highest version) published to the state topic after `watermarks`.
+/// Reading the state topic's tail fails only when no record arrives for this long: a
+/// long tail (live traffic since the interruption) is read to its end however long.
+const TAIL_IDLE: Duration = Duration::from_secs(30);
+
+/// Of `keys`, those published to the state topic after `watermarks`, with their highest
+/// version. Other keys are not kept.
 async fn published_after(
     config: &Config,
+    reader: &BaseConsumer,
     codec: &Codec,
     watermarks: &BTreeMap<i32, i64>,
+    keys: &HashSet<String>,
 ) -> anyhow::Result<HashMap<String, i64>> {
     let mut found = HashMap::new();
-    if watermarks.is_empty() {
-        return Ok(found);
-    }
-    let now = state_watermarks(config)?;
-    let reader = state_reader(config)?;
+    let now = state_watermarks(config, reader)?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     for (partition, from) in watermarks {
@@ -254,26 +262,31 @@ async fn published_after(
         return Ok(found);
     }
     reader.assign(&assignment)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut deadline = Instant::now() + TAIL_IDLE;
     while !remaining.is_empty() {
-        let task = "reading the state topic's tail";
-        let Some(record) = kafka::poll_record(&reader, deadline, task)? else {
+        let task = "reading the state topic's tail (no record for 30 s)";
+        let Some(record) = kafka::poll_record(reader, deadline, task)? else {
             continue;
         };
+        deadline = Instant::now() + TAIL_IDLE;
         if remaining
             .get(&record.partition)
             .is_some_and(|end| record.offset + 1 >= *end)
         {
             remaining.remove(&record.partition);
         }
-        if let (Some(key), Some(payload)) = (&record.key, &record.payload) {
-            if let Ok(state) = codec.decode_state(payload).await {
-                let version = found
-                    .entry(String::from_utf8_lossy(key).into_owned())
-                    .or_insert(state.version);
-                *version = (*version).max(state.version);
-            }
+        let (Some(key), Some(payload)) = (&record.key, &record.payload) else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(key);
+        if !keys.contains(key.as_ref()) {
+            continue;
+        }
+        if let Ok(state) = codec.decode_state(payload).await {
+            let version = found.entry(key.into_owned()).or_insert(state.version);
+            *version = (*version).max(state.version);
         }
     }
+    reader.unassign()?;
     Ok(found)
 }

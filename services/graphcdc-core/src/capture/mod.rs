@@ -4,6 +4,7 @@
 //! relay's and the backfill's own (linted in CI with the rest).
 
 pub mod backfill;
+pub mod canonical;
 pub mod context;
 pub mod relay;
 

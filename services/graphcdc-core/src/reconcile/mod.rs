@@ -21,7 +21,7 @@ pub mod repair;
 pub mod report;
 
 use crate::codec::{Codec, SchemaRegistry};
-use crate::config::Config;
+use crate::config::{CaptureSetting, Config};
 use crate::mapping::Mapper;
 use crate::sink::VectorSink;
 use crate::stats::DriftGauges;
@@ -35,6 +35,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// Why a reconciler refuses `capture.mode = "direct"`.
+pub const DIRECT_MODE_REFUSAL: &str = "capture.mode is \"direct\": the direct trigger \
+    (deploy/neo4j/direct-trigger.cypher) writes no state topic, so there is nothing to \
+    reconcile the sink against (every point would look like an orphan). Direct mode is \
+    best effort: at most once, no relationship deletes by default, nothing detects a \
+    lost event. Use outbox mode (deploy/neo4j/README.md) to reconcile.";
 
 /// How long reading the state topic to its end may take.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -94,6 +101,10 @@ impl Reconciler {
         sink: Arc<dyn VectorSink>,
         gauges: Arc<DriftGauges>,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.capture.mode != CaptureSetting::Direct,
+            "{DIRECT_MODE_REFUSAL}"
+        );
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
         let expected = ExpectedState::open(&config.kafka, &mapper)?;
