@@ -533,4 +533,41 @@ async fn points_the_pipeline_did_not_write_are_reported_as_foreign() {
     assert_eq!(foreign, expected);
     assert!(!report.is_clean());
     assert_eq!(gauges.drift("foreign"), 6);
+
+    // Deleting them is a delete like any other: within the budget, or forced.
+    let live = report.sink_live_points;
+    let delete_foreign = |force: bool| ReconcileOptions {
+        grace: Duration::ZERO,
+        repair: Some(RepairOptions {
+            delete_foreign: true,
+            max_delete_ratio: 0.01,
+            force,
+            ..repair_options(RepairMode::Sink)
+        }),
+        settle_timeout: Duration::ZERO,
+    };
+    let refused = reconciler
+        .run_once(&delete_foreign(false))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.downcast_ref::<SafetyRefusal>().is_some(),
+        "{refused:#}"
+    );
+    let forced = reconciler.run_once(&delete_foreign(true)).await.unwrap();
+    assert_eq!(forced.repair.map(|r| (r.deletes, r.repaired)), Some((6, 6)));
+    assert!(
+        forced.remaining.is_clean(),
+        "{:?}",
+        forced.remaining.foreign
+    );
+    assert_eq!(
+        forced.remaining.sink_live_points, live,
+        "none of ours deleted"
+    );
+    let log_mode = RepairOptions {
+        delete_foreign: true,
+        ..repair_options(RepairMode::Log)
+    };
+    assert!(log_mode.validate().is_err());
 }

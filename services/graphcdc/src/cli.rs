@@ -93,6 +93,10 @@ pub(crate) enum Command {
         /// (cleanup.policy=compact, or compact,delete with retention.ms=-1).
         #[arg(long)]
         allow_non_compacted_state: bool,
+        /// With --repair sink: also delete the points graphcdc did not write (reported as
+        /// `foreign`: a numeric id or no cdc_* fields), within the delete budget.
+        #[arg(long, requires = "repair")]
+        delete_foreign: bool,
         /// Repairs per second at most.
         #[arg(long, default_value_t = 1_000)]
         rate: u32,

@@ -91,6 +91,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             max_rewrite_ratio,
             budget_window,
             allow_non_compacted_state,
+            delete_foreign,
             rate,
             grace,
             interval,
@@ -111,6 +112,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
                     max_rewrite_ratio,
                     budget_window,
                     rate_per_s: rate,
+                    delete_foreign,
                 }),
                 settle_timeout: Duration::from_secs(30),
             };

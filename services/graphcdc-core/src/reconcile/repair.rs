@@ -51,6 +51,9 @@ pub struct RepairOptions {
     pub budget_window: Duration,
     /// Repairs per second at most.
     pub rate_per_s: u32,
+    /// Also delete the points the pipeline did not write ([`DriftReport::foreign`]),
+    /// under the same delete budget. Sink mode only: they have no key to publish.
+    pub delete_foreign: bool,
 }
 
 impl RepairOptions {
@@ -65,6 +68,7 @@ impl RepairOptions {
             max_rewrite_ratio: 0.1,
             budget_window: Duration::from_secs(24 * 3600),
             rate_per_s: 1_000,
+            delete_foreign: false,
         }
     }
 
@@ -74,7 +78,13 @@ impl RepairOptions {
     /// The first invalid option.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_ratio("--max-delete-ratio", self.max_delete_ratio)?;
-        validate_ratio("--max-rewrite-ratio", self.max_rewrite_ratio)
+        validate_ratio("--max-rewrite-ratio", self.max_rewrite_ratio)?;
+        anyhow::ensure!(
+            !self.delete_foreign || self.mode == RepairMode::Sink,
+            "--delete-foreign needs --repair sink: points another tool wrote have no entity \
+             key to publish a delete for"
+        );
+        Ok(())
     }
 }
 
@@ -169,6 +179,14 @@ pub async fn repair(
     for d in &orphans {
         *spends.entry((&d.collection, Spend::Delete)).or_default() += 1;
     }
+    let foreign: Vec<(&String, &Vec<String>)> = match options.delete_foreign {
+        true => report.foreign.iter().collect(),
+        false => Vec::new(),
+    };
+    let foreign_deletes: usize = foreign.iter().map(|(_, ids)| ids.len()).sum();
+    for (collection, ids) in &foreign {
+        *spends.entry((collection, Spend::Delete)).or_default() += ids.len() as u64;
+    }
     for d in report
         .drifts
         .iter()
@@ -177,8 +195,8 @@ pub async fn repair(
         *spends.entry((&d.collection, Spend::Rewrite)).or_default() += 1;
     }
     let mut outcome = RepairOutcome {
-        planned: upserts.len() + orphans.len() + tombstones.len(),
-        deletes: orphans.len(),
+        planned: upserts.len() + orphans.len() + tombstones.len() + foreign_deletes,
+        deletes: orphans.len() + foreign_deletes,
         rewrites: spends
             .iter()
             .filter(|((_, s), _)| *s == Spend::Rewrite)
@@ -221,6 +239,10 @@ pub async fn repair(
     }
     for ((collection, spend), n) in &spends {
         budget.record(collection, *spend, *n, now);
+    }
+    for (collection, ids) in &foreign {
+        sink.delete_foreign(collection, ids).await?;
+        outcome.repaired += ids.len();
     }
 
     let states = expected

@@ -564,6 +564,22 @@ impl VectorSink for EdgeSink {
         .await
     }
 
+    async fn delete_foreign(&self, collection: &str, ids: &[String]) -> Result<(), SinkError> {
+        let ids: Vec<PointId> = super::foreign_cursors(ids)?
+            .into_iter()
+            .map(point_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.with_shard(collection, move |s| {
+            s.update_durably(vec![UpdateOperation::PointOperation(
+                PointOperations::DeletePoints { ids },
+            )])
+        })
+        .await
+    }
+
     async fn scan(
         &self,
         collection: &str,

@@ -221,6 +221,26 @@ pub struct ScanPage {
     pub next: Option<ScanCursor>,
 }
 
+impl ScanCursor {
+    /// The id of a [`ForeignPoint`]: a number or a UUID.
+    pub fn parse(id: &str) -> Option<Self> {
+        id.parse::<u64>()
+            .map(ScanCursor::Num)
+            .ok()
+            .or_else(|| Uuid::parse_str(id).ok().map(ScanCursor::Uuid))
+    }
+}
+
+/// The ids of [`ForeignPoint`]s as cursors; an id that is neither is refused.
+pub(crate) fn foreign_cursors(ids: &[String]) -> Result<Vec<ScanCursor>, SinkError> {
+    ids.iter()
+        .map(|id| {
+            ScanCursor::parse(id)
+                .ok_or_else(|| SinkError::Rejected(format!("{id:?} is not a point id")))
+        })
+        .collect()
+}
+
 impl ScanPage {
     /// Sort scanned points into ours (a UUID id and the reserved fields) and foreign ones.
     pub(crate) fn from_scanned<'a>(
@@ -292,6 +312,21 @@ pub trait VectorSink: Send + Sync {
         from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError>;
+
+    /// Delete points the pipeline did not write ([`ScanPage::foreign`]), by the id a
+    /// scan reported (a number or a UUID), whatever their payload.
+    ///
+    /// # Errors
+    /// A sink that cannot hold such points refuses (the reconciler never asks it).
+    async fn delete_foreign(&self, collection: &str, ids: &[String]) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        Err(SinkError::Misconfigured(format!(
+            "the {} sink holds no points written by another tool",
+            self.name()
+        )))
+    }
 
     /// One point with its payload.
     async fn get(&self, collection: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError>;

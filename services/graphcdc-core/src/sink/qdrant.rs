@@ -17,8 +17,9 @@ use qdrant_client::qdrant::{
     point_id::PointIdOptions, vectors_config, Condition, CountPointsBuilder,
     CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointVectorsBuilder,
     DeletePointsBuilder, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId,
-    PointStruct, PointsOperationResponse, Query, QueryPointsBuilder, Range, ScrollPointsBuilder,
-    UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder, VectorsSelector,
+    PointStruct, PointsIdsList, PointsOperationResponse, Query, QueryPointsBuilder, Range,
+    ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsConfigBuilder, VectorsSelector,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
@@ -580,6 +581,26 @@ impl VectorSink for QdrantSink {
             .delete_points(
                 DeletePointsBuilder::new(collection)
                     .points(filter)
+                    .wait(true),
+            )
+            .await
+            .map_err(classify)?;
+        check_completed(response)
+    }
+
+    async fn delete_foreign(&self, collection: &str, ids: &[String]) -> Result<(), SinkError> {
+        let ids: Vec<PointId> = super::foreign_cursors(ids)?
+            .into_iter()
+            .map(point_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let response = self
+            .client
+            .delete_points(
+                DeletePointsBuilder::new(collection)
+                    .points(PointsIdsList { ids })
                     .wait(true),
             )
             .await
