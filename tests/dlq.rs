@@ -247,6 +247,19 @@ async fn dlq_list_show_and_redrive_through_the_binary() {
     let out = cli(&h, &["dlq", "redrive", "--all", "--execute"]).unwrap();
     assert!(out.contains("published 2 record(s)"), "{out}");
     assert_eq!(published(&h), before + 3);
+    // The garbage keeps its own header on the way back to the change topic.
+    let garbage = read_topic(&h, &k.changes_topic, (before + 3) as usize).await;
+    let garbage = garbage
+        .iter()
+        .find(|r| {
+            r.key.as_deref() == Some(b"garbage-key".as_slice())
+                && r.headers.contains_key(REDRIVE_FROM)
+        })
+        .expect("the redriven garbage");
+    assert_eq!(
+        garbage.headers.get("origin").map(String::as_str),
+        Some("test")
+    );
     h.process_to_end(store.clone()).await;
     let entries = list(&h);
     assert_eq!(entries.len(), 3, "{entries:?}");

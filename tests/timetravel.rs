@@ -363,6 +363,12 @@ async fn offsets_reset_targets_times_offsets_shifts_and_partitions_and_clamps_li
         committed(&h),
         split.iter().map(|(p, o)| (*p, Some(*o))).collect()
     );
+    reset(&["--to-latest"]).unwrap();
+    assert_eq!(
+        committed(&h),
+        highs.iter().map(|(p, o)| (*p, Some(*o))).collect(),
+        "the end of every partition"
+    );
     reset(&["--to-earliest"]).unwrap();
     let ago = format!("{}ms", cut.elapsed().unwrap().as_millis());
     reset(&["--by-duration", &ago]).unwrap();

@@ -318,7 +318,7 @@ pub trait VectorSink: Send + Sync {
     ///
     /// # Errors
     /// A sink that cannot hold such points refuses (the reconciler never asks it).
-    async fn delete_foreign(&self, collection: &str, ids: &[String]) -> Result<(), SinkError> {
+    async fn delete_foreign(&self, _collection: &str, ids: &[String]) -> Result<(), SinkError> {
         if ids.is_empty() {
             return Ok(());
         }
