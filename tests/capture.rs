@@ -2,179 +2,28 @@
 //! its lease, and the resumable backfill. ArcadeDB has no APOC, so the tests write
 //! outbox nodes exactly as the `before`-phase trigger in deploy/neo4j would.
 
+#[path = "support/bolt.rs"]
+mod bolt;
 mod support;
 
-use graphcdc_core::capture::relay::Relay;
-use graphcdc_core::capture::{connect, outbox_event, OutboxRow};
+use bolt::{
+    empty_database, harness, neo4j_section, neo4j_section_with, outbox_depth, read_all,
+    relay_harness, relay_until_empty, stream, wait_outbox_empty, write_outbox, CATCH_UP,
+    LEASE_TTL_MS,
+};
+use graphcdc_core::capture::outbox_event;
+use graphcdc_core::capture::relay::{self, LeaseLost, Relay};
+use graphcdc_core::capture::OutboxRow;
 use graphcdc_core::codec::Codec;
-use graphcdc_core::event::{ChangeEvent, Op};
+use graphcdc_core::event::Op;
 use graphcdc_core::stats::{RelayStats, Stats};
 use neo4rs::{query, Graph};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Harness, Model};
+use support::Model;
 use tokio_util::sync::CancellationToken;
-
-const CATCH_UP: Duration = Duration::from_secs(90);
-
-/// Bolt server of tests/run.sh; each test has its own database there.
-fn neo4j_section(database: &str) -> String {
-    let uri = std::env::var("GRAPHCDC_TEST_BOLT")
-        .expect("GRAPHCDC_TEST_BOLT is not set: run the tests with tests/run.sh, which starts a Bolt server");
-    let password = std::env::var("GRAPHCDC_TEST_BOLT_PASSWORD").unwrap_or_default();
-    format!(
-        "[neo4j]\nuri = \"{uri}\"\nuser = \"root\"\npassword = \"{password}\"\ndatabase = \"{database}\"\n\n[relay]\nbatch_size = 100\npoll_interval_ms = 50\nlease_ttl_ms = 1500\n"
-    )
-}
-
-async fn harness(name: &str, database: &str) -> (Harness, Graph) {
-    let h = Harness::with_extra(name, &neo4j_section(database)).await;
-    let graph = connect(&h.config.neo4j).unwrap();
-    // Each test owns its database: start from an empty one.
-    graph.run(query("MATCH (n) DETACH DELETE n")).await.unwrap();
-    (h, graph)
-}
-
-/// What the trigger writes for one change: an outbox node in the contract's shape.
-async fn write_outbox(graph: &Graph, events: &[ChangeEvent]) {
-    for chunk in events.chunks(200) {
-        let rows: Vec<HashMap<String, neo4rs::BoltType>> =
-            chunk.iter().map(outbox_params).collect();
-        graph
-            .run(query(
-                "UNWIND $rows AS r CREATE (:CdcOutbox {event_id: r.event_id, kind: 'node', key: r.key,
-                 labels: r.labels, op: r.op, version: r.version, commit_time_ms: r.commit_time_ms,
-                 properties: r.properties, db: 'neo4j'})",
-            ).param("rows", rows))
-            .await
-            .unwrap();
-    }
-}
-
-fn outbox_params(event: &ChangeEvent) -> HashMap<String, neo4rs::BoltType> {
-    let mut properties = event.properties.clone();
-    if let Some(vector) = &event.vector {
-        let list = vector
-            .iter()
-            .map(|x| graphcdc_core::event::PropertyValue::Double(*x as f64))
-            .collect();
-        properties.insert(
-            "embedding".into(),
-            graphcdc_core::event::PropertyValue::List(list),
-        );
-    }
-    let op = match event.op {
-        Op::Upsert => "upsert",
-        Op::Delete => "delete",
-    };
-    HashMap::from([
-        ("event_id".into(), event.event_id.clone().into()),
-        ("key".into(), event.key.clone().into()),
-        ("labels".into(), event.labels.clone().into()),
-        ("op".into(), op.into()),
-        ("version".into(), event.version.into()),
-        ("commit_time_ms".into(), event.commit_time_ms.into()),
-        (
-            "properties".into(),
-            serde_json::to_string(&properties).unwrap().into(),
-        ),
-    ])
-}
-
-async fn outbox_depth(graph: &Graph) -> i64 {
-    let mut rows = graph
-        .execute(query(
-            "MATCH (o:CdcOutbox) WHERE o.failed IS NULL RETURN count(o) AS depth",
-        ))
-        .await
-        .unwrap();
-    rows.next().await.unwrap().unwrap().get("depth").unwrap()
-}
-
-/// Run a relay in the test until the outbox is empty, then stop it.
-async fn relay_until_empty(h: &Harness, graph: &Graph) -> Arc<RelayStats> {
-    let stats = Arc::new(RelayStats::default());
-    let relay = Relay::new(h.config.clone(), stats.clone()).unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    wait_outbox_empty(graph).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-    stats
-}
-
-async fn wait_outbox_empty(graph: &Graph) {
-    let deadline = Instant::now() + CATCH_UP;
-    while outbox_depth(graph).await > 0 {
-        assert!(Instant::now() < deadline, "outbox not drained");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every record of `topic`, in partition order: (key, value).
-fn read_all(h: &Harness, topic: &str) -> Vec<(String, Option<Vec<u8>>)> {
-    let mut client = graphcdc_core::kafka::client_config(&h.config.kafka);
-    client
-        .set("group.id", support::unique("reader"))
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = client.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..support::PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
-        if high > 0 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-            ends.insert(p, high);
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return out;
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + CATCH_UP;
-    while !ends.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "topic {topic} not read to its end"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.unwrap();
-        if ends
-            .get(&message.partition())
-            .is_some_and(|end| message.offset() + 1 >= *end)
-        {
-            ends.remove(&message.partition());
-        }
-        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-        out.push((key, message.payload().map(<[u8]>::to_vec)));
-    }
-    out
-}
-
-fn stream(keys: usize, versions: i64) -> Vec<ChangeEvent> {
-    let mut events = Vec::new();
-    for v in 1..=versions {
-        for k in 0..keys {
-            let op = if v == versions && k % 5 == 0 {
-                Op::Delete
-            } else {
-                Op::Upsert
-            };
-            events.push(support::doc(&format!("doc-{k}"), v, op));
-        }
-    }
-    events
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
@@ -186,7 +35,7 @@ async fn relay_publishes_the_outbox_and_the_processor_applies_it() {
     graph
         .run(query(
             "CREATE (:CdcOutbox {event_id: 'broken', kind: 'node', key: 'doc-0', op: 'upsert',
-                     version: 99, commit_time_ms: 0, properties: 'not json'})",
+                     version: 99, commit_time_ms: 0, created_at: 0, properties: 'not json'})",
         ))
         .await
         .unwrap();
@@ -386,9 +235,8 @@ async fn backfill_of_20000_nodes_resumes_after_a_kill_and_publishes_each_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relationship_change_re_emits_the_node_with_its_context() {
     let context = "\n[[mappings.context]]\nfield = \"mentioned_entities\"\nrelationship = \"MENTIONS\"\nproperties = [\"name\", \"uuid\"]\n";
-    let h = Harness::with_extra("context", &format!("{}{context}", neo4j_section("cdc5"))).await;
-    let graph = connect(&h.config.neo4j).unwrap();
-    graph.run(query("MATCH (n) DETACH DELETE n")).await.unwrap();
+    let h = relay_harness("context", &format!("{}{context}", neo4j_section("cdc5"))).await;
+    let graph = empty_database(&h).await;
     graph
         .run(query(
             "CREATE (c:Doc {uuid: 'c1', text: 'c1 v1', embedding: [1.0, 1.0, 0.5, -0.5]}),
@@ -406,7 +254,7 @@ async fn a_relationship_change_re_emits_the_node_with_its_context() {
         .run(query(
             "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
              CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
-                     op: 'upsert', version: 1, commit_time_ms: 1, properties: '{}',
+                     op: 'upsert', version: 1, commit_time_ms: 1, created_at: 1, properties: '{}',
                      rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2', db: 'neo4j'})",
         ))
         .await
@@ -435,6 +283,229 @@ async fn a_relationship_change_re_emits_the_node_with_its_context() {
         "lists line up"
     );
     assert_eq!(payload["text"], "c1 v1");
+}
+
+/// Keys of the change-topic records of `h`, with their state-topic versions per key.
+async fn state_versions(h: &support::Harness, key: &str) -> Vec<i64> {
+    let codec = Codec::local();
+    let mut versions = Vec::new();
+    for (k, value) in read_all(h, &h.config.kafka.state_topic) {
+        if k == key {
+            let state = codec.decode_state(&value.unwrap()).await.unwrap();
+            versions.push(state.version);
+        }
+    }
+    versions
+}
+
+async fn pending(graph: &Graph, key: &str) -> Vec<i64> {
+    let mut rows = graph
+        .execute(
+            query("MATCH (o:CdcOutbox {key: $key}) RETURN o.version AS v ORDER BY v")
+                .param("key", key),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await.unwrap() {
+        out.push(row.get::<i64>("v").unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_takes_the_oldest_entries_by_the_indexed_created_at() {
+    let (h, graph) = harness("oldest", "relay1").await;
+    // 150 keys; `created_at` (indexed) and `commit_time_ms` (not) disagree on which are
+    // oldest, and the entries are written newest `created_at` first.
+    let base = 1_700_000_000_000i64;
+    for i in (0..150i64).rev() {
+        graph
+            .run(
+                query(
+                    "CREATE (:CdcOutbox {event_id: $id, kind: 'node', key: $key, labels: ['Doc'],
+                     op: 'delete', version: 1, commit_time_ms: $commit, created_at: $created,
+                     properties: '{}', db: 'neo4j'})",
+                )
+                .param("id", format!("e{i}"))
+                .param("key", format!("k{i:03}"))
+                .param("commit", base + 10_000 - i)
+                .param("created", base + i),
+            )
+            .await
+            .unwrap();
+    }
+    let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
+    assert!(relay.acquire_lease().await.unwrap());
+    assert_eq!(relay.publish_round().await.unwrap(), 100, "batch_size");
+    let mut left: Vec<String> = Vec::new();
+    let mut rows = graph
+        .execute(query("MATCH (o:CdcOutbox) RETURN o.key AS k ORDER BY k"))
+        .await
+        .unwrap();
+    while let Some(row) = rows.next().await.unwrap() {
+        left.push(row.get("k").unwrap());
+    }
+    let newest: Vec<String> = (100..150).map(|i| format!("k{i:03}")).collect();
+    assert_eq!(left, newest, "the 100 oldest by created_at went first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_lost_the_lease_publishes_and_deletes_nothing() {
+    let (h, graph) = harness("fence", "relay2").await;
+    assert!(
+        relay::ACQUIRE_LEASE.contains("timestamp()") && !relay::ACQUIRE_LEASE.contains("$now"),
+        "lease expiry on the database's clock"
+    );
+    let events = stream(5, 1);
+    write_outbox(&graph, &events).await;
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let stale = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
+    let successor = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
+    assert!(stale.acquire_lease().await.unwrap());
+    assert!(!successor.acquire_lease().await.unwrap(), "lease is held");
+    // The holder stalls (paused, or stuck on the broker) past the lease time; the
+    // successor takes the lease over with a new epoch.
+    tokio::time::sleep(Duration::from_millis(LEASE_TTL_MS + 300)).await;
+    assert!(
+        successor.acquire_lease().await.unwrap(),
+        "expired lease taken"
+    );
+    assert_eq!(
+        successor.epoch(),
+        stale.epoch() + 1,
+        "a takeover increments the epoch"
+    );
+    assert!(successor.acquire_lease().await.unwrap());
+    assert_eq!(successor.epoch(), stale.epoch() + 1, "a renewal keeps it");
+
+    // The stale relay resumes: it may not publish...
+    let err = stale.publish_round().await.unwrap_err();
+    assert!(err.is::<LeaseLost>(), "{err:#}");
+    assert_eq!(outbox_depth(&graph).await, 5, "nothing deleted");
+    assert!(
+        read_all(&h, &h.config.kafka.changes_topic).is_empty(),
+        "nothing published"
+    );
+    // ...and if it lost the lease while publishing, its delete affects nothing.
+    assert_eq!(stale.delete_published(&ids).await.unwrap(), 0);
+    assert_eq!(outbox_depth(&graph).await, 5);
+    assert!(
+        !stale.acquire_lease().await.unwrap(),
+        "the successor holds it"
+    );
+
+    // The successor owns the entries.
+    assert_eq!(successor.publish_round().await.unwrap(), 5);
+    assert_eq!(outbox_depth(&graph).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_must_outlive_the_delivery_timeout() {
+    let h = relay_harness("ttl", &neo4j_section("relay2")).await;
+    let mut config = h.config.clone();
+    config.relay.lease_ttl_ms = 2_000;
+    let err = Relay::new(config.clone(), Arc::new(RelayStats::default()))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("relay.lease_ttl_ms") && err.contains("message.timeout.ms"),
+        "{err}"
+    );
+    config.kafka.properties.remove("message.timeout.ms");
+    config.relay.lease_ttl_ms = 15_000;
+    let err = relay::check_lease_ttl(&config).unwrap_err().to_string();
+    assert!(err.contains("30000") && err.contains("(default)"), "{err}");
+    config.relay.lease_ttl_ms = 45_000;
+    relay::check_lease_ttl(&config).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_re_emit_goes_through_the_outbox_in_version_order() {
+    let context = "\n[[mappings.context]]\nfield = \"mentioned_entities\"\nrelationship = \"MENTIONS\"\nproperties = [\"name\", \"uuid\"]\n";
+    // One entry per round, so a round sees the relationship but not the node's own
+    // newer change.
+    let h = relay_harness(
+        "reemit",
+        &format!("{}{context}", neo4j_section_with("relay3", 1)),
+    )
+    .await;
+    let graph = empty_database(&h).await;
+    graph
+        .run(query(
+            "CREATE (c:Doc {uuid: 'c1', text: 'c1 v1', embedding: [1.0, 1.0, 0.5, -0.5]}),
+                    (a:Entity {uuid: 'e1', name: 'Bob'}), (b:Entity {uuid: 'e2', name: 'Alice'}),
+                    (:CdcVersion {key: 'node:c1', version: 1}),
+                    (c)-[:MENTIONS]->(a)",
+        ))
+        .await
+        .unwrap();
+    write_outbox(&graph, &[support::doc("c1", 1, Op::Upsert)]).await;
+    relay_until_empty(&h, &graph).await;
+
+    // A relationship is created, then the node itself changes (v2): the trigger's entries.
+    graph
+        .run(query(
+            "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
+             CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
+                     op: 'upsert', version: 1, commit_time_ms: 1, created_at: 1, properties: '{}',
+                     rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2', db: 'neo4j'})",
+        ))
+        .await
+        .unwrap();
+    graph
+        .run(query(
+            "MATCH (c:Doc {uuid: 'c1'}), (v:CdcVersion {key: 'node:c1'})
+             SET c.text = 'c1 v2', v.version = 2
+             CREATE (:CdcOutbox {event_id: 'c1-v2', kind: 'node', key: 'c1', labels: ['Doc'],
+                     op: 'upsert', version: 2, commit_time_ms: 2, created_at: 2,
+                     properties: '{\"uuid\":\"c1\",\"text\":\"c1 v2\",\"embedding\":[1.0,2.0,0.5,-0.5]}',
+                     db: 'neo4j'})",
+        ))
+        .await
+        .unwrap();
+
+    // The round of the relationship re-emits c1 (v3) into the outbox, in the transaction
+    // that bumped its version, instead of publishing v3 ahead of the pending v2.
+    let relay = Relay::new(h.config.clone(), Arc::new(RelayStats::default())).unwrap();
+    assert!(relay.acquire_lease().await.unwrap());
+    relay.publish_round().await.unwrap();
+    assert_eq!(
+        pending(&graph, "c1").await,
+        vec![2, 3],
+        "the re-emit is an outbox entry"
+    );
+    assert_eq!(
+        state_versions(&h, "c1").await,
+        vec![1],
+        "and not published yet"
+    );
+    drop(relay);
+    relay_until_empty(&h, &graph).await;
+    assert_eq!(
+        state_versions(&h, "c1").await,
+        vec![1, 2, 3],
+        "graph.state never goes backwards"
+    );
+
+    let sink = h.open_sink();
+    h.process_to_end(sink.clone()).await;
+    let point = sink
+        .get(
+            support::COLLECTION,
+            graphcdc_core::mapping::point_id(support::COLLECTION, "c1"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(point.version, 3);
+    let payload = point.payload.unwrap();
+    assert_eq!(payload["text"], "c1 v2");
+    assert_eq!(
+        payload["mentioned_entities_name"],
+        serde_json::json!(["Alice", "Bob"])
+    );
 }
 
 #[test]

@@ -16,7 +16,8 @@ FOR (o:CdcOutbox) REQUIRE o.event_id IS UNIQUE;
 CREATE INDEX cdc_outbox_key_version IF NOT EXISTS
 FOR (o:CdcOutbox) ON (o.key, o.version);
 
-// Batch polling by the relay: oldest first.
+// Batch polling by the relay: oldest first, by an index seek (queries/relay-read-outbox-keys.cypher).
+// Every outbox entry must carry created_at: the relay finds entries only through this index.
 CREATE INDEX cdc_outbox_created_at IF NOT EXISTS
 FOR (o:CdcOutbox) ON (o.created_at);
 

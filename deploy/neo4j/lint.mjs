@@ -43,7 +43,7 @@ const triggerParameters = [
   'assignedNodeProperties', 'assignedRelationshipProperties', 'metaData', 'trigger',
   'cdcNodeLabels', 'cdcRelTypes', 'cdcNodeKey', 'cdcRelKey', 'cdcRelMarker', 'cdcExcludeProps', 'cdcDb', 'cdcTopic',
 ];
-const queryParameters = ['me', 'now', 'ttl', 'limit', 'ids', 'after', 'keys', 'id', 'error'];
+const queryParameters = ['me', 'now', 'ttl', 'limit', 'ids', 'after', 'keys', 'id', 'error', 'epoch', 'rows'];
 
 const schema = (parameters) => ({
   functions,

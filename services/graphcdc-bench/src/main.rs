@@ -10,11 +10,15 @@
 //! 5. the reconciler's full check of a large state with 0.1 % drift;
 //! 6. the processor's peak RSS during (2).
 //!
+//! With `--relay-backlog N` it measures only the outbox relay draining an N-entry
+//! backlog from a Bolt server (`--bolt`) to a real broker (`--bootstrap`).
+//!
 //! The broker is librdkafka's in-process mock cluster unless `--bootstrap` names a real
 //! one.
 
 mod pipeline;
 mod reconcile;
+mod relay;
 
 use clap::Parser;
 use std::time::Duration;
@@ -40,6 +44,24 @@ pub struct Args {
     /// A real broker instead of the in-process mock cluster.
     #[arg(long)]
     pub bootstrap: Option<String>,
+    /// Only the relay: drain an outbox backlog of this many entries (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub relay_backlog: usize,
+    /// Outbox entries per relay round.
+    #[arg(long, default_value_t = 500)]
+    pub relay_batch: usize,
+    /// Partitions of the relay's topics.
+    #[arg(long, default_value_t = 4)]
+    pub relay_partitions: i32,
+    /// Bolt server of the relay run.
+    #[arg(long, default_value = "bolt://127.0.0.1:7687")]
+    pub bolt: String,
+    #[arg(long, default_value = "root")]
+    pub bolt_user: String,
+    #[arg(long, default_value = "")]
+    pub bolt_password: String,
+    #[arg(long, default_value = "neo4j")]
+    pub bolt_database: String,
 }
 
 /// One measured figure.
@@ -73,6 +95,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let mut figures = Vec::new();
     runtime.block_on(async {
+        if args.relay_backlog > 0 {
+            return relay::run(&args, &mut figures).await;
+        }
         pipeline::run(&args, &mut figures).await?;
         if args.entities > 0 {
             reconcile::run(&args, &mut figures).await?;

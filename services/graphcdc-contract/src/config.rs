@@ -101,7 +101,9 @@ pub struct RelayConfig {
     pub batch_size: usize,
     /// Wait between rounds when the outbox is empty.
     pub poll_interval_ms: u64,
-    /// Lease time: another relay takes over when it is not renewed this long.
+    /// Lease time: another relay takes over when it is not renewed this long (on the
+    /// database's clock). Must exceed the producer's delivery timeout
+    /// (`message.timeout.ms`, 30 s by default); the relay refuses to start otherwise.
     pub lease_ttl_ms: u64,
 }
 
@@ -110,7 +112,7 @@ impl Default for RelayConfig {
         RelayConfig {
             batch_size: 500,
             poll_interval_ms: 200,
-            lease_ttl_ms: 15_000,
+            lease_ttl_ms: 45_000,
         }
     }
 }

@@ -1,19 +1,22 @@
 //! Relationship-aware payloads: graph context denormalised into a node's properties
 //! (e.g. a chunk's mentioned entities), and re-emission of a node when a relationship
-//! its context follows changes, with a new version, so the payload follows the graph.
+//! its context follows changes, with a new version written to the outbox in the same
+//! transaction as its bump, so the payload follows the graph.
 //!
 //! Each `[[mappings.context]]` property becomes a list field `{field}_{property}`,
 //! ordered by the first listed property (so the lists line up).
 
 use crate::config::{ContextConfig, Direction, MappingConfig};
-use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, PropertyValue, Source};
+use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue};
 use anyhow::Context;
-use neo4rs::{query, Graph};
+use neo4rs::{query, BoltType, Graph, Txn};
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const COLLECT: &str = include_str!("../../../../deploy/neo4j/queries/context-collect.cypher");
 const REEMIT: &str = include_str!("../../../../deploy/neo4j/queries/context-reemit.cypher");
+const REEMIT_OUTBOX: &str =
+    include_str!("../../../../deploy/neo4j/queries/context-reemit-outbox.cypher");
 
 /// A node mapping that has context, with its label.
 fn with_context(mappings: &[MappingConfig]) -> impl Iterator<Item = (&str, &MappingConfig)> {
@@ -108,18 +111,21 @@ struct NodeRow {
     version: i64,
 }
 
-/// The node upserts to publish again because a relationship in `events` changed their
-/// context: each with a new version from its `CdcVersion` counter and its current state.
+/// Re-emit, inside `txn`, the nodes whose context a relationship in `events` changed:
+/// each gets a new version from its `CdcVersion` counter and an outbox entry with its
+/// current state, in the same transaction, so the relay publishes it like any change
+/// (in version order with the node's other entries) and graph.state never holds a
+/// version without an outbox entry. Returns how many entries were written.
 ///
 /// # Errors
 /// When Neo4j cannot be queried or written.
 pub async fn reemit(
-    graph: &Graph,
+    txn: &mut Txn,
     mappings: &[MappingConfig],
     events: &[ChangeEvent],
     db: &str,
-) -> anyhow::Result<Vec<ChangeEvent>> {
-    let mut out = Vec::new();
+) -> anyhow::Result<usize> {
+    let mut written = 0;
     for (label, mapping) in with_context(mappings) {
         let keys: BTreeSet<String> = events
             .iter()
@@ -143,23 +149,35 @@ pub async fn reemit(
             .replace("__LABEL__", label)
             .replace("__KEY__", &mapping.key_property);
         let q = query(&text).param("keys", keys.into_iter().collect::<Vec<_>>());
-        let mut rows = graph
+        let mut rows = txn
             .execute(q)
             .await
             .context("re-emitting nodes whose context changed")?;
-        while let Some(row) = rows.next().await? {
+        let mut entries: Vec<HashMap<String, BoltType>> = Vec::new();
+        while let Some(row) = rows.next(txn.handle()).await? {
             let row: NodeRow = row.to().context("node row of unexpected shape")?;
-            let labels: Vec<&str> = row.labels.iter().map(String::as_str).collect();
-            let mut event =
-                ChangeEvent::node(&row.key, &labels, Op::Upsert, row.version, crate::unix_ms());
-            event.properties = serde_json::from_value(serde_json::Value::Object(row.props))
-                .context("unsupported property value")?;
-            event.source = Source {
-                db: db.to_owned(),
-                mode: CaptureMode::Outbox,
-            };
-            out.push(event);
+            entries.push(HashMap::from([
+                (
+                    "event_id".to_owned(),
+                    uuid::Uuid::new_v4().to_string().into(),
+                ),
+                ("key".to_owned(), row.key.into()),
+                ("labels".to_owned(), row.labels.into()),
+                ("version".to_owned(), row.version.into()),
+                (
+                    "properties".to_owned(),
+                    serde_json::Value::Object(row.props).to_string().into(),
+                ),
+                ("db".to_owned(), db.into()),
+            ]));
         }
+        if entries.is_empty() {
+            continue;
+        }
+        written += entries.len();
+        txn.run(query(REEMIT_OUTBOX).param("rows", entries))
+            .await
+            .context("writing the outbox entries of re-emitted nodes")?;
     }
-    Ok(out)
+    Ok(written)
 }

@@ -4,7 +4,13 @@
 //! At-least-once: entries are deleted only after the broker acknowledged them, so a
 //! crash between publish and delete publishes them again, which the version fence makes
 //! harmless. Per key, all pending entries go out in one round in version order. Only one
-//! relay per database is active: a lease node with an expiry (`CdcRelayLease`).
+//! relay per database is active: a lease node (`CdcRelayLease`) with an expiry on the
+//! database's clock and a fencing epoch that each takeover increments. A round renews the
+//! lease under its epoch right before publishing, and deletes entries only while the lease
+//! still carries that epoch, so a relay that lost the lease publishes nothing more and
+//! deletes nothing another relay owns. The lease time must exceed the producer's delivery
+//! timeout ([`check_lease_ttl`]), so records of a round are delivered or failed before
+//! another relay can take over (the remaining window is in `deploy/neo4j/README.md`).
 
 use super::{connect, context, outbox_event, OutboxRow};
 use crate::codec::{Codec, Format, SchemaRegistry};
@@ -13,8 +19,9 @@ use crate::kafka::ChangePublisher;
 use crate::stats::RelayStats;
 use anyhow::Context;
 use neo4rs::{query, Graph};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,11 +33,19 @@ pub const ACQUIRE_LEASE: &str =
 pub const RELEASE_LEASE: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-release-lease.cypher");
 
-/// The oldest entries' keys, then every pending entry of those keys in version order.
+/// The keys of the oldest pending entries (an index seek on `created_at`).
+pub const READ_OUTBOX_KEYS: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-read-outbox-keys.cypher");
+
+/// Every pending entry of those keys, in version order per key.
 pub const READ_OUTBOX: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-read-outbox.cypher");
 
-/// Delete published entries.
+/// Renew the lease only while it carries this relay's epoch (the check before publishing).
+pub const RENEW_LEASE: &str =
+    include_str!("../../../../deploy/neo4j/queries/relay-renew-lease.cypher");
+
+/// Delete published entries, only while the lease carries this relay's epoch.
 pub const DELETE_PUBLISHED: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-delete-published.cypher");
 
@@ -42,6 +57,46 @@ pub const MARK_FAILED: &str =
 pub const OUTBOX_DEPTH: &str =
     include_str!("../../../../deploy/neo4j/queries/relay-outbox-depth.cypher");
 
+/// How often the relay counts the outbox (a full scan): on a timer, not every round.
+pub const DEPTH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// librdkafka's default `message.timeout.ms` (the producer sets it unless configured).
+const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 30_000;
+
+/// The round stopped because another relay took the lease over (its epoch changed).
+#[derive(Debug, thiserror::Error)]
+#[error("the relay lease was taken over (epoch {0} is no longer current)")]
+pub struct LeaseLost(pub i64);
+
+/// The lease must outlive the producer's delivery timeout: a relay whose round stalls on
+/// the broker then still holds the lease until every record of the round was delivered
+/// or failed, and a successor cannot interleave with them.
+///
+/// # Errors
+/// When `relay.lease_ttl_ms` is not above the delivery timeout, naming both fields.
+pub fn check_lease_ttl(config: &Config) -> anyhow::Result<()> {
+    let props = &config.kafka.properties;
+    let (field, timeout) = ["delivery.timeout.ms", "message.timeout.ms"]
+        .iter()
+        .find_map(|name| {
+            let value = props.get(*name)?.expose().trim().parse::<u64>().ok();
+            Some((format!("kafka.properties.\"{name}\""), value))
+        })
+        .unwrap_or((
+            "kafka.properties.\"message.timeout.ms\" (default)".into(),
+            Some(DEFAULT_DELIVERY_TIMEOUT_MS),
+        ));
+    let timeout = timeout.with_context(|| format!("{field} is not a number of milliseconds"))?;
+    anyhow::ensure!(
+        config.relay.lease_ttl_ms > timeout,
+        "relay.lease_ttl_ms ({}) must exceed the producer's delivery timeout {field} ({timeout}): \
+         otherwise a relay stalled on the broker loses the lease while its records are still \
+         being delivered, and its successor's records interleave with them",
+        config.relay.lease_ttl_ms
+    );
+    Ok(())
+}
+
 /// The outbox relay of one database.
 pub struct Relay {
     config: Config,
@@ -49,6 +104,8 @@ pub struct Relay {
     publisher: ChangePublisher,
     /// Lease holder name: host and process id.
     me: String,
+    /// Fencing epoch of the lease as this relay last took it (0: never).
+    epoch: AtomicI64,
     stats: Arc<RelayStats>,
 }
 
@@ -56,8 +113,10 @@ impl Relay {
     /// Connect to Neo4j and the broker.
     ///
     /// # Errors
-    /// When the Bolt URI or the producer config is invalid.
+    /// When the Bolt URI or the producer config is invalid, or the lease time does not
+    /// exceed the delivery timeout ([`check_lease_ttl`]).
     pub fn new(config: Config, stats: Arc<RelayStats>) -> anyhow::Result<Self> {
+        check_lease_ttl(&config)?;
         let graph = connect(&config.neo4j)?;
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         let publisher = ChangePublisher::new(&config.kafka, codec, Format::Avro)?;
@@ -71,6 +130,7 @@ impl Relay {
             config,
             graph,
             publisher,
+            epoch: AtomicI64::new(0),
             stats,
         })
     }
@@ -82,7 +142,6 @@ impl Relay {
     pub async fn acquire_lease(&self) -> anyhow::Result<bool> {
         let q = query(ACQUIRE_LEASE)
             .param("me", self.me.as_str())
-            .param("now", crate::unix_ms())
             .param("ttl", self.config.relay.lease_ttl_ms as i64);
         let mut rows = self
             .graph
@@ -91,9 +150,107 @@ impl Relay {
             .context("acquiring the relay lease")?;
         let mut held = false;
         while let Some(row) = rows.next().await? {
-            held |= row.get::<String>("holder").is_ok_and(|h| h == self.me);
+            if row.get::<String>("holder").is_ok_and(|h| h == self.me) {
+                held = true;
+                let epoch: i64 = row.get("epoch").context("lease without an epoch")?;
+                self.epoch.store(epoch, Ordering::SeqCst);
+            }
         }
         Ok(held)
+    }
+
+    /// The fencing epoch this relay last took the lease with (0: never).
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Renew the lease under this relay's epoch.
+    ///
+    /// # Errors
+    /// [`LeaseLost`] when another relay took it over; Neo4j errors.
+    async fn renew_lease(&self) -> anyhow::Result<()> {
+        let epoch = self.epoch();
+        let q = query(RENEW_LEASE)
+            .param("me", self.me.as_str())
+            .param("epoch", epoch)
+            .param("ttl", self.config.relay.lease_ttl_ms as i64);
+        let mut rows = self
+            .graph
+            .execute(q)
+            .await
+            .context("renewing the relay lease")?;
+        if rows.next().await?.is_none() {
+            return Err(LeaseLost(epoch).into());
+        }
+        Ok(())
+    }
+
+    /// Delete published outbox entries, only while the lease carries this relay's epoch;
+    /// returns how many were deleted (0 when the lease was taken over).
+    ///
+    /// # Errors
+    /// When Neo4j fails.
+    pub async fn delete_published(&self, ids: &[String]) -> anyhow::Result<i64> {
+        let mut rows = self
+            .graph
+            .execute(self.delete_query(ids))
+            .await
+            .context("deleting published outbox entries")?;
+        Ok(match rows.next().await? {
+            Some(row) => row.get("deleted").unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    fn delete_query(&self, ids: &[String]) -> neo4rs::Query {
+        query(DELETE_PUBLISHED)
+            .param("me", self.me.as_str())
+            .param("epoch", self.epoch())
+            .param("ids", ids.to_vec())
+    }
+
+    /// After publishing, in one transaction: check the epoch (taking the lease's write
+    /// lock), re-emit the nodes whose context changed (version bump and outbox entry
+    /// together), and delete the published entries. Nothing commits when the lease was
+    /// taken over.
+    async fn finish_round(
+        &self,
+        events: &[crate::event::ChangeEvent],
+        ids: &[String],
+    ) -> anyhow::Result<()> {
+        let epoch = self.epoch();
+        let mut txn = self
+            .graph
+            .start_txn()
+            .await
+            .context("starting the delete transaction")?;
+        let q = query(RENEW_LEASE)
+            .param("me", self.me.as_str())
+            .param("epoch", epoch)
+            .param("ttl", self.config.relay.lease_ttl_ms as i64);
+        let mut rows = txn.execute(q).await.context("checking the relay lease")?;
+        let held = rows.next(txn.handle()).await?.is_some();
+        drop(rows);
+        if !held {
+            txn.rollback().await.ok();
+            return Err(LeaseLost(epoch).into());
+        }
+        let db = self.config.neo4j.database.as_deref().unwrap_or("neo4j");
+        let work = async {
+            context::reemit(&mut txn, &self.config.mappings, events, db).await?;
+            txn.run(self.delete_query(ids))
+                .await
+                .context("deleting published outbox entries")?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = work.await {
+            txn.rollback().await.ok();
+            return Err(e);
+        }
+        txn.commit()
+            .await
+            .context("committing the delete transaction")?;
+        Ok(())
     }
 
     async fn release_lease(&self) -> anyhow::Result<()> {
@@ -104,12 +261,23 @@ impl Relay {
         Ok(())
     }
 
-    /// Publish one round of the outbox; returns how many entries went out.
+    /// Publish one round of the outbox; returns how many entries went out. Call it while
+    /// holding the lease ([`Relay::acquire_lease`]).
     ///
     /// # Errors
-    /// When Neo4j or the broker fails; nothing is deleted then.
+    /// When Neo4j or the broker fails, or [`LeaseLost`] when another relay took the lease
+    /// over; nothing is deleted then.
     pub async fn publish_round(&self) -> anyhow::Result<usize> {
-        let q = query(READ_OUTBOX).param("limit", self.config.relay.batch_size as i64);
+        let q = query(READ_OUTBOX_KEYS).param("limit", self.config.relay.batch_size as i64);
+        let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
+        let keys: Vec<String> = match rows.next().await? {
+            Some(row) => row.get("keys").unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let q = query(READ_OUTBOX).param("keys", keys);
         let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
         let mut events = Vec::new();
         let mut ids = Vec::new();
@@ -141,11 +309,9 @@ impl Relay {
         if events.is_empty() {
             return Ok(0);
         }
-        let db = self.config.neo4j.database.as_deref().unwrap_or("neo4j");
-        let mappings = &self.config.mappings;
-        let reemitted = context::reemit(&self.graph, mappings, &events, db).await?;
-        events.extend(reemitted);
-        context::enrich(&self.graph, mappings, &mut events).await?;
+        context::enrich(&self.graph, &self.config.mappings, &mut events).await?;
+        // The fence: publish only under the epoch this round read the outbox with.
+        self.renew_lease().await?;
         // Events carry this span's trace context unless the outbox entry had its own.
         let span = tracing::info_span!(
             "relay.publish",
@@ -153,10 +319,7 @@ impl Relay {
             events = events.len()
         );
         self.publisher.publish_all(&events).instrument(span).await?;
-        self.graph
-            .run(query(DELETE_PUBLISHED).param("ids", ids))
-            .await
-            .context("deleting published outbox entries")?;
+        self.finish_round(&events, &ids).await?;
         self.stats.published.add(events.len() as u64);
         Ok(events.len())
     }
@@ -174,13 +337,15 @@ impl Relay {
     }
 
     /// Relay until `shutdown`: wait for the lease, then publish rounds, renewing the
-    /// lease before each; release it on the way out.
+    /// lease before each; count the outbox every [`DEPTH_INTERVAL`]; release the lease on
+    /// the way out.
     ///
     /// # Errors
     /// Only set-up errors; Neo4j and broker failures are retried.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let idle = Duration::from_millis(self.config.relay.poll_interval_ms);
         let mut holding = false;
+        let mut measured: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let round = async {
                 if !self.acquire_lease().await? {
@@ -188,7 +353,10 @@ impl Relay {
                 }
                 self.stats.set_holds_lease(true);
                 let published = self.publish_round().await?;
-                self.measure_depth().await?;
+                if measured.is_none_or(|at| at.elapsed() >= DEPTH_INTERVAL) {
+                    measured = Some(Instant::now());
+                    self.measure_depth().await?;
+                }
                 Ok(Some(published))
             };
             let pause = match round.await {
@@ -211,6 +379,12 @@ impl Relay {
                     } else {
                         idle
                     }
+                }
+                Err(e) if e.is::<LeaseLost>() => {
+                    tracing::warn!(error = %e, "relay lease lost mid-round; nothing deleted");
+                    holding = false;
+                    self.stats.set_holds_lease(false);
+                    idle
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "relay round failed; retrying");
