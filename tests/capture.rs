@@ -232,11 +232,9 @@ async fn backfill_of_20000_nodes_resumes_after_a_kill_and_publishes_each_once() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relationship_change_re_emits_the_node_with_its_context() {
-    let context = "\n[[mappings.context]]\nfield = \"mentioned_entities\"\nrelationship = \"MENTIONS\"\nproperties = [\"name\", \"uuid\"]\n";
-    let h = relay_harness("context", &format!("{}{context}", neo4j_section("cdc5"))).await;
-    let graph = empty_database(&h).await;
+/// Chunk c1 (v1, published) mentions Bob; Alice is not mentioned yet.
+async fn context_graph(h: &support::Harness) -> Graph {
+    let graph = empty_database(h).await;
     graph
         .run(query(
             "CREATE (c:Doc {uuid: 'c1', text: 'c1 v1', embedding: [1.0, 1.0, 0.5, -0.5]}),
@@ -247,18 +245,25 @@ async fn a_relationship_change_re_emits_the_node_with_its_context() {
         .await
         .unwrap();
     write_outbox(&graph, &[support::doc("c1", 1, Op::Upsert)]).await;
-    relay_until_empty(&h, &graph).await;
+    relay_until_empty(h, &graph).await;
+    graph
+}
+
+/// c1 now mentions Alice: the relationship and the trigger's outbox entry for it.
+const NEW_MENTION: &str =
+    "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
+     CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
+             op: 'upsert', version: 1, commit_time_ms: 1, created_at: 1, properties: '{}',
+             rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2', db: 'neo4j'})";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relationship_change_re_emits_the_node_with_its_context() {
+    let context = "\n[[mappings.context]]\nfield = \"mentioned_entities\"\nrelationship = \"MENTIONS\"\nproperties = [\"name\", \"uuid\"]\n";
+    let h = relay_harness("context", &format!("{}{context}", neo4j_section("cdc5"))).await;
+    let graph = context_graph(&h).await;
 
     // The trigger's view of a new relationship: an outbox entry of kind relationship.
-    graph
-        .run(query(
-            "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
-             CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
-                     op: 'upsert', version: 1, commit_time_ms: 1, created_at: 1, properties: '{}',
-                     rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2', db: 'neo4j'})",
-        ))
-        .await
-        .unwrap();
+    graph.run(query(NEW_MENTION)).await.unwrap();
     relay_until_empty(&h, &graph).await;
 
     let sink = h.open_sink();
@@ -432,29 +437,10 @@ async fn a_context_re_emit_goes_through_the_outbox_in_version_order() {
         &format!("{}{context}", neo4j_section_with("relay3", 1)),
     )
     .await;
-    let graph = empty_database(&h).await;
-    graph
-        .run(query(
-            "CREATE (c:Doc {uuid: 'c1', text: 'c1 v1', embedding: [1.0, 1.0, 0.5, -0.5]}),
-                    (a:Entity {uuid: 'e1', name: 'Bob'}), (b:Entity {uuid: 'e2', name: 'Alice'}),
-                    (:CdcVersion {key: 'node:c1', version: 1}),
-                    (c)-[:MENTIONS]->(a)",
-        ))
-        .await
-        .unwrap();
-    write_outbox(&graph, &[support::doc("c1", 1, Op::Upsert)]).await;
-    relay_until_empty(&h, &graph).await;
+    let graph = context_graph(&h).await;
 
     // A relationship is created, then the node itself changes (v2): the trigger's entries.
-    graph
-        .run(query(
-            "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
-             CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
-                     op: 'upsert', version: 1, commit_time_ms: 1, created_at: 1, properties: '{}',
-                     rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2', db: 'neo4j'})",
-        ))
-        .await
-        .unwrap();
+    graph.run(query(NEW_MENTION)).await.unwrap();
     graph
         .run(query(
             "MATCH (c:Doc {uuid: 'c1'}), (v:CdcVersion {key: 'node:c1'})
