@@ -225,6 +225,31 @@ async fn embedded_scan_pages_over_numeric_ids_and_reports_foreign_points() {
     assert_eq!(foreign, expected);
 }
 
+/// Many first uses of a collection at once (a reopened store under load) open its shard
+/// once: a second open fails on the WAL's file lock (seen as a flaky replay test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_sink_opens_a_shard_once_under_concurrent_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sink = edge::EdgeSink::open(dir.path()).unwrap();
+        sink.ensure_collection(&spec("busy")).await.unwrap();
+        sink.write("busy", &[write("busy", "k0", 1, "t")], Fence::Newer)
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        let sink = std::sync::Arc::new(edge::EdgeSink::open(dir.path()).unwrap());
+        let counts = futures::future::join_all((0..8).map(|_| {
+            let sink = sink.clone();
+            tokio::spawn(async move { sink.count_live("busy").await })
+        }))
+        .await;
+        for count in counts {
+            assert_eq!(count.unwrap().unwrap(), 1);
+        }
+    }
+}
+
 #[tokio::test]
 async fn jsonl_sink_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();

@@ -65,7 +65,10 @@ impl EdgeSink {
     }
 
     fn shard(&self, collection: &str) -> Result<Arc<Shard>, SinkError> {
-        if let Some(shard) = self.shards.lock().unwrap().get(collection) {
+        // Held through the load: two first uses at once would both open the shard, and
+        // the second fails on the WAL's file lock.
+        let mut shards = self.shards.lock().unwrap();
+        if let Some(shard) = shards.get(collection) {
             return Ok(shard.clone());
         }
         let dir = self.root.join(collection);
@@ -84,10 +87,7 @@ impl EdgeSink {
             #[cfg(test)]
             failing_flushes: Default::default(),
         });
-        self.shards
-            .lock()
-            .unwrap()
-            .insert(collection.to_owned(), shard.clone());
+        shards.insert(collection.to_owned(), shard.clone());
         Ok(shard)
     }
 
