@@ -249,6 +249,14 @@ async fn context_graph(h: &support::Harness) -> Graph {
     graph
 }
 
+/// Chunk c1 as stored after a processor applied the change topic to its end.
+async fn processed_c1(h: &support::Harness) -> graphcdc_core::sink::StoredPoint {
+    let sink = h.open_sink();
+    h.process_to_end(sink.clone()).await;
+    let id = graphcdc_core::mapping::point_id(support::COLLECTION, "c1");
+    sink.get(support::COLLECTION, id).await.unwrap().unwrap()
+}
+
 /// c1 now mentions Alice: the relationship and the trigger's outbox entry for it.
 const NEW_MENTION: &str =
     "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
@@ -266,16 +274,7 @@ async fn a_relationship_change_re_emits_the_node_with_its_context() {
     graph.run(query(NEW_MENTION)).await.unwrap();
     relay_until_empty(&h, &graph).await;
 
-    let sink = h.open_sink();
-    h.process_to_end(sink.clone()).await;
-    let point = sink
-        .get(
-            support::COLLECTION,
-            graphcdc_core::mapping::point_id(support::COLLECTION, "c1"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let point = processed_c1(&h).await;
     assert_eq!(point.version, 2, "re-emitted with a new version");
     let payload = point.payload.unwrap();
     assert_eq!(
@@ -476,16 +475,7 @@ async fn a_context_re_emit_goes_through_the_outbox_in_version_order() {
         "published (to the change and state topics) in version order"
     );
 
-    let sink = h.open_sink();
-    h.process_to_end(sink.clone()).await;
-    let point = sink
-        .get(
-            support::COLLECTION,
-            graphcdc_core::mapping::point_id(support::COLLECTION, "c1"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let point = processed_c1(&h).await;
     assert_eq!(point.version, 3);
     let payload = point.payload.unwrap();
     assert_eq!(payload["text"], "c1 v2");

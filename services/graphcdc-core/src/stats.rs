@@ -86,6 +86,16 @@ impl Gauge {
     pub fn get(&self) -> f64 {
         f64::from_bits(self.bits.load(Ordering::Relaxed))
     }
+
+    /// Set to 1 (`true`) or 0.
+    pub fn set_flag(&self, on: bool) {
+        self.set(f64::from(u8::from(on)));
+    }
+
+    /// Whether the value is not 0.
+    pub fn flag(&self) -> bool {
+        self.get() != 0.0
+    }
 }
 
 /// A distribution of values (seconds, events): exported as a Prometheus histogram
@@ -283,7 +293,6 @@ pub struct Health {
     circuit_open: Gauge,
     ready: Gauge,
     running: AtomicBool,
-    circuit: AtomicBool,
 }
 
 impl Health {
@@ -298,12 +307,12 @@ impl Health {
 
     /// Whether the service should receive traffic.
     pub fn is_ready(&self) -> bool {
-        self.running.load(Ordering::Relaxed) && !self.circuit.load(Ordering::Relaxed)
+        self.running.load(Ordering::Relaxed) && !self.is_circuit_open()
     }
 
     /// Whether the circuit breaker is open (the sink keeps failing).
     pub fn is_circuit_open(&self) -> bool {
-        self.circuit.load(Ordering::Relaxed)
+        self.circuit_open.flag()
     }
 
     /// Partitions currently assigned.
@@ -314,14 +323,13 @@ impl Health {
     /// The main loop started or stopped.
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Relaxed);
-        self.ready.set(f64::from(u8::from(self.is_ready())));
+        self.ready.set_flag(self.is_ready());
     }
 
     /// The circuit breaker opened or closed.
     pub fn set_circuit_open(&self, open: bool) {
-        self.circuit.store(open, Ordering::Relaxed);
-        self.circuit_open.set(f64::from(u8::from(open)));
-        self.ready.set(f64::from(u8::from(self.is_ready())));
+        self.circuit_open.set_flag(open);
+        self.ready.set_flag(self.is_ready());
     }
 
     /// The assignment changed.
@@ -421,7 +429,7 @@ impl Default for RelayStats {
 impl RelayStats {
     /// Whether this relay holds the lease.
     pub fn set_holds_lease(&self, holds: bool) {
-        self.holds_lease.set(f64::from(u8::from(holds)));
+        self.holds_lease.set_flag(holds);
     }
 }
 
