@@ -26,6 +26,20 @@ pub const HASH_FIELD: &str = "cdc_hash";
 pub const DELETED_FIELD: &str = "cdc_deleted";
 /// Payload field: source commit time in ms.
 pub const COMMIT_TIME_FIELD: &str = "cdc_commit_ms";
+/// Payload field (integer index): the point's reconcile bucket, [`bucket_of`] its id, so
+/// the reconciler can count a collection's points per bucket in one request and rescan
+/// only the buckets that changed (points written before this field existed are checked
+/// as unbucketed).
+pub const BUCKET_FIELD: &str = "cdc_bucket";
+/// Number of reconcile buckets: [`bucket_of`] is the top 16 bits of a point id.
+pub const BUCKETS: usize = 1 << 16;
+
+/// Reconcile bucket of a point: the top 16 bits of its id. UUIDv5 ids are uniform there,
+/// and a bucket is a contiguous range of ids in Qdrant's scroll order.
+pub fn bucket_of(id: &Uuid) -> u16 {
+    let b = id.as_bytes();
+    u16::from_be_bytes([b[0], b[1]])
+}
 
 /// Namespace of the UUIDv5 point ids.
 const POINT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b7e_0c1d_8a4f_4e3b_9a51_2f6d_c0de_cdc1);
@@ -111,6 +125,7 @@ impl Mapper {
         payload.insert(VERSION_FIELD.into(), Value::from(event.version));
         payload.insert(COMMIT_TIME_FIELD.into(), Value::from(event.commit_time_ms));
         let id = point_id(&m.collection, &key);
+        payload.insert(BUCKET_FIELD.into(), Value::from(bucket_of(&id)));
         if event.op == Op::Delete {
             payload.insert(DELETED_FIELD.into(), Value::Bool(true));
             payload.insert(HASH_FIELD.into(), Value::String(String::new()));
