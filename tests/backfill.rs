@@ -146,6 +146,8 @@ async fn a_backfilled_node_hashes_equal_to_the_same_node_captured_live() {
         kind: "node".into(),
         key: "c1".into(),
         labels: Some(vec!["Doc".into()]),
+        removed_labels: None,
+        changed: None,
         op: "upsert".into(),
         version: backfilled.version,
         commit_time_ms: 1,

@@ -80,6 +80,11 @@ pub struct ChangeEvent {
     /// Node labels (empty for relationships).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Mapped labels the node lost in this change while keeping another captured one (an
+    /// upsert): the entity left those collections, and the mapper writes a tombstone of
+    /// this version there. Empty for relationships, and from producers that never say.
+    #[serde(default)]
+    pub removed_labels: Vec<String>,
     /// Set for relationships.
     #[serde(default)]
     pub relationship: Option<RelationshipEnds>,
@@ -141,6 +146,7 @@ impl ChangeEvent {
             kind: EntityKind::Node,
             key: key.to_owned(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
+            removed_labels: Vec::new(),
             relationship: None,
             op,
             version,
@@ -161,6 +167,12 @@ impl ChangeEvent {
         self
     }
 
+    /// This event with `removed_labels` (labels the node left in this change).
+    pub fn with_removed_labels(mut self, labels: &[&str]) -> Self {
+        self.removed_labels = labels.iter().map(|l| l.to_string()).collect();
+        self
+    }
+
     /// This event with `vector`.
     pub fn with_vector(mut self, vector: Vec<f32>) -> Self {
         self.vector = Some(vector);
@@ -176,6 +188,7 @@ impl EntityState {
             kind: self.kind,
             key: self.key.clone(),
             labels: self.labels.clone(),
+            removed_labels: Vec::new(),
             relationship: self.relationship.clone(),
             op: Op::Upsert,
             version: self.version,

@@ -99,7 +99,9 @@ impl Mapper {
         &self.mappings
     }
 
-    /// The point writes for `event`: one per matching mapping, none when unmapped.
+    /// The point writes for `event`: one per matching mapping, none when unmapped. A node
+    /// that lost a mapped label in this change (`removed_labels`) also gets a tombstone of
+    /// the event's version in that label's collection: the entity is no longer there.
     ///
     /// # Errors
     /// A [`PoisonError`] when the event can never be applied (no key, bad version,
@@ -111,11 +113,23 @@ impl Mapper {
                 format!("version {} outside 0..=2^53-1", event.version),
             ));
         }
-        self.mappings
+        let mut writes: Vec<PointWrite> = self
+            .mappings
             .iter()
             .filter(|m| applies(m, event))
             .map(|m| self.map_one(m, event))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let mut lost = self.mappings.iter().filter(|m| left(m, event)).peekable();
+        if lost.peek().is_some() {
+            let gone = ChangeEvent {
+                op: Op::Delete,
+                ..event.clone()
+            };
+            for m in lost {
+                writes.push(self.map_one(m, &gone)?);
+            }
+        }
+        Ok(writes)
     }
 
     fn map_one(&self, m: &MappingConfig, event: &ChangeEvent) -> Result<PointWrite, PoisonError> {
@@ -172,6 +186,14 @@ impl Mapper {
             payload,
         })
     }
+}
+
+/// Whether the node of `event` left `m`'s label in this change (and does not have it).
+fn left(m: &MappingConfig, event: &ChangeEvent) -> bool {
+    event.kind == EntityKind::Node
+        && m.label.as_ref().is_some_and(|label| {
+            event.removed_labels.contains(label) && !event.labels.contains(label)
+        })
 }
 
 fn applies(m: &MappingConfig, event: &ChangeEvent) -> bool {

@@ -33,6 +33,7 @@ pub fn change_to_value(event: &ChangeEvent) -> Value {
             "traceparent".into(),
             optional_string(event.traceparent.as_deref()),
         ),
+        ("removed_labels".into(), labels_value(&event.removed_labels)),
     ])
 }
 
@@ -63,6 +64,8 @@ pub fn change_from_value(value: Value) -> Result<ChangeEvent, String> {
         kind: kind_from(take(&mut fields, "kind")?)?,
         key: string(take(&mut fields, "key")?)?,
         labels: labels_from(take(&mut fields, "labels")?)?,
+        // Data of older writers gets the schema's default ([]) from resolution.
+        removed_labels: labels_from(take(&mut fields, "removed_labels")?)?,
         relationship: relationship_from(take(&mut fields, "relationship")?)?,
         op: match symbol(take(&mut fields, "op")?)?.as_str() {
             "upsert" => Op::Upsert,

@@ -9,7 +9,9 @@
 pub mod avro;
 mod registry;
 
-pub use registry::{RegistryConfig, SchemaRegistry, CHANGE_EVENT_ID, ENTITY_STATE_ID};
+pub use registry::{
+    RegistryConfig, SchemaRegistry, CHANGE_EVENT_ID, CHANGE_EVENT_V1_ID, ENTITY_STATE_ID,
+};
 
 use crate::error::{PoisonError, PoisonKind};
 use crate::event::{ChangeEvent, EntityState};
@@ -21,6 +23,10 @@ use std::sync::{Arc, RwLock};
 
 /// Text of `schemas/change-event.avsc`.
 pub const CHANGE_EVENT_SCHEMA: &str = include_str!("../../../../schemas/change-event.avsc");
+/// Text of `schemas/history/change-event-1.avsc`: the change event as earlier releases
+/// wrote it (local id [`CHANGE_EVENT_V1_ID`]), read by resolving against the current one.
+pub const CHANGE_EVENT_SCHEMA_V1: &str =
+    include_str!("../../../../schemas/history/change-event-1.avsc");
 /// Text of `schemas/entity-state.avsc`.
 pub const ENTITY_STATE_SCHEMA: &str = include_str!("../../../../schemas/entity-state.avsc");
 

@@ -1,7 +1,7 @@
 //! Schema ids for the Confluent wire format: local (no registry needed) or a
 //! Confluent-compatible registry over HTTP.
 
-use super::{DecodeError, CHANGE_EVENT_SCHEMA, ENTITY_STATE_SCHEMA};
+use super::{DecodeError, CHANGE_EVENT_SCHEMA, CHANGE_EVENT_SCHEMA_V1, ENTITY_STATE_SCHEMA};
 use crate::error::{PoisonError, PoisonKind};
 use apache_avro::Schema;
 use serde::Deserialize;
@@ -9,8 +9,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-/// Local schema id of the bundled `change-event.avsc`.
-pub const CHANGE_EVENT_ID: u32 = 1;
+/// Local schema id of the bundled `change-event.avsc` (with `removed_labels`).
+pub const CHANGE_EVENT_ID: u32 = 3;
+/// Local schema id earlier releases wrote change events under: `schemas/history/
+/// change-event-1.avsc`, without `removed_labels`. Still bundled, so their records decode.
+pub const CHANGE_EVENT_V1_ID: u32 = 1;
 /// Local schema id of the bundled `entity-state.avsc`.
 pub const ENTITY_STATE_ID: u32 = 2;
 
@@ -45,10 +48,12 @@ struct IdResponse {
 }
 
 impl SchemaRegistry {
-    /// Only the bundled schemas, under [`CHANGE_EVENT_ID`] and [`ENTITY_STATE_ID`].
+    /// Only the bundled schemas, under [`CHANGE_EVENT_ID`], [`CHANGE_EVENT_V1_ID`] and
+    /// [`ENTITY_STATE_ID`].
     pub fn local() -> Self {
         let bundled = [
             (CHANGE_EVENT_ID, CHANGE_EVENT_SCHEMA),
+            (CHANGE_EVENT_V1_ID, CHANGE_EVENT_SCHEMA_V1),
             (ENTITY_STATE_ID, ENTITY_STATE_SCHEMA),
         ];
         SchemaRegistry {

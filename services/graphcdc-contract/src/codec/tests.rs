@@ -21,6 +21,7 @@ fn sample() -> ChangeEvent {
         kind: EntityKind::Relationship,
         key: "rel-1".into(),
         labels: vec![],
+        removed_labels: vec![],
         relationship: Some(RelationshipEnds {
             rel_type: "MENTIONS".into(),
             start_key: "c1".into(),
@@ -50,6 +51,97 @@ async fn avro_wire_format_round_trips_every_field() {
         CHANGE_EVENT_ID
     );
     assert_eq!(codec.decode_change(&bytes).await.unwrap(), event);
+}
+
+/// A node that kept `Chunk` and left `Entity` in this change.
+fn relabelled() -> ChangeEvent {
+    ChangeEvent::node("c1", &["Chunk"], Op::Upsert, 7, 1_700_000_000_000)
+        .with_removed_labels(&["Entity"])
+        .with_property("text", PropertyValue::String("hello".into()))
+}
+
+#[tokio::test]
+async fn removed_labels_round_trip_in_both_formats() {
+    let codec = Codec::local();
+    let event = relabelled();
+    for format in [Format::Avro, Format::Json] {
+        let bytes = codec.encode_change(&event, format).await.unwrap();
+        let decoded = codec.decode_change(&bytes).await.unwrap();
+        assert_eq!(decoded.removed_labels, vec!["Entity".to_owned()]);
+        assert_eq!(decoded, event);
+    }
+}
+
+/// What a relay of an earlier release wrote: the bundled schema of local id 1, which has
+/// no `removed_labels`.
+fn written_by_an_earlier_release(event: &ChangeEvent) -> Vec<u8> {
+    let v1 = Schema::parse_str(CHANGE_EVENT_SCHEMA_V1).unwrap();
+    assert!(
+        !CHANGE_EVENT_SCHEMA_V1.contains("removed_labels"),
+        "the schema of id 1 is the one before the field"
+    );
+    let apache_avro::types::Value::Record(fields) = avro::change_to_value(event) else {
+        unreachable!()
+    };
+    let old: Vec<_> = fields
+        .into_iter()
+        .filter(|(name, _)| name != "removed_labels")
+        .collect();
+    write_wire(
+        CHANGE_EVENT_V1_ID,
+        &v1,
+        apache_avro::types::Value::Record(old),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_without_removed_labels_decodes_in_both_formats() {
+    let codec = Codec::local();
+    let event = sample();
+    assert_ne!(
+        CHANGE_EVENT_ID, CHANGE_EVENT_V1_ID,
+        "a new id for the new schema"
+    );
+    let avro = written_by_an_earlier_release(&event);
+    assert_eq!(codec.decode_change(&avro).await.unwrap(), event);
+    // Even for a node that did lose a label: an old writer cannot say so, the default is [].
+    let old_node = written_by_an_earlier_release(&relabelled());
+    let decoded = codec.decode_change(&old_node).await.unwrap();
+    assert!(decoded.removed_labels.is_empty());
+    assert_eq!(decoded.labels, vec!["Chunk".to_owned()]);
+
+    let mut json = serde_json::to_value(&event).unwrap();
+    json.as_object_mut()
+        .unwrap()
+        .remove("removed_labels")
+        .unwrap();
+    let bytes = serde_json::to_vec(&json).unwrap();
+    assert_eq!(codec.decode_change(&bytes).await.unwrap(), event);
+}
+
+#[tokio::test]
+async fn an_earlier_reader_skips_removed_labels() {
+    let codec = Codec::local();
+    let bytes = codec
+        .encode_change(&relabelled(), Format::Avro)
+        .await
+        .unwrap();
+    let v1 = Schema::parse_str(CHANGE_EVENT_SCHEMA_V1).unwrap();
+    let mut body = &bytes[5..];
+    let value = GenericDatumReader::builder(&codec.change_schema)
+        .reader_schema(&v1)
+        .build()
+        .unwrap()
+        .read_value(&mut body)
+        .unwrap();
+    let apache_avro::types::Value::Record(fields) = value else {
+        unreachable!()
+    };
+    assert!(fields.iter().all(|(name, _)| name != "removed_labels"));
+    assert!(fields
+        .iter()
+        .any(|(name, v)| name == "key" && *v == apache_avro::types::Value::String("c1".into())));
 }
 
 #[tokio::test]

@@ -182,3 +182,80 @@ fn random_properties_map_or_poison_never_panic() {
         }
     }
 }
+
+/// Chunk and Entity mappings, as in the default trigger's captured labels.
+fn two_label_mapper() -> Mapper {
+    let config = Config::from_toml(
+        r#"
+        [[mappings]]
+        label = "Chunk"
+        collection = "chunks"
+        dimension = 3
+
+        [[mappings]]
+        label = "Entity"
+        collection = "entities"
+        dimension = 3
+        "#,
+    )
+    .unwrap();
+    Mapper::new(config.mappings, 200)
+}
+
+#[test]
+fn a_lost_label_gets_a_tombstone_of_the_same_version_in_its_collection() {
+    // [Chunk, Entity] lost Entity: the trigger's upsert carries labels [Chunk].
+    let event = ChangeEvent::node("n1", &["Chunk"], Op::Upsert, 6, 1000)
+        .with_removed_labels(&["Entity"])
+        .with_property("text", PropertyValue::String("kept".into()))
+        .with_vector(vec![1.0, 0.0, 0.5]);
+    let writes = two_label_mapper().map(&event).unwrap();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let kept = writes.iter().find(|w| w.collection == "chunks").unwrap();
+    assert!(!kept.is_tombstone());
+    assert_eq!(
+        (kept.version, kept.payload["text"].as_str()),
+        (6, Some("kept"))
+    );
+    let gone = writes.iter().find(|w| w.collection == "entities").unwrap();
+    assert!(gone.is_tombstone());
+    assert_eq!(gone.id, point_id("entities", "n1"));
+    assert_eq!(
+        gone.version, 6,
+        "the version of the change that removed the label"
+    );
+    assert_eq!(gone.payload[DELETED_FIELD], true);
+    assert_eq!(gone.payload[VERSION_FIELD], 6);
+    assert!(
+        !gone.payload.contains_key("text"),
+        "a tombstone has no content"
+    );
+
+    // Without the field (an older producer) the lost label's point is left alone.
+    let mut unaware = event.clone();
+    unaware.removed_labels.clear();
+    let writes = two_label_mapper().map(&unaware).unwrap();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].collection, "chunks");
+}
+
+#[test]
+fn removed_labels_never_override_a_kept_label_nor_touch_relationships() {
+    // Contradictory input: the label is both kept and removed; the upsert wins.
+    let event = ChangeEvent::node("n1", &["Chunk", "Entity"], Op::Upsert, 2, 1000)
+        .with_removed_labels(&["Entity", "Unmapped"])
+        .with_vector(vec![1.0, 0.0, 0.5]);
+    let writes = two_label_mapper().map(&event).unwrap();
+    assert_eq!(writes.len(), 2);
+    assert!(writes.iter().all(|w| !w.is_tombstone()));
+    // A relationship event never maps through labels.
+    let mut rel = event.clone();
+    rel.kind = EntityKind::Relationship;
+    assert!(two_label_mapper().map(&rel).unwrap().is_empty());
+    // A lost label alone (the node kept no mapped label) tombstones just that collection.
+    let only =
+        ChangeEvent::node("n2", &["Other"], Op::Upsert, 3, 1000).with_removed_labels(&["Chunk"]);
+    let writes = two_label_mapper().map(&only).unwrap();
+    assert_eq!(writes.len(), 1);
+    assert!(writes[0].is_tombstone() && writes[0].collection == "chunks");
+}

@@ -44,6 +44,14 @@ pub struct OutboxRow {
     pub key: String,
     #[serde(default)]
     pub labels: Option<Vec<String>>,
+    /// Captured labels the node lost while staying in scope (an upsert).
+    #[serde(default)]
+    pub removed_labels: Option<Vec<String>>,
+    /// Names of the properties the transaction assigned or removed on the node, for the
+    /// context re-emit of related nodes; absent (entries of older triggers, re-emits) =
+    /// unknown, so any property may have changed.
+    #[serde(default)]
+    pub changed: Option<Vec<String>>,
     /// `upsert` or `delete`.
     pub op: String,
     pub version: i64,
@@ -102,6 +110,7 @@ pub fn outbox_event(row: OutboxRow) -> anyhow::Result<ChangeEvent> {
         kind,
         key: row.key,
         labels: row.labels.unwrap_or_default(),
+        removed_labels: row.removed_labels.unwrap_or_default(),
         relationship,
         op,
         version: row.version,
@@ -126,6 +135,8 @@ mod tests {
             kind: "node".into(),
             key: "c1".into(),
             labels: Some(vec!["Chunk".into()]),
+            removed_labels: None,
+            changed: None,
             op: op.into(),
             version: 3,
             commit_time_ms: 1000,
