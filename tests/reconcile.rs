@@ -2,10 +2,13 @@
 //! class is injected by hand, detected with exact counts, and repaired in both modes;
 //! checks while a processor applies a live stream find nothing; the guards
 //! (`reconcile/guards.rs`) hold; the continuous mode serves its drift over HTTP
-//! (`reconcile/metrics.rs`).
+//! (`reconcile/metrics.rs`); a bucketed check reports what a full check reports
+//! (`reconcile/buckets.rs`).
 
 mod support;
 
+#[path = "reconcile/buckets.rs"]
+mod buckets;
 #[path = "reconcile/guards.rs"]
 mod guards;
 #[path = "reconcile/metrics.rs"]

@@ -90,6 +90,8 @@ pub struct DriftReport {
     pub foreign: BTreeMap<String, Vec<String>>,
     /// Time the check took.
     pub duration: Duration,
+    /// What a bucketed check rescanned ([`super::buckets`]); `None` for a full check.
+    pub rescanned: Option<super::buckets::ScanExtent>,
 }
 
 impl DriftReport {

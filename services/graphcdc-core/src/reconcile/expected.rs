@@ -24,7 +24,7 @@
 use crate::codec::Codec;
 use crate::event::{CaptureMode, EntityState, Source};
 use crate::kafka::{self, Record, STATE_VERSION_HEADER};
-use crate::mapping::{point_id, Mapper, PointWrite};
+use crate::mapping::{bucket_of, point_id, Mapper, PointWrite};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -68,6 +68,10 @@ pub struct ExpectedState {
     pub records_read: u64,
     /// Next offset to read per partition.
     next_offsets: HashMap<i32, i64>,
+    /// Buckets whose points changed since [`ExpectedState::take_touched`].
+    touched: HashSet<(u16, u16)>,
+    /// The reader could not seek back to a record it did not apply.
+    reopen: bool,
 }
 
 /// Parse a 32-hex-digit content hash; 0 for anything else.
@@ -123,6 +127,8 @@ impl ExpectedState {
             invalid_records: 0,
             records_read: 0,
             next_offsets: HashMap::new(),
+            touched: HashSet::new(),
+            reopen: false,
         })
     }
 
@@ -161,23 +167,33 @@ impl ExpectedState {
         Ok(unread)
     }
 
-    /// Read everything up to the current end of the topic into the expected state.
+    /// Read everything up to the current end of the topic into the expected state,
+    /// however long that takes: `stall` bounds the wait for the *next* record, not the
+    /// whole read, so a topic of any size converges. On an error nothing is lost: what
+    /// was applied stays, and a record consumed but not applied (registry unavailable) is
+    /// read again by the next call (the reader seeks back to it).
     ///
     /// # Errors
-    /// When the broker cannot be read within `timeout`.
+    /// When no record arrives within `stall` while the topic has unread records, or a
+    /// record cannot be applied.
     pub async fn catch_up(
         &mut self,
         codec: &Codec,
         mapper: &Mapper,
-        timeout: Duration,
+        stall: Duration,
     ) -> anyhow::Result<()> {
         let mut unread = self.unread()?;
-        let deadline = std::time::Instant::now() + timeout;
+        let mut deadline = std::time::Instant::now() + stall;
         while !unread.is_empty() {
-            let task = "reading the state topic to its end";
+            let task = "reading the state topic to its end (no record within the stall timeout)";
             let Some(record) = kafka::poll_record(&self.consumer, deadline, task)? else {
                 continue;
             };
+            deadline = std::time::Instant::now() + stall;
+            if let Err(e) = self.apply(&record, codec, mapper).await {
+                self.seek_back(record.partition, record.offset);
+                return Err(e);
+            }
             self.next_offsets
                 .insert(record.partition, record.offset + 1);
             if unread
@@ -186,9 +202,39 @@ impl ExpectedState {
             {
                 unread.remove(&record.partition);
             }
-            self.apply(&record, codec, mapper).await?;
         }
         Ok(())
+    }
+
+    /// Have the reader deliver `partition` from `offset` again (a record consumed but not
+    /// applied); failing that, the next read starts over from the beginning.
+    fn seek_back(&mut self, partition: i32, offset: i64) {
+        let sought = self.consumer.seek(
+            &self.topic,
+            partition,
+            Offset::Offset(offset),
+            kafka::ADMIN_TIMEOUT,
+        );
+        if let Err(e) = sought {
+            tracing::warn!(error = %e, partition, offset, "cannot seek the state reader back; it will be reopened");
+            self.reopen = true;
+        }
+    }
+
+    /// Whether the reader lost its place and must be reopened (the state read from the
+    /// beginning again).
+    pub fn needs_reopen(&self) -> bool {
+        self.reopen
+    }
+
+    /// Buckets (collection index, [`bucket_of`]) whose expected points changed since the
+    /// last call: the log side of the bucketed check ([`super::buckets`]).
+    pub fn take_touched(&mut self) -> HashSet<(u16, u16)> {
+        std::mem::take(&mut self.touched)
+    }
+
+    fn touch(&mut self, id: &Uuid, collection: u16) {
+        self.touched.insert((collection, bucket_of(id)));
     }
 
     /// Fold one state record into the expected state.
@@ -210,9 +256,10 @@ impl ExpectedState {
         let Some(payload) = &record.payload else {
             let version = tombstone_version(record);
             let at_ms = record.timestamp_ms.unwrap_or(0);
-            for collection in &self.collections {
+            for (c, collection) in self.collections.clone().iter().enumerate() {
                 let id = point_id(collection, &key);
                 fold_delete(&mut self.points, &mut self.deleted, id, version, at_ms);
+                self.touch(&id, c as u16);
             }
             return Ok(());
         };
@@ -234,17 +281,20 @@ impl ExpectedState {
         // A key's labels may change: forget it in collections it no longer maps to,
         // unless what is held there is newer than this record.
         let mapped: HashSet<Uuid> = writes.iter().map(|w| w.id).collect();
-        for collection in &self.collections {
+        for (c, collection) in self.collections.clone().iter().enumerate() {
             let id = point_id(collection, &key);
             if !mapped.contains(&id) && self.points.contains_key(&id) {
                 let at_ms = record.timestamp_ms.unwrap_or(0);
                 let deleted = &mut self.deleted;
                 fold_delete(&mut self.points, deleted, id, Some(state.version), at_ms);
+                self.touch(&id, c as u16);
             }
         }
         for write in writes {
             let expected = self.expected_point(&write, record);
+            let collection = expected.collection;
             fold_upsert(&mut self.points, &mut self.deleted, write.id, expected);
+            self.touch(&write.id, collection);
         }
         Ok(())
     }
@@ -261,11 +311,14 @@ impl ExpectedState {
         }
     }
 
-    /// Read the full state records of `wanted` points again (one pass over the topic up
-    /// to the recorded offsets).
+    /// Read the full state records of `wanted` points again, each at its recorded
+    /// position: the reader seeks to every wanted offset (reading on instead when the next
+    /// one is near), so a repair reads its records, not the topic, and holds only them.
+    /// A record no longer at its offset (compacted after a newer state was read) is left
+    /// out: the next check judges the newer state.
     ///
     /// # Errors
-    /// When the topic cannot be read.
+    /// When the topic cannot be read (no record within a minute).
     pub async fn fetch_states(
         &self,
         kafka_config: &crate::config::KafkaConfig,
@@ -273,7 +326,8 @@ impl ExpectedState {
         mapper: &Mapper,
         wanted: &HashSet<Uuid>,
     ) -> anyhow::Result<HashMap<Uuid, EntityState>> {
-        let mut by_location: HashMap<(i32, i64), Vec<Uuid>> = HashMap::new();
+        let mut by_location: std::collections::BTreeMap<(i32, i64), Vec<Uuid>> =
+            std::collections::BTreeMap::new();
         for id in wanted {
             if let Some(p) = self.points.get(id) {
                 by_location
@@ -287,26 +341,40 @@ impl ExpectedState {
             return Ok(found);
         }
         let reader = ExpectedState::open(kafka_config, mapper)?;
-        let mut last_wanted: HashMap<i32, i64> = HashMap::new();
-        for (partition, offset) in by_location.keys() {
-            let last = last_wanted.entry(*partition).or_insert(*offset);
-            *last = (*last).max(*offset);
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while !last_wanted.is_empty() {
-            let task = "reading state records again for the repair";
-            let Some(record) = kafka::poll_record(&reader.consumer, deadline, task)? else {
-                continue;
-            };
-            if last_wanted
-                .get(&record.partition)
-                .is_some_and(|last| record.offset >= *last)
-            {
-                last_wanted.remove(&record.partition);
+        // Read on rather than seek when the next wanted record is this close.
+        const READ_ON: i64 = 500;
+        let stall = Duration::from_secs(60);
+        let task = "reading state records again for the repair";
+        let mut at: Option<(i32, i64)> = None;
+        for ((partition, offset), ids) in &by_location {
+            let near = at.is_some_and(|(p, next)| {
+                p == *partition && *offset >= next && *offset - next < READ_ON
+            });
+            if !near {
+                let mut assignment = TopicPartitionList::new();
+                assignment.add_partition_offset(
+                    &reader.topic,
+                    *partition,
+                    Offset::Offset(*offset),
+                )?;
+                reader
+                    .consumer
+                    .assign(&assignment)
+                    .context("assigning the state topic partition to read again")?;
             }
-            let Some(ids) = by_location.get(&(record.partition, record.offset)) else {
-                continue;
+            let deadline = std::time::Instant::now() + stall;
+            let record = loop {
+                let Some(record) = kafka::poll_record(&reader.consumer, deadline, task)? else {
+                    continue;
+                };
+                if record.partition == *partition && record.offset >= *offset {
+                    break record;
+                }
             };
+            at = Some((*partition, record.offset + 1));
+            if record.offset != *offset {
+                continue;
+            }
             let Some(payload) = &record.payload else {
                 continue;
             };

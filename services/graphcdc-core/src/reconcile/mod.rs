@@ -13,6 +13,7 @@
 //!   record that arrives late is not mistaken for a deletion;
 //! - deletes and same-version rewrites stay within a budget per collection and window.
 
+pub mod buckets;
 pub mod classify;
 pub mod expected;
 pub mod guard;
@@ -43,8 +44,9 @@ pub const DIRECT_MODE_REFUSAL: &str = "capture.mode is \"direct\": the direct tr
     best effort: at most once, no relationship deletes by default, nothing detects a \
     lost event. Use outbox mode (deploy/neo4j/README.md) to reconcile.";
 
-/// How long reading the state topic to its end may take.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long reading the state topic to its end may go without a record (the read itself
+/// takes as long as the topic needs).
+const CATCH_UP_STALL: Duration = Duration::from_secs(60);
 
 /// How a reconcile run behaves.
 #[derive(Debug, Clone)]
@@ -89,6 +91,10 @@ pub struct Reconciler {
     /// Run even when the state topic may drop keys (`--allow-non-compacted-state`).
     allow_non_compacted_state: bool,
     state_topic_verified: bool,
+    /// Buckets with candidates at their last rescan ([`buckets`]).
+    buckets: buckets::BucketBook,
+    /// Every bucket is rescanned at least every this many checks; 1: every check is full.
+    rescan_every: u32,
 }
 
 impl Reconciler {
@@ -127,6 +133,8 @@ impl Reconciler {
             budget: Budget::default(),
             allow_non_compacted_state: false,
             state_topic_verified: false,
+            buckets: buckets::BucketBook::default(),
+            rescan_every: 1,
         })
     }
 
@@ -135,6 +143,13 @@ impl Reconciler {
     /// configs.
     pub fn allow_non_compacted_state(&mut self, allow: bool) {
         self.allow_non_compacted_state = allow;
+    }
+
+    /// After a first full check, rescan only the buckets that may have drifted, and every
+    /// bucket at least every `checks` checks ([`buckets`]); 1 (the default): every check
+    /// scans the whole sink.
+    pub fn rescan_every(&mut self, checks: u32) {
+        self.rescan_every = checks.max(1);
     }
 
     /// Read the state topic to its end, scan the sink, look again at what differs,
@@ -156,8 +171,36 @@ impl Reconciler {
             self.state_topic_verified = true;
         }
         self.catch_up().await?;
-        let mut report =
-            classify::scan(self.sink.as_ref(), &self.expected, &self.vector_names).await?;
+        let touched = self.expected.take_touched();
+        let sink = self.sink.as_ref();
+        let bucketed = match self.rescan_every > 1 && self.buckets.primed() {
+            true => {
+                let book = &mut self.buckets;
+                let every = self.rescan_every;
+                buckets::scan(
+                    sink,
+                    &self.expected,
+                    &self.vector_names,
+                    book,
+                    &touched,
+                    every,
+                )
+                .await?
+            }
+            false => None,
+        };
+        let mut report = match bucketed {
+            Some((report, rescanned)) => {
+                self.buckets
+                    .record(&self.expected, &report, Some(&rescanned));
+                report
+            }
+            None => {
+                let report = classify::scan(sink, &self.expected, &self.vector_names).await?;
+                self.buckets.record(&self.expected, &report, None);
+                report
+            }
+        };
         self.recheck(&mut report, grace).await?;
         self.sight_orphans(&report);
         report.duration = started.elapsed();
@@ -228,15 +271,16 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Read the state topic to its end; on failure start over with a fresh reader (a
-    /// record may have been consumed without being applied).
+    /// Read the state topic to its end. A failure keeps what was read (the next call
+    /// goes on from there); only a reader that lost its place starts over.
     async fn catch_up(&mut self) -> anyhow::Result<()> {
         let result = self
             .expected
-            .catch_up(&self.codec, &self.mapper, CATCH_UP_TIMEOUT)
+            .catch_up(&self.codec, &self.mapper, CATCH_UP_STALL)
             .await;
-        if result.is_err() {
+        if result.is_err() && self.expected.needs_reopen() {
             self.expected = ExpectedState::open(&self.config.kafka, &self.mapper)?;
+            self.buckets = buckets::BucketBook::default();
         }
         result
     }

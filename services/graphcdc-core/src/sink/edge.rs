@@ -9,22 +9,22 @@
 //! that finds its points already applied in memory still waits for them to be durable.
 
 use super::{
-    latest_per_point, tombstones, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint,
-    VectorSink, SCAN_FIELDS,
+    latest_per_point, tombstones, BucketCounts, CollectionSpec, Fence, ScanCursor, ScanPage,
+    StoredPoint, VectorSink, SCAN_FIELDS,
 };
 use crate::config::Distance;
 use crate::error::SinkError;
-use crate::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
+use crate::mapping::{PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, ConditionalInsertOperation, CountRequest, CreateIndex, EdgeConfig,
-    EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations,
-    Filter, HasIdCondition, HasVectorCondition, JsonPath, Match, NamedQuery, OperationError,
-    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointIdsList, PointInsertOperations,
-    PointOperations, PointStructPersisted, QueryEnum, Range, ScrollRequest, SearchRequest,
-    UpdateOperation, VectorInternal, VectorOperations, VectorPersisted, VectorStructPersisted,
-    WalOptions, WithPayloadInterface, WithVector,
+    EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FacetRequest, FacetValue, FieldCondition,
+    FieldIndexOperations, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, JsonPath,
+    Match, NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointIdsList, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, Range,
+    ScrollRequest, SearchRequest, UpdateOperation, VectorInternal, VectorOperations,
+    VectorPersisted, VectorStructPersisted, WalOptions, WithPayloadInterface, WithVector,
 };
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -298,6 +298,7 @@ fn create_indexes(shard: &EdgeShard) -> Result<(), SinkError> {
         (VERSION_FIELD, PayloadSchemaType::Integer),
         (KEY_FIELD, PayloadSchemaType::Keyword),
         (DELETED_FIELD, PayloadSchemaType::Bool),
+        (BUCKET_FIELD, PayloadSchemaType::Integer),
     ] {
         shard
             .update(UpdateOperation::FieldIndexOperation(
@@ -309,6 +310,33 @@ fn create_indexes(shard: &EdgeShard) -> Result<(), SinkError> {
             .map_err(rejected)?;
     }
     Ok(())
+}
+
+/// Points per value of [`BUCKET_FIELD`] among those matching `filter`.
+fn facet_buckets(
+    shard: &EdgeShard,
+    filter: Option<Filter>,
+) -> Result<HashMap<u16, u64>, SinkError> {
+    let response = shard
+        .facet(FacetRequest {
+            key: path(BUCKET_FIELD),
+            limit: BUCKETS,
+            filter,
+            exact: true,
+        })
+        .map_err(classify)?;
+    Ok(response
+        .hits
+        .into_iter()
+        .filter_map(|hit| match hit.value {
+            FacetValue::Int(b) => Some((u16::try_from(b).ok()?, hit.count as u64)),
+            _ => None,
+        })
+        .collect())
+}
+
+fn unbucketed() -> Condition {
+    Condition::IsEmpty(IsEmptyCondition::from(path(BUCKET_FIELD)))
 }
 
 fn has_id(id: Uuid) -> Condition {
@@ -588,6 +616,50 @@ impl VectorSink for EdgeSink {
     ) -> Result<ScanPage, SinkError> {
         self.with_shard(collection, move |s| {
             s.scroll_page(None, from.map(point_id), limit)
+        })
+        .await
+    }
+
+    async fn bucket_counts(&self, collection: &str) -> Result<Option<BucketCounts>, SinkError> {
+        self.with_shard(collection, |s| {
+            s.sync_if_dirty()?;
+            let mut live = facet_buckets(&s.shard, None)?;
+            let deleted = Filter {
+                must: Some(vec![is_deleted()]),
+                ..Default::default()
+            };
+            for (bucket, n) in facet_buckets(&s.shard, Some(deleted))? {
+                let total = live.entry(bucket).or_default();
+                *total = total.saturating_sub(n);
+            }
+            live.retain(|_, n| *n > 0);
+            let unbucketed = s
+                .shard
+                .count(CountRequest {
+                    filter: Some(Filter {
+                        must: Some(vec![unbucketed()]),
+                        ..Default::default()
+                    }),
+                    exact: true,
+                })
+                .map_err(classify)? as u64;
+            Ok(Some(BucketCounts { live, unbucketed }))
+        })
+        .await
+    }
+
+    async fn scan_unbucketed(
+        &self,
+        collection: &str,
+        from: Option<ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, SinkError> {
+        let filter = Filter {
+            must: Some(vec![unbucketed()]),
+            ..Default::default()
+        };
+        self.with_shard(collection, move |s| {
+            s.scroll_page(Some(filter), from.map(point_id), limit)
         })
         .await
     }

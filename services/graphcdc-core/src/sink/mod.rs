@@ -275,6 +275,16 @@ impl ScanPage {
     }
 }
 
+/// Points of one collection per reconcile bucket ([`crate::mapping::BUCKET_FIELD`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketCounts {
+    /// Points that are not tombstones (foreign points that carry the field included), by
+    /// bucket; buckets without such points are absent.
+    pub live: HashMap<u16, u64>,
+    /// Points without the field: written before graphcdc had it, or by another tool.
+    pub unbucketed: u64,
+}
+
 /// A vector store that applies version-fenced point writes.
 #[async_trait]
 pub trait VectorSink: Send + Sync {
@@ -312,6 +322,30 @@ pub trait VectorSink: Send + Sync {
         from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError>;
+
+    /// Points per reconcile bucket, counted by the sink (Qdrant's facet on the indexed
+    /// [`crate::mapping::BUCKET_FIELD`]); `None` when the sink cannot count them (the
+    /// reconciler then scans everything).
+    async fn bucket_counts(&self, _collection: &str) -> Result<Option<BucketCounts>, SinkError> {
+        Ok(None)
+    }
+
+    /// One page of the points without [`crate::mapping::BUCKET_FIELD`], in point-id order
+    /// from `from` (as [`VectorSink::scan`]).
+    ///
+    /// # Errors
+    /// A sink without [`VectorSink::bucket_counts`] refuses.
+    async fn scan_unbucketed(
+        &self,
+        _collection: &str,
+        _from: Option<ScanCursor>,
+        _limit: usize,
+    ) -> Result<ScanPage, SinkError> {
+        Err(SinkError::Misconfigured(format!(
+            "the {} sink does not count points per bucket",
+            self.name()
+        )))
+    }
 
     /// Delete points the pipeline did not write ([`ScanPage::foreign`]), by the id a
     /// scan reported (a number or a UUID), whatever their payload.

@@ -6,20 +6,20 @@
 //! conditional upserts (1.16 or newer): an older one ignores the filter.
 
 use super::{
-    latest_per_point, tombstones, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint,
-    VectorSink, SCAN_FIELDS,
+    latest_per_point, tombstones, BucketCounts, CollectionSpec, Fence, ScanCursor, ScanPage,
+    StoredPoint, VectorSink, SCAN_FIELDS,
 };
 use crate::config::{Distance, SinkConfig};
 use crate::error::SinkError;
-use crate::mapping::{PointWrite, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
+use crate::mapping::{PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    point_id::PointIdOptions, vectors_config, Condition, CountPointsBuilder,
+    facet_value, point_id::PointIdOptions, vectors_config, Condition, CountPointsBuilder,
     CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointVectorsBuilder,
-    DeletePointsBuilder, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId,
-    PointStruct, PointsIdsList, PointsOperationResponse, Query, QueryPointsBuilder, Range,
-    ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
-    VectorsConfigBuilder, VectorsSelector,
+    DeletePointsBuilder, FacetCountsBuilder, FieldType, Filter, GetPointsBuilder,
+    PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, PointsOperationResponse, Query,
+    QueryPointsBuilder, Range, ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder,
+    VectorParamsBuilder, VectorsConfigBuilder, VectorsSelector,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
@@ -264,6 +264,29 @@ impl QdrantSink {
         ))
     }
 
+    /// Points per value of [`BUCKET_FIELD`] among those matching `filter` (exact counts).
+    async fn facet_buckets(
+        &self,
+        collection: &str,
+        filter: Option<Filter>,
+    ) -> Result<HashMap<u16, u64>, SinkError> {
+        let mut request = FacetCountsBuilder::new(collection, BUCKET_FIELD)
+            .limit(BUCKETS as u64)
+            .exact(true);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        let response = self.client.facet(request).await.map_err(classify)?;
+        Ok(response
+            .hits
+            .into_iter()
+            .filter_map(|hit| match hit.value?.variant? {
+                facet_value::Variant::IntegerValue(b) => Some((u16::try_from(b).ok()?, hit.count)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Delete `collection` and its points for good.
     ///
     /// # Errors
@@ -482,6 +505,7 @@ impl VectorSink for QdrantSink {
             (VERSION_FIELD, FieldType::Integer),
             (KEY_FIELD, FieldType::Keyword),
             (DELETED_FIELD, FieldType::Bool),
+            (BUCKET_FIELD, FieldType::Integer),
         ] {
             self.client
                 .create_field_index(
@@ -615,6 +639,38 @@ impl VectorSink for QdrantSink {
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
         self.scroll_page(collection, None, from.map(point_id), limit)
+            .await
+    }
+
+    async fn bucket_counts(&self, collection: &str) -> Result<Option<BucketCounts>, SinkError> {
+        let mut live = self.facet_buckets(collection, None).await?;
+        let deleted = Filter::must([Condition::matches(DELETED_FIELD, true)]);
+        for (bucket, n) in self.facet_buckets(collection, Some(deleted)).await? {
+            let total = live.entry(bucket).or_default();
+            *total = total.saturating_sub(n);
+        }
+        live.retain(|_, n| *n > 0);
+        let response = self
+            .client
+            .count(
+                CountPointsBuilder::new(collection)
+                    .filter(Filter::must([Condition::is_empty(BUCKET_FIELD)]))
+                    .exact(true),
+            )
+            .await
+            .map_err(classify)?;
+        let unbucketed = response.result.map_or(0, |r| r.count);
+        Ok(Some(BucketCounts { live, unbucketed }))
+    }
+
+    async fn scan_unbucketed(
+        &self,
+        collection: &str,
+        from: Option<ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, SinkError> {
+        let filter = Filter::must([Condition::is_empty(BUCKET_FIELD)]);
+        self.scroll_page(collection, Some(filter), from.map(point_id), limit)
             .await
     }
 
