@@ -107,6 +107,12 @@ pub(crate) enum Command {
         /// Time between checks in continuous mode (e.g. 60s, 5m).
         #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
         interval: Duration,
+        /// Continuous mode: after the first full check, rescan only the buckets that may
+        /// have drifted (changed on the state topic, counted differently in the sink, or
+        /// drifted last time) plus a rotating slice, so that every bucket is rescanned at
+        /// least every N checks; 1 scans everything at every check.
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rescan_every: u32,
         /// Output format of `--once`.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,

@@ -95,6 +95,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             rate,
             grace,
             interval,
+            rescan_every,
             format,
             listen,
         } => {
@@ -120,6 +121,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             let gauges = Arc::new(DriftGauges::default());
             let mut reconciler = Reconciler::new(config, sink, gauges)?;
             reconciler.allow_non_compacted_state(allow_non_compacted_state);
+            reconciler.rescan_every(rescan_every);
             if !once {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
