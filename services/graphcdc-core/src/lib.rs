@@ -6,6 +6,7 @@
 //! - [`sink`]: the [`sink::VectorSink`] trait, Qdrant server and embedded Qdrant.
 //! - [`processor`]: the consumer group member applying the change topic to a sink.
 //! - [`reconcile`]: drift detection and repair against the compacted state topic.
+//! - [`audit`]: the three-way audit, Neo4j ↔ graph.state ↔ sink, and its repair.
 //! - [`inspect`]: entity history and consumer-group offsets.
 //! - [`kafka`]: client config, topics, the keyed change publisher.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
@@ -17,6 +18,7 @@
 // and `graphcdc_core::event` paths keep working.
 pub use graphcdc_contract::{codec, config, error, event, mapping};
 
+pub mod audit;
 pub mod capture;
 pub mod demo;
 pub mod inspect;

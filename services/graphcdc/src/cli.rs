@@ -120,6 +120,8 @@ pub(crate) enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Audit Neo4j against graph.state and the sink (three-way); repair through the log.
+    Audit(AuditArgs),
     /// Publish the Neo4j outbox to the change and state topics (one active per database).
     Relay {
         /// Serve /metrics and /healthz on this address.
@@ -173,6 +175,54 @@ pub(crate) enum Command {
         #[arg(long)]
         inject_drift: bool,
     },
+}
+
+/// Options of `graphcdc audit`.
+#[derive(clap::Args)]
+pub(crate) struct AuditArgs {
+    /// Repair through the log: upserts and tombstones (source mode `repair`) on the
+    /// change topic and graph.state, so graph.state and every sink heal.
+    #[arg(long)]
+    pub(crate) repair: bool,
+    /// With --repair: print the plan (and what the guard would refuse), publish nothing.
+    #[arg(long, requires = "repair")]
+    pub(crate) dry_run: bool,
+    /// With --repair: lift the delete budget (--max-delete-ratio).
+    #[arg(long, requires = "repair")]
+    pub(crate) force: bool,
+    /// Largest share (0 to 1) of a label's (or type's) entities live in graph.state that
+    /// a repair may delete per --budget-window; a larger loss is refused unless --force.
+    #[arg(long, default_value_t = 0.1, value_parser = ratio)]
+    pub(crate) max_delete_ratio: f64,
+    /// Window of the delete budget (e.g. 24h).
+    #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+    pub(crate) budget_window: Duration,
+    /// Entities published per second at most.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) rate: u32,
+    /// Entities per Neo4j page.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) page_size: usize,
+    /// Wait before the second look at what differs (the relay may be publishing it), and
+    /// the sink check's grace (e.g. 5s, 0s).
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    pub(crate) grace: Duration,
+    /// After a repair: how long to wait for graph.state and the sink to converge.
+    #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+    pub(crate) settle_timeout: Duration,
+    /// Leave the sink out (only Neo4j against graph.state), e.g. while a processor holds
+    /// an embedded store.
+    #[arg(long)]
+    pub(crate) no_sink: bool,
+    /// Check the sink even if the state topic is not verified to keep every key.
+    #[arg(long)]
+    pub(crate) allow_non_compacted_state: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub(crate) format: OutputFormat,
+    /// Shorthand for --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub(crate) json: bool,
 }
 
 /// Bounds, target and alias swap of `graphcdc replay`.

@@ -142,6 +142,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
                 ExitCode::from(EXIT_DRIFT)
             })
         }
+        Command::Audit(args) => commands::audit::run(load()?, args).await,
         Command::Relay { listen } => {
             let config = load()?;
             ensure_topics(&config).await?;

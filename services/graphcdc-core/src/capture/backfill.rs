@@ -16,7 +16,7 @@
 //! watermarks for the keys of its first page only, so the page that was cut short is
 //! not published twice.
 
-mod page;
+pub mod page;
 
 use crate::codec::{Codec, Format, SchemaRegistry};
 use crate::config::Config;

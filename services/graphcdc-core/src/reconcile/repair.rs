@@ -319,15 +319,15 @@ async fn write_to_sink(
     Ok(())
 }
 
-/// Keeps repairs under a rate by sleeping between chunks.
-struct Pacer {
+/// Keeps repairs under a rate by sleeping between chunks (also the audit's).
+pub(crate) struct Pacer {
     rate_per_s: u32,
     started: Instant,
     done: usize,
 }
 
 impl Pacer {
-    fn new(rate_per_s: u32) -> Self {
+    pub(crate) fn new(rate_per_s: u32) -> Self {
         Pacer {
             rate_per_s: rate_per_s.max(1),
             started: Instant::now(),
@@ -336,11 +336,11 @@ impl Pacer {
     }
 
     /// Chunk size: about a tenth of a second of repairs.
-    fn chunk(&self) -> usize {
+    pub(crate) fn chunk(&self) -> usize {
         (self.rate_per_s as usize / 10).clamp(1, 500)
     }
 
-    async fn wait(&mut self, next: usize) {
+    pub(crate) async fn wait(&mut self, next: usize) {
         let due = Duration::from_secs_f64(self.done as f64 / self.rate_per_s as f64);
         let elapsed = self.started.elapsed();
         if due > elapsed {

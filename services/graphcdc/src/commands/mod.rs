@@ -1,6 +1,8 @@
-//! The looking-back subcommands (`history`, `replay`, `offsets`, `dlq`): turn parsed
-//! options into calls of `graphcdc_core::inspect` and print the results.
+//! The looking-back subcommands (`history`, `replay`, `offsets`, `dlq`) and `audit`: turn
+//! parsed options into calls of `graphcdc_core::inspect` (or `::audit`) and print the
+//! results.
 
+pub(crate) mod audit;
 pub(crate) mod dlq;
 pub(crate) mod offsets;
 pub(crate) mod timetravel;

@@ -49,7 +49,8 @@ impl Target {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The entity kind of the target, as the trigger prefixes its counters.
+    pub fn kind(&self) -> &'static str {
         match self {
             Target::Label { .. } => "node",
             Target::Type { .. } => "relationship",
@@ -65,7 +66,8 @@ pub fn key_text(key: &serde_json::Value) -> String {
     }
 }
 
-fn key_param(key: &serde_json::Value) -> BoltType {
+/// A key as a Bolt parameter, of its own type.
+pub fn key_param(key: &serde_json::Value) -> BoltType {
     match key {
         serde_json::Value::String(s) => s.as_str().into(),
         serde_json::Value::Number(n) if n.is_i64() => n.as_i64().unwrap_or_default().into(),
@@ -75,7 +77,8 @@ fn key_param(key: &serde_json::Value) -> BoltType {
     }
 }
 
-fn key_of(row: &Row) -> anyhow::Result<serde_json::Value> {
+/// The key column of a page row.
+pub fn key_of(row: &Row) -> anyhow::Result<serde_json::Value> {
     match row.get::<BoltType>("key").context("page row without key")? {
         BoltType::String(s) => Ok(s.value.into()),
         BoltType::Integer(n) => Ok(n.value.into()),
@@ -91,7 +94,7 @@ pub struct Selected {
 }
 
 /// The query texts of `target`, identifiers quoted (validated by the config).
-fn text(template: &str, target: &Target, capture: &CaptureConfig) -> String {
+pub fn text(template: &str, target: &Target, capture: &CaptureConfig) -> String {
     match target {
         Target::Label { label, key } => {
             template.replace("__LABEL__", label).replace("__KEY__", key)
@@ -209,7 +212,11 @@ pub async fn read_locked(
     Ok((events, failed))
 }
 
-fn event(
+/// The capture's event for one page row at `version` (source: backfill).
+///
+/// # Errors
+/// When the row's properties cannot become an event (a point property).
+pub fn event(
     target: &Target,
     capture: &CaptureConfig,
     row: &Row,
@@ -241,4 +248,84 @@ fn event(
         mode: CaptureMode::Backfill,
     };
     Ok(event)
+}
+
+/// A page as it stands, read without a lock and without bumping a counter (the audit,
+/// [`crate::audit`]).
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The entities of the page, each at the version its counter has now.
+    pub events: Vec<ChangeEvent>,
+    /// Entities of the page that cannot become an event.
+    pub failed: Vec<Failed>,
+    /// The last key of the page (where the next page starts); `None` when the page is
+    /// empty.
+    pub last: Option<serde_json::Value>,
+}
+
+/// The page after `after`, read only: keys and versions as [`select`] finds them, then
+/// the properties serialized as the capture serializes them. A commit between the two
+/// reads can pair a version with newer content: the audit looks again before it reports.
+///
+/// # Errors
+/// When Neo4j fails or a key is neither a string nor an integer.
+pub async fn observe(
+    graph: &Graph,
+    target: &Target,
+    capture: &CaptureConfig,
+    after: Option<&serde_json::Value>,
+    limit: usize,
+    db: &str,
+) -> anyhow::Result<Observed> {
+    let mut observed = Observed::default();
+    let rows = match target {
+        Target::Label { .. } => {
+            let selected = select(graph, target, capture, after, limit).await?;
+            observed.last = selected.last().map(|s| s.key.clone());
+            if selected.is_empty() {
+                return Ok(observed);
+            }
+            let versions: HashMap<String, i64> = selected
+                .iter()
+                .map(|s| (key_text(&s.key), s.version))
+                .collect();
+            let keys: Vec<BoltType> = selected.iter().map(|s| key_param(&s.key)).collect();
+            let read = query(&text(NODES_READ, target, capture)).param("keys", keys);
+            let mut rows = graph
+                .execute(read)
+                .await
+                .with_context(|| format!("reading a page of {}", target.name()))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().await? {
+                let key = key_text(&key_of(&row)?);
+                let version = versions.get(&key).copied().unwrap_or(0);
+                out.push((row, key, version));
+            }
+            out
+        }
+        Target::Type { .. } => {
+            let mut rows = graph
+                .execute(page_query(target, capture, after, limit))
+                .await
+                .with_context(|| format!("reading a page of {}", target.name()))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().await? {
+                let key = key_of(&row)?;
+                observed.last = Some(key.clone());
+                let version = row.get("version").unwrap_or(0);
+                out.push((row, key_text(&key), version));
+            }
+            out
+        }
+    };
+    for (row, key, version) in rows {
+        match event(target, capture, &row, &key, version, db) {
+            Ok(event) => observed.events.push(event),
+            Err(e) => observed.failed.push(Failed {
+                key,
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    Ok(observed)
 }

@@ -1,0 +1,494 @@
+//! `graphcdc audit`: the three-way audit, Neo4j ↔ graph.state ↔ sink, with the graph as
+//! the source of truth.
+//!
+//! The reconciler ([`crate::reconcile`]) proves that a sink holds what graph.state says;
+//! it cannot see what never reached the log: nodes lost without a delete event (a volume
+//! lost, a bulk load with triggers paused), outbox entries marked failed, a Neo4j restored
+//! from a backup. The audit pages every mapped label and relationship type over Bolt
+//! ([`graph`], keyset pages as the backfill's, read only), computes each entity's key,
+//! version and content hash in the capture's canonical form ([`entity_hash`] of the event
+//! the backfill would publish), and compares them with graph.state ([`state`]):
+//!
+//! - `uncaptured`: in Neo4j, not live in graph.state (never captured, or its outbox entry
+//!   failed);
+//! - `lost`: live in graph.state, not in Neo4j (lost without a delete);
+//! - `differs`: the same version, other content;
+//! - `stale`: graph.state holds an older version than Neo4j (a change that never reached
+//!   the log);
+//! - `behind`: Neo4j's version is below graph.state's: a **restored Neo4j** whose version
+//!   counters went back (runbook: docs/runbooks.md, GraphcdcStaleSkipsHigh);
+//!
+//! and runs the reconciler's own check for the sink classes. Every candidate gets a second
+//! look before it is reported ([`graph::second_look`]): graph.state is read to its new end,
+//! the entity is read again, and a key with an outbox entry the relay has not published is
+//! in flight, not drift. A repair goes through the log ([`repair`]): upserts and tombstones
+//! (source mode `repair`) on the change and state topics, so every sink heals alike, under
+//! the reconciler's delete guard and a rate limit.
+
+pub mod graph;
+pub mod repair;
+pub mod report;
+pub mod state;
+pub mod targets;
+
+use crate::capture::backfill::page::Target;
+use crate::codec::{Codec, SchemaRegistry};
+use crate::config::{CaptureSetting, Config};
+use crate::event::{EntityKind, PropertyValue, RelationshipEnds};
+use crate::mapping::content_hash;
+use crate::reconcile::classify::DriftReport;
+use crate::reconcile::expected::parse_hash;
+use crate::reconcile::guard::Budget;
+use crate::reconcile::Reconciler;
+use crate::sink::VectorSink;
+use crate::stats::DriftGauges;
+use serde::Serialize;
+use state::{LogEntry, LogState};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use targets::Targets;
+
+/// Where the runbook of a restored Neo4j lives.
+pub const RESTORE_RUNBOOK: &str = "docs/runbooks.md#graphcdcstaleskipshigh";
+
+/// How Neo4j and graph.state differ for one entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditClass {
+    /// In Neo4j, not live in graph.state.
+    Uncaptured,
+    /// Live in graph.state, not in Neo4j.
+    Lost,
+    /// The same version, other content.
+    Differs,
+    /// graph.state holds an older version than Neo4j.
+    Stale,
+    /// Neo4j's version is below graph.state's: a restored Neo4j.
+    Behind,
+}
+
+impl AuditClass {
+    /// Every class, in report order.
+    pub const ALL: [AuditClass; 5] = [
+        AuditClass::Uncaptured,
+        AuditClass::Lost,
+        AuditClass::Differs,
+        AuditClass::Stale,
+        AuditClass::Behind,
+    ];
+
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditClass::Uncaptured => "uncaptured",
+            AuditClass::Lost => "lost",
+            AuditClass::Differs => "differs",
+            AuditClass::Stale => "stale",
+            AuditClass::Behind => "behind",
+        }
+    }
+}
+
+/// Classify one entity: what Neo4j has (version, hash) against what graph.state holds.
+pub fn classify(neo4j: Option<(i64, u128)>, log: Option<&LogEntry>) -> Option<AuditClass> {
+    match (neo4j, log) {
+        (None, Some(LogEntry { hash: Some(_), .. })) => Some(AuditClass::Lost),
+        (None, _) => None,
+        (Some(_), None) => Some(AuditClass::Uncaptured),
+        (Some((version, _)), Some(held)) if version < held.version => Some(AuditClass::Behind),
+        (Some(_), Some(LogEntry { hash: None, .. })) => Some(AuditClass::Uncaptured),
+        (Some((version, _)), Some(held)) if version > held.version => Some(AuditClass::Stale),
+        (Some((_, hash)), Some(held)) if Some(hash) != held.hash => Some(AuditClass::Differs),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+/// Content hash of an entity as the capture publishes it: kind, labels (sorted), the
+/// relationship's type and ends, and the properties. The vector outside the properties is
+/// not part of it (Neo4j has none: the embedding is a property).
+pub fn entity_hash(
+    kind: EntityKind,
+    labels: &[String],
+    relationship: Option<&RelationshipEnds>,
+    properties: &BTreeMap<String, PropertyValue>,
+) -> u128 {
+    let mut labels = labels.to_vec();
+    labels.sort();
+    let fields: BTreeMap<String, serde_json::Value> = [
+        ("kind", serde_json::json!(kind)),
+        ("labels", serde_json::json!(labels)),
+        ("relationship", serde_json::json!(relationship)),
+        ("properties", serde_json::json!(properties)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    parse_hash(&content_hash(&fields, &[]))
+}
+
+/// One entity that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub class: AuditClass,
+    /// Index of its target in [`Targets`].
+    #[serde(skip)]
+    pub target: usize,
+    pub key: String,
+    pub neo4j_version: Option<i64>,
+    #[serde(skip)]
+    pub neo4j_hash: Option<u128>,
+    pub state_version: Option<i64>,
+    /// The targets graph.state holds the entity under (bits of [`Targets`]).
+    #[serde(skip)]
+    pub bits: u64,
+    /// Where the page it was found in starts (relationships are read again by page).
+    #[serde(skip)]
+    pub page_after: Option<serde_json::Value>,
+}
+
+/// Counts of one label or relationship type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetCounts {
+    /// The label, or `[:TYPE]`.
+    pub name: String,
+    /// Entities found in Neo4j.
+    pub neo4j: u64,
+    /// Entities live in graph.state.
+    pub state_live: u64,
+    /// Entities equal on both sides.
+    pub in_sync: u64,
+    /// Entities that differ but have an outbox entry not published yet: not judged.
+    pub in_flight: u64,
+    /// Entities of Neo4j that cannot become an event (a point property): not judged.
+    pub unreadable: u64,
+}
+
+/// What one audit found.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    /// Per target, in config order.
+    pub targets: Vec<TargetCounts>,
+    /// Every entity that differs, after the second look.
+    pub findings: Vec<Finding>,
+    /// The reconciler's check of the sink against graph.state (`None`: not checked).
+    pub sink: Option<DriftReport>,
+    pub duration: Duration,
+}
+
+impl AuditReport {
+    /// Findings per target and class (every class present).
+    pub fn counts(&self) -> Vec<BTreeMap<AuditClass, u64>> {
+        let mut counts: Vec<BTreeMap<AuditClass, u64>> = self
+            .targets
+            .iter()
+            .map(|_| AuditClass::ALL.iter().map(|c| (*c, 0)).collect())
+            .collect();
+        for f in &self.findings {
+            if let Some(c) = counts.get_mut(f.target) {
+                *c.entry(f.class).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Findings of `class`, all targets.
+    pub fn count(&self, class: AuditClass) -> u64 {
+        self.findings.iter().filter(|f| f.class == class).count() as u64
+    }
+
+    /// Neither Neo4j against graph.state nor the sink against graph.state differ.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && self.sink.as_ref().is_none_or(DriftReport::is_clean)
+    }
+}
+
+/// How an audit runs.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Entities per Neo4j page.
+    pub page_size: usize,
+    /// Wait before the second look at what differs (and the reconciler's grace for the
+    /// sink check).
+    pub grace: Duration,
+    /// Repair through the log, or only report.
+    pub repair: Option<repair::AuditRepairOptions>,
+    /// After a repair: how long to wait for graph.state and the sink to converge.
+    pub settle_timeout: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            page_size: 1_000,
+            grace: Duration::from_secs(5),
+            repair: None,
+            settle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The outcome of one audit run.
+#[derive(Debug, Clone)]
+pub struct AuditResult {
+    pub found: AuditReport,
+    pub repair: Option<repair::AuditRepairOutcome>,
+    /// The audit after the repair (the same as `found` without a repair, in a dry run, or
+    /// when the guard refused).
+    pub remaining: AuditReport,
+}
+
+impl AuditResult {
+    /// The guard refused the repair (not a dry run): nothing was published.
+    pub fn refused(&self) -> bool {
+        self.repair
+            .as_ref()
+            .is_some_and(|r| r.refused.is_some() && !r.dry_run)
+    }
+}
+
+/// Audits Neo4j against graph.state (and, with a sink, the sink against graph.state).
+pub struct Auditor {
+    config: Config,
+    graph: neo4rs::Graph,
+    codec: Arc<Codec>,
+    targets: Targets,
+    state: LogState,
+    reconciler: Option<Reconciler>,
+    budget: Budget,
+    db: String,
+}
+
+impl Auditor {
+    /// An auditor of the graph of `config`; with `sink`, the reconciler's check of that
+    /// sink is part of every audit.
+    ///
+    /// # Errors
+    /// `capture.mode = "direct"` (no graph.state), a bad Neo4j or registry config, or a
+    /// state topic that cannot be opened.
+    pub fn new(config: Config, sink: Option<Arc<dyn VectorSink>>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.capture.mode != CaptureSetting::Direct,
+            "{}",
+            crate::reconcile::DIRECT_MODE_REFUSAL
+        );
+        let graph = crate::capture::connect(&config.neo4j)?;
+        let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
+        let targets = Targets::of(&config.mappings)?;
+        let state = LogState::open(&config.kafka)?;
+        let reconciler = match sink {
+            Some(sink) => Some(Reconciler::new(
+                config.clone(),
+                sink,
+                Arc::new(DriftGauges::default()),
+            )?),
+            None => None,
+        };
+        let db = config
+            .neo4j
+            .database
+            .clone()
+            .unwrap_or_else(|| "neo4j".into());
+        Ok(Auditor {
+            config,
+            graph,
+            codec,
+            targets,
+            state,
+            reconciler,
+            budget: Budget::default(),
+            db,
+        })
+    }
+
+    /// Run the sink check even when the state topic is not verified to keep every key.
+    pub fn allow_non_compacted_state(&mut self, allow: bool) {
+        if let Some(r) = &mut self.reconciler {
+            r.allow_non_compacted_state(allow);
+        }
+    }
+
+    /// The audited targets.
+    pub fn targets(&self) -> &[Target] {
+        self.targets.list()
+    }
+
+    /// Page Neo4j, compare with graph.state, look again at what differs; then the sink.
+    ///
+    /// # Errors
+    /// When Neo4j, the broker or the sink cannot be read.
+    pub async fn check(&mut self, options: &AuditOptions) -> anyhow::Result<AuditReport> {
+        let started = Instant::now();
+        self.state.catch_up(&self.codec, &self.targets).await?;
+        let ctx = self.graph_context();
+        let mut report = graph::pass(&ctx, &self.state, options.page_size).await?;
+        if !report.findings.is_empty() {
+            tokio::time::sleep(options.grace).await;
+            self.state.catch_up(&self.codec, &self.targets).await?;
+            let ctx = self.graph_context();
+            graph::second_look(&ctx, &self.state, &mut report, options.page_size).await?;
+        }
+        if let Some(reconciler) = &mut self.reconciler {
+            report.sink = Some(reconciler.check(options.grace).await?);
+        }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    fn graph_context(&self) -> graph::Context<'_> {
+        graph::Context {
+            graph: &self.graph,
+            config: &self.config,
+            targets: &self.targets,
+            db: &self.db,
+        }
+    }
+
+    /// Repair what `report` found through the log, within the delete guard.
+    ///
+    /// # Errors
+    /// Invalid options, Neo4j or broker errors. A plan the guard refuses is not an error:
+    /// the outcome holds the refusal and nothing is published.
+    pub async fn repair(
+        &mut self,
+        report: &AuditReport,
+        options: &repair::AuditRepairOptions,
+        page_size: usize,
+    ) -> anyhow::Result<repair::AuditRepairOutcome> {
+        let ctx = graph::Context {
+            graph: &self.graph,
+            config: &self.config,
+            targets: &self.targets,
+            db: &self.db,
+        };
+        let publisher = crate::kafka::ChangePublisher::new(
+            &self.config.kafka,
+            self.codec.clone(),
+            crate::codec::Format::Avro,
+        )?;
+        repair::repair(
+            &ctx,
+            &publisher,
+            report,
+            &mut self.budget,
+            options,
+            page_size,
+        )
+        .await
+    }
+
+    /// Audit, repair when asked, and audit again until graph.state and the sink agree
+    /// with Neo4j or `settle_timeout` passed.
+    ///
+    /// # Errors
+    /// As [`Auditor::check`] and [`Auditor::repair`].
+    pub async fn run_once(&mut self, options: &AuditOptions) -> anyhow::Result<AuditResult> {
+        if let Some(r) = &options.repair {
+            r.validate()?;
+        }
+        let found = self.check(options).await?;
+        let Some(repair_options) = options.repair.as_ref().filter(|_| !found.is_clean()) else {
+            return Ok(AuditResult {
+                remaining: found.clone(),
+                found,
+                repair: None,
+            });
+        };
+        let outcome = self
+            .repair(&found, repair_options, options.page_size)
+            .await?;
+        if outcome.dry_run || outcome.refused.is_some() {
+            return Ok(AuditResult {
+                remaining: found.clone(),
+                found,
+                repair: Some(outcome),
+            });
+        }
+        let until = Instant::now() + options.settle_timeout;
+        let remaining = loop {
+            let again = self.check(options).await?;
+            if again.is_clean() || Instant::now() >= until {
+                break again;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        Ok(AuditResult {
+            found,
+            repair: Some(outcome),
+            remaining,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(version: i64, hash: u128) -> LogEntry {
+        LogEntry {
+            version,
+            hash: Some(hash),
+            targets: 1,
+        }
+    }
+
+    #[test]
+    fn each_side_against_the_other() {
+        use AuditClass::*;
+        let deleted = LogEntry {
+            version: 5,
+            hash: None,
+            targets: 1,
+        };
+        let cases = [
+            (Some((1, 7)), None, Some(Uncaptured)),
+            (Some((6, 7)), Some(deleted), Some(Uncaptured)),
+            (Some((5, 7)), Some(deleted), Some(Uncaptured)),
+            (Some((4, 7)), Some(deleted), Some(Behind)),
+            (None, Some(live(3, 7)), Some(Lost)),
+            (None, Some(deleted), None),
+            (None, None, None),
+            (Some((3, 7)), Some(live(3, 7)), None),
+            (Some((3, 8)), Some(live(3, 7)), Some(Differs)),
+            (Some((4, 7)), Some(live(3, 7)), Some(Stale)),
+            (Some((2, 7)), Some(live(3, 7)), Some(Behind)),
+        ];
+        for (neo4j, log, class) in cases {
+            assert_eq!(classify(neo4j, log.as_ref()), class, "{neo4j:?} {log:?}");
+        }
+    }
+
+    #[test]
+    fn the_hash_ignores_label_order_and_sees_every_property() {
+        let props = |text: &str| {
+            BTreeMap::from([("text".to_owned(), PropertyValue::String(text.to_owned()))])
+        };
+        let a = entity_hash(
+            EntityKind::Node,
+            &["A".into(), "B".into()],
+            None,
+            &props("x"),
+        );
+        let b = entity_hash(
+            EntityKind::Node,
+            &["B".into(), "A".into()],
+            None,
+            &props("x"),
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            entity_hash(EntityKind::Node, &["A".into()], None, &props("x"))
+        );
+        assert_ne!(
+            a,
+            entity_hash(
+                EntityKind::Node,
+                &["A".into(), "B".into()],
+                None,
+                &props("y")
+            )
+        );
+        assert_ne!(a, 0);
+    }
+}
