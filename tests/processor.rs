@@ -477,3 +477,74 @@ async fn zstd_compressed_records_are_read_and_applied() {
     .await;
     h.apply_exactly(&support::churn(50, 300, 41)).await;
 }
+
+/// Issue 12, item 3: nodes labelled `[Doc, Entity]` lose `Entity` and keep `Doc`. The
+/// trigger's upsert says so in `removed_labels`; the processor tombstones them in the
+/// entities collection at that version and updates them in docs. The reconciler then finds
+/// nothing to do: graph.state's `[Doc]` record expects them absent from entities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_one_of_two_mapped_labels_leaves_that_collection_only() {
+    let entities = "\n[[mappings]]\nlabel = \"Entity\"\ncollection = \"entities\"\ndimension = 4\nvector_property = \"embedding\"\n";
+    let h = Harness::with_extra("lost-label", entities).await;
+    let both = |key: &str, version: i64| {
+        let mut event = doc(key, version, Op::Upsert);
+        event.labels.push("Entity".into());
+        event
+    };
+    let keys: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+    let mut events: Vec<_> = keys.iter().map(|k| both(k, 1)).collect();
+    // n0..n3 lose Entity at v2 (n0, n1 in JSON, the rest in Avro); n4, n5 keep both labels.
+    let lose = |key: &str| doc(key, 2, Op::Upsert).with_removed_labels(&["Entity"]);
+    let json: Vec<_> = keys[..2].iter().map(|k| lose(k)).collect();
+    events.extend(keys[2..4].iter().map(|k| lose(k)));
+    events.extend(keys[4..].iter().map(|k| both(k, 2)));
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    h.publisher(Format::Json).publish_all(&json).await.unwrap();
+
+    let sink = h.open_sink();
+    let stats = h.process_to_end(sink.clone()).await;
+    assert_eq!(Stats::get(&stats.dlq), 0);
+    assert_eq!(
+        sink.count_live("docs").await.unwrap(),
+        6,
+        "every node kept Doc"
+    );
+    assert_eq!(
+        sink.count_live("entities").await.unwrap(),
+        2,
+        "only n4 and n5 are still entities"
+    );
+    let point = |collection: &'static str, key: &str| {
+        let sink = sink.clone();
+        let id = graphcdc_core::mapping::point_id(collection, key);
+        async move { sink.get(collection, id).await.unwrap().unwrap() }
+    };
+    for key in &keys[..4] {
+        let gone = point("entities", key).await;
+        assert!(gone.deleted && gone.version == 2, "{key}: {gone:?}");
+        let kept = point("docs", key).await;
+        assert!(!kept.deleted && kept.version == 2, "{key}: {kept:?}");
+        assert_eq!(kept.payload.unwrap()["text"], format!("{key} v2"));
+    }
+    for key in &keys[4..] {
+        for collection in ["docs", "entities"] {
+            let live = point(collection, key).await;
+            assert!(
+                !live.deleted && live.version == 2,
+                "{collection}/{key}: {live:?}"
+            );
+        }
+    }
+    drop(sink);
+    let check = h.cli(["reconcile", "--once", "--grace", "0s", "--format", "json"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

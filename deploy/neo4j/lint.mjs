@@ -14,6 +14,8 @@
 //   - before phase: nothing but id() is applied to a relationship that may be deleted,
 //     and no apoc.rel.* / apoc.any.* / apoc.node.* / apoc.trigger.to* call at all,
 //   - events are collapsed per kind:key before versioning / publishing,
+//   - before phase: the collapse gives a node upsert the captured labels of the group it lacks
+//     (removed_labels), and the outbox entry carries removed_labels and changed,
 //   - the cdcSkip opt-out is the first clause.
 // Usage: npm ci && node lint.mjs
 import { readFileSync, readdirSync } from 'node:fs';
@@ -134,6 +136,17 @@ function structure(body, phase) {
   const sink = code.search(/MERGE \(v:CdcVersion|apoc\.kafka\.publish/);
   if (sink < 0 || collapse < 0 || collapse > sink) problems.push('events are not collapsed per kind:key before versioning / publishing');
 
+  // Labels left behind (issue 12, item 3): the winning node upsert names the captured labels
+  // of its group it lacks, and the outbox entry keeps them and the changed property names.
+  if (phase === 'before') {
+    if (!/WHEN kind = 'node' THEN up \{\.\*, removed_labels: \[l IN allLabels WHERE l IN \$cdcNodeLabels AND NOT l IN up\.labels\]\}/.test(code)) {
+      problems.push('the collapse must set a node upsert\'s removed_labels from the labels of its group');
+    }
+    if (!/CREATE \(:CdcOutbox \{[^}]*removed_labels: ev\.removed_labels[^}]*changed: ev\.changed/.test(code)) {
+      problems.push('the outbox entry must carry removed_labels and changed');
+    }
+  }
+
   // The opt-out comes first, so a skipped transaction runs nothing else.
   if (!/^WITH \$metaData AS md\s+WHERE coalesce\(md\.cdcSkip, false\) <> true\b/.test(code.trim())) {
     problems.push('the first clause must be the cdcSkip opt-out');
@@ -146,7 +159,10 @@ function structure(body, phase) {
   const good = "WITH $metaData AS md\nWHERE coalesce(md.cdcSkip, false) <> true\n"
     + "WITH apoc.map.fromPairs([d IN $deletedNodes | [toString(id(d)), true]]) AS goneNodes,\n"
     + "     apoc.map.fromPairs([r IN $deletedRelationships | [toString(id(r)), true]]) AS goneRels\n"
-    + "UNWIND [] AS ev WITH ev.kind AS kind, ev.key AS key, collect(ev) AS evs MERGE (v:CdcVersion {key: key})";
+    + "UNWIND [] AS ev WITH ev.kind AS kind, ev.key AS key, collect(ev) AS evs\n"
+    + "WITH kind, key, CASE WHEN kind = 'node' THEN up {.*, removed_labels: [l IN allLabels WHERE l IN $cdcNodeLabels AND NOT l IN up.labels]} END AS ev\n"
+    + "MERGE (v:CdcVersion {key: key})\n"
+    + "CREATE (:CdcOutbox {key: ev.key, removed_labels: ev.removed_labels, op: ev.op, changed: ev.changed})";
   const bad = {
     'per-row scan': good.replace('UNWIND []', 'UNWIND $createdNodes AS n WITH n WHERE NOT n IN $deletedNodes UNWIND []'),
     'filtered comprehension': good.replace('UNWIND []', 'WITH [x IN $removedNodeProperties[$k] WHERE x.node = 1 | x.old] AS o UNWIND []'),
@@ -155,6 +171,9 @@ function structure(body, phase) {
     'unfiltered .relationship': good.replace('UNWIND []', 'UNWIND $assignedRelationshipProperties.x AS e WITH type(e.relationship) AS t UNWIND []'),
     'unfiltered .node': good.replace('UNWIND []', 'UNWIND $assignedNodeProperties.x AS e WITH labels(e.node) AS t UNWIND []'),
     'no collapse': good.replace('collect(ev) AS evs', 'ev AS evs'),
+    'labels left behind dropped in the collapse': good.replace('up {.*, removed_labels: [l IN allLabels WHERE l IN $cdcNodeLabels AND NOT l IN up.labels]}', 'up'),
+    'no removed_labels in the outbox entry': good.replace('removed_labels: ev.removed_labels, ', ''),
+    'no changed in the outbox entry': good.replace(', changed: ev.changed', ''),
     'no opt-out first': good.replace('WITH $metaData AS md\nWHERE coalesce(md.cdcSkip, false) <> true\n', ''),
   };
   if (structure(good, 'before').length !== 0) {

@@ -11,15 +11,18 @@
 //   0. returns at once when the transaction metadata says cdcSkip: true (bulk maintenance opt-out),
 //      and builds its lookup maps ONCE (ids of deleted nodes/relationships, old keys): no per-row
 //      list scans over the transaction data, so the work is linear in the size of the change;
-//   1. live nodes: an upsert per captured node, plus a delete of the key it had before the
-//      transaction when that key changed, was removed, or the node left scope;
+//   1. live nodes: an upsert per captured node (with the captured labels it lost while staying in
+//      scope, `removed_labels`, and the names of the properties the transaction assigned or
+//      removed on it, `changed`), plus a delete of the key it had before the transaction when
+//      that key changed, was removed, or the node left scope;
 //   2. deleted nodes: labels and key only survive in $removedLabels / $removedNodeProperties;
 //   3. live relationships (created, properties changed, or an endpoint's key changed): an upsert,
 //      plus a delete of the previously published key when it changed; each captured relationship
 //      carries a trigger-owned marker property ($cdcRelMarker = [key, type, start_key, end_key]);
 //   4. deleted relationships: read ONLY from $removedRelationshipProperties[$cdcRelMarker] (the
 //      marker's old value); nothing is ever called on a deleted relationship;
-//   5. collapses the events per kind:key (the upsert wins: the entity exists at commit), then one
+//   5. collapses the events per kind:key (the upsert wins: the entity exists at commit, and its
+//      removed_labels gain every captured label the group's deletes had and it lacks), then one
 //      version bump + one CdcOutbox node per kind:key, in (kind, key) order.
 // CdcOutbox / CdcVersion nodes are never in scope (label filter below), so there is no recursion.
 //
@@ -64,6 +67,22 @@ CALL (goneNodes, oldKeyById) {
     WITH collect([nid, ls]) AS pairs
     RETURN apoc.map.fromPairs(pairs) AS lostById
   }
+  // names of the properties assigned or removed, per node id (the relay re-emits the nodes whose
+  // [[mappings.context]] lists one of them)
+  CALL () {
+    CALL () {
+        UNWIND keys($assignedNodeProperties) AS k
+        UNWIND $assignedNodeProperties[k] AS e
+        RETURN toString(id(e.node)) AS nid, k
+      UNION
+        UNWIND keys($removedNodeProperties) AS k
+        UNWIND $removedNodeProperties[k] AS e
+        RETURN toString(id(e.node)) AS nid, k
+    }
+    WITH nid, collect(k) AS ks
+    WITH collect([nid, ks]) AS pairs
+    RETURN apoc.map.fromPairs(pairs) AS changedById
+  }
   // every node touched by the transaction, once, minus deleted ones (UNION removes duplicates)
   CALL (goneNodes) {
       UNWIND $createdNodes AS n
@@ -89,21 +108,23 @@ CALL (goneNodes, oldKeyById) {
       WITH e.node AS n WHERE goneNodes[toString(id(n))] IS NULL
       RETURN n
   }
-  WITH gainedById, lostById, oldKeyById, n, toString(id(n)) AS nid, labels(n) AS lbls
+  WITH gainedById, lostById, changedById, oldKeyById, n, toString(id(n)) AS nid, labels(n) AS lbls
   WHERE NOT any(l IN lbls WHERE l IN ['CdcOutbox', 'CdcVersion'])
   WITH n, lbls, coalesce(gainedById[nid], []) AS gained, coalesce(lostById[nid], []) AS lost,
-       n[$cdcNodeKey] AS curKey, oldKeyById[nid] AS oldKey
+       coalesce(changedById[nid], []) AS changed, n[$cdcNodeKey] AS curKey, oldKeyById[nid] AS oldKey
   // nowIn: captured labels now; wasIn: captured labels when the transaction started
-  WITH n, lbls, gained, lost, curKey, coalesce(oldKey, curKey) AS prevKey,
+  WITH n, lbls, gained, lost, changed, curKey, coalesce(oldKey, curKey) AS prevKey,
        [l IN lbls WHERE l IN $cdcNodeLabels] AS nowIn,
        [l IN lbls WHERE l IN $cdcNodeLabels AND NOT l IN gained] + lost AS wasIn
   WHERE size(nowIn) > 0 OR size(wasIn) > 0
-  WITH lbls, gained, lost, curKey, prevKey, nowIn, wasIn,
+  WITH lbls, gained, lost, changed, curKey, prevKey, nowIn, wasIn,
        apoc.convert.toJson(apoc.map.removeKeys(properties(n), $cdcExcludeProps)) AS json
+  // the upsert names the captured labels the node lost (it stays in scope through another one):
+  // the mapper tombstones it in their collections
   WITH [ev IN [
          CASE WHEN size(nowIn) > 0 AND curKey IS NOT NULL THEN {
-           kind: 'node', key: toString(curKey), labels: lbls, op: 'upsert', properties: json,
-           rel_type: null, start_key: null, end_key: null} END,
+           kind: 'node', key: toString(curKey), labels: lbls, removed_labels: lost, changed: changed,
+           op: 'upsert', properties: json, rel_type: null, start_key: null, end_key: null} END,
          CASE WHEN size(wasIn) > 0 AND prevKey IS NOT NULL
                    AND (size(nowIn) = 0 OR curKey IS NULL OR toString(prevKey) <> toString(curKey)) THEN {
            kind: 'node', key: toString(prevKey), labels: [l IN lbls WHERE NOT l IN gained] + lost, op: 'delete',
@@ -204,20 +225,26 @@ CALL () {
     end_key: CASE WHEN s[3] = '' THEN null ELSE s[3] END
   }) AS delRelEvents
 }
-// ---- 5. one event per kind:key (upsert wins; a delete carries every label seen), then one version bump
-//         + one outbox entry each, sorted to take counter locks in a stable order ----
+// ---- 5. one event per kind:key (upsert wins; a delete carries every label seen; a node upsert's
+//         removed_labels = every captured label seen in the group that it lacks), then one version
+//         bump + one outbox entry each, sorted to take counter locks in a stable order ----
 WITH nodeEvents + delNodeEvents + relEvents + delRelEvents AS events, timestamp() AS now
 UNWIND events AS ev
 WITH now, ev.kind AS kind, ev.key AS key, collect(ev) AS evs
 WITH now, kind, key, head([e IN evs WHERE e.op = 'upsert']) AS up, head(evs) AS firstEv,
-     reduce(acc = [], e IN evs | acc + [l IN coalesce(e.labels, []) WHERE NOT l IN acc]) AS allLabels
-WITH now, kind, key, coalesce(up, firstEv {.*, labels: CASE WHEN kind = 'node' THEN allLabels END}) AS ev
+     reduce(acc = [], e IN evs | acc + [l IN coalesce(e.labels, []) + coalesce(e.removed_labels, []) WHERE NOT l IN acc]) AS allLabels
+WITH now, kind, key, CASE
+       WHEN up IS NULL THEN firstEv {.*, labels: CASE WHEN kind = 'node' THEN allLabels END}
+       WHEN kind = 'node' THEN up {.*, removed_labels: [l IN allLabels WHERE l IN $cdcNodeLabels AND NOT l IN up.labels]}
+       ELSE up
+     END AS ev
 ORDER BY kind, key
 MERGE (v:CdcVersion {key: kind + ':' + key})
 SET v.version = coalesce(v.version, 0) + 1
 CREATE (:CdcOutbox {
   event_id: randomUUID(),
-  kind: ev.kind, key: ev.key, labels: ev.labels, op: ev.op,
+  kind: ev.kind, key: ev.key, labels: ev.labels, removed_labels: ev.removed_labels, op: ev.op,
+  changed: ev.changed,
   version: v.version,
   commit_time_ms: now,
   properties: ev.properties,
