@@ -219,6 +219,7 @@ const queries = join(here, 'queries');
 for (const file of readdirSync(queries).filter((f) => f.endsWith('.cypher')).sort()) {
   const text = readFileSync(join(queries, file), 'utf8')
     .replaceAll('__LABEL__', 'Chunk')
+    .replaceAll('__RELATED__', 'Entity')
     .replaceAll('__KEY__', 'uuid')
     .replaceAll('__LEFT__', '-')
     .replaceAll('__RIGHT__', '->')

@@ -262,6 +262,20 @@ pub struct ContextConfig {
     pub direction: Direction,
     /// Properties of the related nodes to collect (sorted by the first).
     pub properties: Vec<String>,
+    /// When a listed property of a related node changes, the relay re-emits at most this
+    /// many of the nodes that list it (a hub entity renamed); past that, the change is
+    /// counted (`graphcdc_relay_context_fanout_overflow_total`) and logged, and the nodes
+    /// not re-emitted keep the old value until `graphcdc backfill` re-publishes them.
+    #[serde(default = "default_max_fanout")]
+    pub max_fanout: usize,
+}
+
+/// Upper bound of [`ContextConfig::max_fanout`]: every re-emit is a version bump and an
+/// outbox entry in the relay's one transaction.
+pub const MAX_CONTEXT_FANOUT: usize = 100_000;
+
+fn default_max_fanout() -> usize {
+    1_000
 }
 
 /// Direction of a context relationship, seen from the mapped node.
@@ -538,6 +552,12 @@ impl MappingConfig {
                     "field, relationship and at least one property, as letters, digits and _",
                 ));
             }
+            if !(1..=MAX_CONTEXT_FANOUT).contains(&c.max_fanout) {
+                return Err(invalid(
+                    format!("{at}.context[{i}].max_fanout"),
+                    format!("must be 1..={MAX_CONTEXT_FANOUT}"),
+                ));
+            }
         }
         for (from, to) in &self.rename {
             if to.starts_with(crate::mapping::RESERVED_PREFIX) {
@@ -637,6 +657,23 @@ mod tests {
             Config::from_toml(&format!("[kafka]\nbootstrap = \"x\"\n{MINIMAL}")).unwrap_err();
         assert_eq!(unknown.field, "kafka.bootstrap");
         assert!(unknown.message.contains("bootstrap"), "{unknown}");
+    }
+
+    #[test]
+    fn context_fanout_has_a_default_and_a_range() {
+        let context = |extra: &str| {
+            format!("{MINIMAL}\n[[mappings.context]]\nfield = \"m\"\nrelationship = \"MENTIONS\"\nproperties = [\"name\"]\n{extra}")
+        };
+        let config = Config::from_toml(&context("")).unwrap();
+        assert_eq!(config.mappings[0].context[0].max_fanout, 1_000);
+        for bad in ["0", "100001"] {
+            assert_eq!(
+                error_field(&context(&format!("max_fanout = {bad}"))),
+                "mappings[0].context[0].max_fanout"
+            );
+        }
+        let set = Config::from_toml(&context("max_fanout = 3")).unwrap();
+        assert_eq!(set.mappings[0].context[0].max_fanout, 3);
     }
 
     #[test]

@@ -119,6 +119,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "graphcdc_relay_failed_total",
         "Outbox entries marked failed.",
     ),
+    (
+        "graphcdc_relay_context_reemitted_total",
+        "Nodes re-emitted because their denormalised context changed.",
+    ),
+    (
+        "graphcdc_relay_context_fanout_overflow_total",
+        "Related-node changes whose context fan-out exceeded max_fanout (nodes beyond it not re-emitted).",
+    ),
 ];
 
 /// Gauges the services record: name, unit and help text.

@@ -406,6 +406,12 @@ pub struct RelayStats {
     pub published: Counter,
     /// Outbox entries marked failed (not convertible into events).
     pub failed: Counter,
+    /// Nodes re-emitted because their denormalised context changed (outbox entries
+    /// written by the relay).
+    pub context_reemitted: Counter,
+    /// Changes of a related node whose context fan-out exceeded `max_fanout`: the nodes
+    /// beyond it were not re-emitted.
+    pub context_fanout_overflow: Counter,
     /// Outbox entries waiting, at the last round.
     pub outbox_depth: Gauge,
     /// Age of the oldest waiting entry (s), at the last round.
@@ -419,6 +425,8 @@ impl Default for RelayStats {
         RelayStats {
             published: Counter::named("graphcdc_relay_published_total"),
             failed: Counter::named("graphcdc_relay_failed_total"),
+            context_reemitted: Counter::named("graphcdc_relay_context_reemitted_total"),
+            context_fanout_overflow: Counter::named("graphcdc_relay_context_fanout_overflow_total"),
             outbox_depth: Gauge::named("graphcdc_relay_outbox_entries"),
             lag: Gauge::named("graphcdc_relay_lag_seconds"),
             holds_lease: Gauge::named("graphcdc_relay_holds_lease"),

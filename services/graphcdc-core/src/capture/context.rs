@@ -1,7 +1,9 @@
 //! Relationship-aware payloads: graph context denormalised into a node's properties
-//! (e.g. a chunk's mentioned entities), and re-emission of a node when a relationship
-//! its context follows changes, with a new version written to the outbox in the same
-//! transaction as its bump, so the payload follows the graph.
+//! (e.g. a chunk's mentioned entities), and re-emission of a node when its context
+//! changes, with a new version written to the outbox in the same transaction as its bump,
+//! so the payload follows the graph. Context changes when a relationship it follows
+//! changes, or when a related node's listed property changes (a renamed entity): then the
+//! nodes that list it are re-emitted, at most `max_fanout` of them per related node.
 //!
 //! Each `[[mappings.context]]` property becomes a list field `{field}_{property}`,
 //! ordered by the first listed property (so the lists line up).
@@ -17,6 +19,7 @@ const COLLECT: &str = include_str!("../../../../deploy/neo4j/queries/context-col
 const REEMIT: &str = include_str!("../../../../deploy/neo4j/queries/context-reemit.cypher");
 const REEMIT_OUTBOX: &str =
     include_str!("../../../../deploy/neo4j/queries/context-reemit-outbox.cypher");
+const RELATED: &str = include_str!("../../../../deploy/neo4j/queries/context-related.cypher");
 
 /// A node mapping that has context, with its label.
 fn with_context(mappings: &[MappingConfig]) -> impl Iterator<Item = (&str, &MappingConfig)> {
@@ -111,11 +114,109 @@ struct NodeRow {
     version: i64,
 }
 
-/// Re-emit, inside `txn`, the nodes whose context a relationship in `events` changed:
-/// each gets a new version from its `CdcVersion` counter and an outbox entry with its
+/// A related node whose listed property changed is in the context of more nodes than the
+/// context's `max_fanout`: only that many were re-emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutOverflow {
+    /// Label of the nodes re-emitted (the mapping's).
+    pub label: String,
+    /// The context's payload field prefix.
+    pub field: String,
+    /// Key of the related node that changed.
+    pub related: String,
+    /// The context's `max_fanout`: how many were re-emitted.
+    pub max_fanout: usize,
+}
+
+/// What a re-emit did.
+#[derive(Debug, Default)]
+pub struct Reemitted {
+    /// Outbox entries written.
+    pub written: usize,
+    /// Related-node changes whose fan-out was cut at `max_fanout`.
+    pub overflows: Vec<FanoutOverflow>,
+}
+
+#[derive(Deserialize)]
+struct RelatedRow {
+    related: String,
+    keys: Vec<String>,
+}
+
+/// Whether `event` is a node upsert that may have changed one of `properties`: the
+/// trigger lists the properties a transaction assigned or removed (`changed`); without
+/// that list (entries of an older trigger) any may have.
+fn may_change(event: &ChangeEvent, changed: Option<&[String]>, properties: &[String]) -> bool {
+    event.kind == EntityKind::Node
+        && event.op == Op::Upsert
+        && changed.is_none_or(|names| names.iter().any(|n| properties.contains(n)))
+}
+
+/// Keys of `label` nodes whose `context` lists a node of `events` that may have changed a
+/// listed property (at most `max_fanout` per such node), and the nodes past that limit.
+async fn related_keys(
+    txn: &mut Txn,
+    label: &str,
+    mapping: &MappingConfig,
+    context: &ContextConfig,
+    events: &[ChangeEvent],
+    changed: &[Option<Vec<String>>],
+    out: &mut Reemitted,
+) -> anyhow::Result<BTreeSet<String>> {
+    // Related nodes by one of their labels (the key lookup then uses its index).
+    let mut by_label: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (event, names) in events.iter().zip(changed) {
+        if let (true, Some(first)) = (
+            may_change(event, names.as_deref(), &context.properties),
+            event.labels.first(),
+        ) {
+            by_label.entry(first).or_default().push(event.key.clone());
+        }
+    }
+    let (left, right) = match context.direction {
+        Direction::Out => ("-", "->"),
+        Direction::In => ("<-", "-"),
+    };
+    let mut keys = BTreeSet::new();
+    for (related_label, related) in by_label {
+        let text = RELATED
+            .replace("__RELATED__", related_label)
+            .replace("__LABEL__", label)
+            .replace("__KEY__", &mapping.key_property)
+            .replace("__LEFT__", left)
+            .replace("__RIGHT__", right)
+            .replace("__REL__", &context.relationship);
+        let q = query(&text)
+            .param("keys", related)
+            .param("limit", (context.max_fanout + 1) as i64);
+        let mut rows = txn
+            .execute(q)
+            .await
+            .context("finding the nodes whose context lists a changed node")?;
+        while let Some(row) = rows.next(txn.handle()).await? {
+            let mut row: RelatedRow = row.to().context("related row of unexpected shape")?;
+            if row.keys.len() > context.max_fanout {
+                row.keys.truncate(context.max_fanout);
+                out.overflows.push(FanoutOverflow {
+                    label: label.to_owned(),
+                    field: context.field.clone(),
+                    related: row.related,
+                    max_fanout: context.max_fanout,
+                });
+            }
+            keys.extend(row.keys);
+        }
+    }
+    Ok(keys)
+}
+
+/// Re-emit, inside `txn`, the nodes whose context changed: a relationship in `events`
+/// that a context follows, or a node of `events` whose listed property may have changed
+/// (`changed[i]`: the property names of `events[i]`'s outbox entry, `None` = unknown).
+/// Each gets a new version from its `CdcVersion` counter and an outbox entry with its
 /// current state, in the same transaction, so the relay publishes it like any change
 /// (in version order with the node's other entries) and graph.state never holds a
-/// version without an outbox entry. Returns how many entries were written.
+/// version without an outbox entry.
 ///
 /// # Errors
 /// When Neo4j cannot be queried or written.
@@ -123,11 +224,12 @@ pub async fn reemit(
     txn: &mut Txn,
     mappings: &[MappingConfig],
     events: &[ChangeEvent],
+    changed: &[Option<Vec<String>>],
     db: &str,
-) -> anyhow::Result<usize> {
-    let mut written = 0;
+) -> anyhow::Result<Reemitted> {
+    let mut out = Reemitted::default();
     for (label, mapping) in with_context(mappings) {
-        let keys: BTreeSet<String> = events
+        let mut keys: BTreeSet<String> = events
             .iter()
             .filter_map(|e| e.relationship.as_ref())
             .flat_map(|ends| {
@@ -142,6 +244,11 @@ pub async fn reemit(
             })
             .filter(|k| !k.is_empty())
             .collect();
+        for context in &mapping.context {
+            let related =
+                related_keys(txn, label, mapping, context, events, changed, &mut out).await?;
+            keys.extend(related);
+        }
         if keys.is_empty() {
             continue;
         }
@@ -174,10 +281,10 @@ pub async fn reemit(
         if entries.is_empty() {
             continue;
         }
-        written += entries.len();
+        out.written += entries.len();
         txn.run(query(REEMIT_OUTBOX).param("rows", entries))
             .await
             .context("writing the outbox entries of re-emitted nodes")?;
     }
-    Ok(written)
+    Ok(out)
 }

@@ -216,6 +216,7 @@ impl Relay {
     async fn finish_round(
         &self,
         events: &[crate::event::ChangeEvent],
+        changed: &[Option<Vec<String>>],
         ids: &[String],
     ) -> anyhow::Result<()> {
         let epoch = self.epoch();
@@ -237,19 +238,37 @@ impl Relay {
         }
         let db = self.config.neo4j.database.as_deref().unwrap_or("neo4j");
         let work = async {
-            context::reemit(&mut txn, &self.config.mappings, events, db).await?;
+            let reemitted =
+                context::reemit(&mut txn, &self.config.mappings, events, changed, db).await?;
             txn.run(self.delete_query(ids))
                 .await
                 .context("deleting published outbox entries")?;
-            anyhow::Ok(())
+            anyhow::Ok(reemitted)
         };
-        if let Err(e) = work.await {
-            txn.rollback().await.ok();
-            return Err(e);
-        }
+        let reemitted = match work.await {
+            Ok(reemitted) => reemitted,
+            Err(e) => {
+                txn.rollback().await.ok();
+                return Err(e);
+            }
+        };
         txn.commit()
             .await
             .context("committing the delete transaction")?;
+        self.stats.context_reemitted.add(reemitted.written as u64);
+        for o in &reemitted.overflows {
+            tracing::warn!(
+                label = %o.label,
+                context = %o.field,
+                related = %o.related,
+                max_fanout = o.max_fanout,
+                "context fan-out over max_fanout: only that many nodes were re-emitted; the \
+                 others keep the old value until `graphcdc backfill` re-publishes them"
+            );
+        }
+        self.stats
+            .context_fanout_overflow
+            .add(reemitted.overflows.len() as u64);
         Ok(())
     }
 
@@ -280,17 +299,22 @@ impl Relay {
         let q = query(READ_OUTBOX).param("keys", keys);
         let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
         let mut events = Vec::new();
+        let mut changed = Vec::new();
         let mut ids = Vec::new();
         let mut failed = Vec::new();
         while let Some(row) = rows.next().await? {
             let event = row
                 .to::<OutboxRow>()
                 .map_err(anyhow::Error::from)
-                .and_then(outbox_event);
+                .and_then(|row| {
+                    let names = row.changed.clone();
+                    outbox_event(row).map(|event| (event, names))
+                });
             match event {
-                Ok(event) => {
+                Ok((event, names)) => {
                     ids.push(event.event_id.clone());
                     events.push(event);
+                    changed.push(names);
                 }
                 Err(e) => failed.push((
                     row.get::<String>("event_id").unwrap_or_default(),
@@ -319,7 +343,7 @@ impl Relay {
             events = events.len()
         );
         self.publisher.publish_all(&events).instrument(span).await?;
-        self.finish_round(&events, &ids).await?;
+        self.finish_round(&events, &changed, &ids).await?;
         self.stats.published.add(events.len() as u64);
         Ok(events.len())
     }
