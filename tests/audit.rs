@@ -6,7 +6,8 @@
 //! - nodes lost without a delete and nodes never captured are found exactly, per label,
 //!   and repaired through the log: graph.state and the sink converge on Neo4j;
 //! - a loss above the delete ratio is refused (nothing published) unless forced;
-//! - a node whose Neo4j version went below graph.state's (a restored Neo4j) is `behind`;
+//! - a node whose Neo4j version went below graph.state's (a restored Neo4j) is `behind`,
+//!   and `--bump-epoch` moves every counter above graph.state;
 //! - a fresh capture (relay or backfill) audits clean.
 
 #[allow(dead_code)]
@@ -416,6 +417,68 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
     let point = sink.get(support::COLLECTION, id).await.unwrap().unwrap();
     assert_eq!(point.version, 6);
     assert_eq!(point.payload.unwrap()["text"], text, "Neo4j's content won");
+
+    // Another restore, from an older backup: every counter back to 1, d-010 as it was in
+    // the backup, d-011 (created after it) gone with its counter. The way out: an epoch.
+    drop(auditor);
+    for statement in [
+        "MATCH (v:CdcVersion) SET v.version = 1",
+        "MATCH (n:Doc {uuid: 'd-010'}) SET n.text = 'd-010 as in the backup'",
+        "MATCH (n:Doc {uuid: 'd-011'}) DETACH DELETE n",
+        "MATCH (v:CdcVersion {key: 'node:d-011'}) DELETE v",
+    ] {
+        graph.run(query(statement)).await.unwrap();
+    }
+    let out = h.cli([
+        "audit",
+        "--bump-epoch",
+        "--repair",
+        "--no-sink",
+        "--grace",
+        "0s",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let epoch = 1i64 << 32;
+    assert_eq!(report["epoch"]["epoch"], epoch);
+    assert_eq!(report["epoch"]["moved"], 19, "{}", report["epoch"]);
+    assert_eq!(report["epoch"]["state_keys"], 20);
+    let classes = &report["found"]["classes"];
+    assert_eq!(
+        [
+            &classes["stale"]["count"],
+            &classes["lost"]["count"],
+            &classes["behind"]["count"]
+        ],
+        [1, 1, 0],
+        "{classes}"
+    );
+    assert_eq!(report["found"]["targets"][0]["in_sync"], 18);
+    let mut rows = graph
+        .execute(query("MATCH (v:CdcVersion) RETURN min(v.version) AS low"))
+        .await
+        .unwrap();
+    let low: i64 = rows.next().await.unwrap().unwrap().get("low").unwrap();
+    assert!(low >= epoch, "every counter in the epoch: {low}");
+    assert_eq!(counter(&graph, "node:d-010").await, Some(epoch + 2));
+    assert_eq!(
+        counter(&graph, "node:d-011").await,
+        Some(epoch + 1),
+        "a counter for the key the backup did not know, above its tombstone"
+    );
+    h.process_to_end(sink.clone()).await;
+    assert_eq!(sink.count_live(support::COLLECTION).await.unwrap(), 19);
+    let id = graphcdc_core::mapping::point_id(support::COLLECTION, "d-010");
+    let point = sink.get(support::COLLECTION, id).await.unwrap().unwrap();
+    assert_eq!(point.version, epoch + 2);
+    assert_eq!(point.payload.unwrap()["text"], "d-010 as in the backup");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

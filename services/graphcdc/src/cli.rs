@@ -210,6 +210,11 @@ pub(crate) struct AuditArgs {
     /// After a repair: how long to wait for graph.state and the sink to converge.
     #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
     pub(crate) settle_timeout: Duration,
+    /// A restored Neo4j: first move every version counter into the next epoch (a multiple
+    /// of 2^32 above every version graph.state holds; stop the relay first), then audit
+    /// (add --repair to publish what the restore changed).
+    #[arg(long)]
+    pub(crate) bump_epoch: bool,
     /// Leave the sink out (only Neo4j against graph.state), e.g. while a processor holds
     /// an embedded store.
     #[arg(long)]

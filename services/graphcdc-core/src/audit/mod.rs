@@ -13,8 +13,8 @@
 //!   failed);
 //! - `lost`: live in graph.state, not in Neo4j (lost without a delete);
 //! - `differs`: the same version, other content;
-//! - `stale`: graph.state holds an older version than Neo4j (a change that never reached
-//!   the log);
+//! - `stale`: graph.state holds an older version than Neo4j, with other content (a change
+//!   that never reached the log; a counter bumped without a change is no drift);
 //! - `behind`: Neo4j's version is below graph.state's: a **restored Neo4j** whose version
 //!   counters went back (runbook: docs/runbooks.md, GraphcdcStaleSkipsHigh);
 //!
@@ -25,6 +25,7 @@
 //! (source mode `repair`) on the change and state topics, so every sink heals alike, under
 //! the reconciler's delete guard and a rate limit.
 
+pub mod epoch;
 pub mod graph;
 pub mod repair;
 pub mod report;
@@ -62,7 +63,7 @@ pub enum AuditClass {
     Lost,
     /// The same version, other content.
     Differs,
-    /// graph.state holds an older version than Neo4j.
+    /// graph.state holds an older version than Neo4j, with other content.
     Stale,
     /// Neo4j's version is below graph.state's: a restored Neo4j.
     Behind,
@@ -98,9 +99,9 @@ pub fn classify(neo4j: Option<(i64, u128)>, log: Option<&LogEntry>) -> Option<Au
         (Some(_), None) => Some(AuditClass::Uncaptured),
         (Some((version, _)), Some(held)) if version < held.version => Some(AuditClass::Behind),
         (Some(_), Some(LogEntry { hash: None, .. })) => Some(AuditClass::Uncaptured),
+        (Some((_, hash)), Some(held)) if Some(hash) == held.hash => None,
         (Some((version, _)), Some(held)) if version > held.version => Some(AuditClass::Stale),
-        (Some((_, hash)), Some(held)) if Some(hash) != held.hash => Some(AuditClass::Differs),
-        (Some(_), Some(_)) => None,
+        (Some(_), Some(_)) => Some(AuditClass::Differs),
     }
 }
 
@@ -236,6 +237,8 @@ pub struct AuditResult {
     /// The audit after the repair (the same as `found` without a repair, in a dry run, or
     /// when the guard refused).
     pub remaining: AuditReport,
+    /// The epoch bump that ran before the audit (`--bump-epoch`).
+    pub epoch: Option<epoch::EpochOutcome>,
 }
 
 impl AuditResult {
@@ -344,6 +347,17 @@ impl Auditor {
         }
     }
 
+    /// Move every version counter into the epoch above graph.state ([`epoch`]): the way out
+    /// of a restored Neo4j. Stop the relay first.
+    ///
+    /// # Errors
+    /// When the broker or Neo4j fail (run it again: it is idempotent).
+    pub async fn bump_epoch(&mut self, page_size: usize) -> anyhow::Result<epoch::EpochOutcome> {
+        self.state.catch_up(&self.codec, &self.targets).await?;
+        let ctx = self.graph_context();
+        epoch::bump(&ctx, &self.state, page_size).await
+    }
+
     /// Repair what `report` found through the log, within the delete guard.
     ///
     /// # Errors
@@ -392,6 +406,7 @@ impl Auditor {
                 remaining: found.clone(),
                 found,
                 repair: None,
+                epoch: None,
             });
         };
         let outcome = self
@@ -402,6 +417,7 @@ impl Auditor {
                 remaining: found.clone(),
                 found,
                 repair: Some(outcome),
+                epoch: None,
             });
         }
         let until = Instant::now() + options.settle_timeout;
@@ -416,6 +432,7 @@ impl Auditor {
             found,
             repair: Some(outcome),
             remaining,
+            epoch: None,
         })
     }
 }
@@ -450,7 +467,8 @@ mod tests {
             (None, None, None),
             (Some((3, 7)), Some(live(3, 7)), None),
             (Some((3, 8)), Some(live(3, 7)), Some(Differs)),
-            (Some((4, 7)), Some(live(3, 7)), Some(Stale)),
+            (Some((4, 8)), Some(live(3, 7)), Some(Stale)),
+            (Some((4, 7)), Some(live(3, 7)), None),
             (Some((2, 7)), Some(live(3, 7)), Some(Behind)),
         ];
         for (neo4j, log, class) in cases {

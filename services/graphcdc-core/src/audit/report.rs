@@ -80,6 +80,7 @@ pub fn json(result: &AuditResult) -> String {
         })),
         "remaining": audit_json(&result.remaining),
         "clean": result.remaining.is_clean(),
+        "epoch": result.epoch,
     });
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
@@ -137,11 +138,19 @@ fn audit_table(report: &AuditReport) -> String {
 /// The result as a table.
 pub fn table(result: &AuditResult) -> String {
     let found = &result.found;
-    let mut out = format!(
+    let mut out = String::new();
+    if let Some(e) = &result.epoch {
+        out.push_str(&format!(
+            "epoch bump: every counter is at least {} now (graph.state's highest version {}; \
+             {} of {} counters moved, {} keys of graph.state ensured)\n",
+            e.epoch, e.state_max, e.moved, e.counters, e.state_keys
+        ));
+    }
+    out.push_str(&format!(
         "audit: Neo4j against graph.state ({} findings, took {} ms)\n",
         found.findings.len(),
         found.duration.as_millis()
-    );
+    ));
     out.push_str(&audit_table(found));
     if let Some(once) = sink_once(found) {
         out.push_str("sink against graph.state (the reconciler's check):\n");

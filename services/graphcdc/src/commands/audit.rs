@@ -33,7 +33,12 @@ pub(crate) async fn run(config: Config, args: AuditArgs) -> anyhow::Result<ExitC
     };
     let mut auditor = Auditor::new(config, sink)?;
     auditor.allow_non_compacted_state(args.allow_non_compacted_state);
-    let result = auditor.run_once(&options).await?;
+    let epoch = match args.bump_epoch {
+        true => Some(auditor.bump_epoch(options.page_size).await?),
+        false => None,
+    };
+    let mut result = auditor.run_once(&options).await?;
+    result.epoch = epoch;
     match (args.json, args.format) {
         (true, _) | (_, OutputFormat::Json) => println!("{}", report::json(&result)),
         (false, OutputFormat::Table) => print!("{}", report::table(&result)),
