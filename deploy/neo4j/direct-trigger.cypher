@@ -22,6 +22,9 @@
 //     afterAsync rebuilds $removedLabels/$removed*Properties entries as virtual entities, so they
 //     cannot be matched back to the live entity. Use outbox mode if that matters.
 //   * a failure (e.g. an entity deleted before this runs, Kafka error) is only logged: events are lost.
+//   * removed_labels (a node losing one captured label but keeping another) is never filled here, for
+//     the same reason: the removed labels of a live node cannot be matched back to it. The point in the
+//     lost label's collection stays live with its old content (outbox mode tombstones it).
 //   * events are collapsed per kind:key before publishing (the upsert wins); a key change publishes a
 //     delete for the old key (a key REMOVAL is not seen, see above).
 //   * CALL tx.setMetaData({cdcSkip: true}) in a transaction makes this statement publish nothing for it;
