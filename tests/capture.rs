@@ -496,3 +496,56 @@ fn outbox_rows_map_to_contract_events() {
     let event = outbox_event(row).unwrap();
     assert_eq!(event.relationship.unwrap().rel_type, "MENTIONS");
 }
+
+/// Issue 12, item 3 through the relay: the trigger's entry for a `[Doc, Entity]` node that
+/// lost `Entity` names it in `removed_labels`; the relay publishes it, and the processor
+/// tombstones the entities point at that version while docs gets the update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_label_in_the_outbox_tombstones_that_collection_through_the_relay() {
+    let entities = "\n[[mappings]]\nlabel = \"Entity\"\ncollection = \"entities\"\ndimension = 4\nvector_property = \"embedding\"\n";
+    let h = relay_harness(
+        "relay-labels",
+        &format!("{}{entities}", neo4j_section("ctx4")),
+    )
+    .await;
+    let graph = empty_database(&h).await;
+    let mut v1 = support::doc("n1", 1, Op::Upsert);
+    v1.labels.push("Entity".into());
+    let v2 = support::doc("n1", 2, Op::Upsert);
+    write_outbox(&graph, &[v1, v2]).await;
+    // The v2 entry as the trigger writes it for `REMOVE n:Entity`.
+    graph
+        .run(query(
+            "MATCH (o:CdcOutbox {key: 'n1', version: 2})
+             SET o.removed_labels = ['Entity'], o.changed = []",
+        ))
+        .await
+        .unwrap();
+    relay_until_empty(&h, &graph).await;
+    let codec = Codec::local();
+    let mut published = Vec::new();
+    for (_, value) in read_all(&h, &h.config.kafka.changes_topic) {
+        let event = codec.decode_change(&value.unwrap()).await.unwrap();
+        published.push((event.version, event.labels, event.removed_labels));
+    }
+    assert_eq!(
+        published,
+        vec![
+            (1, vec!["Doc".to_owned(), "Entity".to_owned()], vec![]),
+            (2, vec!["Doc".to_owned()], vec!["Entity".to_owned()]),
+        ]
+    );
+
+    let sink = h.open_sink();
+    h.process_to_end(sink.clone()).await;
+    let get = |collection: &'static str| {
+        let sink = sink.clone();
+        let id = graphcdc_core::mapping::point_id(collection, "n1");
+        async move { sink.get(collection, id).await.unwrap().unwrap() }
+    };
+    let (doc, entity) = (get("docs").await, get("entities").await);
+    assert!(!doc.deleted && doc.version == 2, "{doc:?}");
+    assert!(entity.deleted && entity.version == 2, "{entity:?}");
+    assert_eq!(sink.count_live("entities").await.unwrap(), 0);
+    assert_eq!(sink.count_live("docs").await.unwrap(), 1);
+}
