@@ -8,7 +8,8 @@
 //! - a loss above the delete ratio is refused (nothing published) unless forced;
 //! - a node whose Neo4j version went below graph.state's (a restored Neo4j) is `behind`,
 //!   and `--bump-epoch` moves every counter above graph.state;
-//! - a fresh capture (relay or backfill) audits clean.
+//! - a fresh capture (relay or backfill) audits clean, and a change not relayed yet is in
+//!   flight, not drift.
 
 #[allow(dead_code)]
 #[path = "support/bolt.rs"]
@@ -543,4 +544,13 @@ dimension = 4
     assert!(report.is_clean(), "{:?}", report.findings);
     assert_eq!(report.targets[0].in_sync, 30);
     assert_eq!(counter(&graph, "node:d-001").await, Some(4));
+
+    // A change the relay has not published yet is in flight, not drift.
+    create(&graph, "Doc", &keys("d", 30..31), 1, true).await;
+    let report = auditor.check(&options(7, None)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(
+        (report.targets[0].neo4j, report.targets[0].in_flight),
+        (31, 1)
+    );
 }

@@ -1,7 +1,8 @@
 //! The Neo4j side of the audit: every mapped label and relationship type in keyset pages
 //! (the backfill's queries, read only: no lock, no counter bumped), each entity turned
 //! into the event the capture would publish (context included) and compared with
-//! graph.state; then a second look at what differs.
+//! graph.state; then a second look at what differs (nodes read again by key,
+//! relationships by page).
 //!
 //! Memory: one page of entities at a time, plus the keys of graph.state (held by
 //! [`super::state::LogState`]) and the findings.
@@ -22,6 +23,7 @@ const OUTBOX_PENDING: &str =
 const RELS_EXIST: &str = include_str!("../../../../deploy/neo4j/queries/audit-rels-exist.cypher");
 const NODES_READ: &str =
     include_str!("../../../../deploy/neo4j/queries/backfill-nodes-read.cypher");
+const VERSIONS: &str = include_str!("../../../../deploy/neo4j/queries/audit-versions.cypher");
 
 /// Keys per lookup query of the second look.
 const LOOKUP_CHUNK: usize = 500;
@@ -150,9 +152,10 @@ pub async fn pass(
     Ok(report)
 }
 
-/// Look again at the findings of `report`, after `state` was read to its new end: the
-/// pages they were found in are read again (a lost key is looked up), each is classified
-/// again, and those with an outbox entry not yet published are counted in flight.
+/// Look again at the findings of `report`, after `state` was read to its new end: nodes
+/// are read again by key, relationships by the page they were found in (a lost one is
+/// looked up), each is classified again, and those with an outbox entry not yet
+/// published are counted in flight.
 ///
 /// # Errors
 /// When Neo4j cannot be read.
@@ -163,18 +166,27 @@ pub async fn second_look(
     page_size: usize,
 ) -> anyhow::Result<()> {
     let targets = ctx.targets.list();
-    // Neo4j again: (target, key) → what it holds now (None: gone).
+    // Neo4j again: (target, key) → what it holds now (None: gone; MAX: there, unread).
     let mut now: HashMap<(usize, String), Option<(i64, u128)>> = HashMap::new();
     let mut pages: BTreeMap<(usize, String), Option<serde_json::Value>> = BTreeMap::new();
-    let mut lost: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut by_key: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut lost_rels: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for f in &report.findings {
         now.insert((f.target, f.key.clone()), None);
-        match f.class {
-            AuditClass::Lost => lost.entry(f.target).or_default().push(f.key.clone()),
-            _ => {
+        match (&targets[f.target], f.class) {
+            (Target::Label { .. }, _) => by_key.entry(f.target).or_default().push(f.key.clone()),
+            (Target::Type { .. }, AuditClass::Lost) => {
+                lost_rels.entry(f.target).or_default().push(f.key.clone())
+            }
+            (Target::Type { .. }, _) => {
                 let text = f.page_after.as_ref().map(ToString::to_string);
                 pages.insert((f.target, text.unwrap_or_default()), f.page_after.clone());
             }
+        }
+    }
+    for (index, keys) in &by_key {
+        for event in read_nodes(ctx, &targets[*index], keys).await? {
+            now.insert((*index, event.key.clone()), Some(observed(&event)));
         }
     }
     for ((index, _), after) in &pages {
@@ -185,7 +197,7 @@ pub async fn second_look(
             }
         }
     }
-    for (index, keys) in &lost {
+    for (index, keys) in &lost_rels {
         for key in existing(ctx, &targets[*index], keys).await? {
             // Created after its page was read: judged by the next audit.
             now.insert((*index, key), Some((i64::MAX, 0)));
@@ -226,6 +238,61 @@ pub async fn second_look(
     Ok(())
 }
 
+/// The nodes of `target` with these keys (as graph.state spells them), read only: each
+/// at the version its counter has now, with context, as the capture would publish it.
+async fn read_nodes(
+    ctx: &Context<'_>,
+    target: &Target,
+    keys: &[String],
+) -> anyhow::Result<Vec<ChangeEvent>> {
+    let capture = &ctx.config.capture;
+    let mut events = Vec::new();
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let counters: Vec<String> = chunk
+            .iter()
+            .map(|k| format!("{}:{k}", target.kind()))
+            .collect();
+        let mut versions: HashMap<String, i64> = HashMap::new();
+        let mut rows = ctx
+            .graph
+            .execute(query(VERSIONS).param("keys", counters))
+            .await
+            .context("reading version counters")?;
+        while let Some(row) = rows.next().await? {
+            let counter: String = row.get("key")?;
+            let key = counter.split_once(':').map_or(counter.as_str(), |(_, k)| k);
+            versions.insert(key.to_owned(), row.get("version")?);
+        }
+        let read = query(&page::text(NODES_READ, target, capture)).param("keys", key_params(chunk));
+        let mut rows = ctx
+            .graph
+            .execute(read)
+            .await
+            .with_context(|| format!("reading nodes of {}", target.name()))?;
+        while let Some(row) = rows.next().await? {
+            let key = page::key_text(&page::key_of(&row)?);
+            let version = versions.get(&key).copied().unwrap_or(0);
+            // One that cannot become an event is left out (counted by the pass).
+            if let Ok(event) = page::event(target, capture, &row, &key, version, ctx.db) {
+                events.push(event);
+            }
+        }
+    }
+    context::enrich(ctx.graph, &ctx.config.mappings, &mut events).await?;
+    Ok(events)
+}
+
+/// Keys as graph.state spells them, as Bolt parameters: text and, when it reads as one,
+/// an integer (integer keys are published as their decimal text).
+fn key_params(keys: &[String]) -> Vec<BoltType> {
+    keys.iter()
+        .flat_map(|k| {
+            let int = k.parse::<i64>().ok().map(BoltType::from);
+            std::iter::once(BoltType::from(k.as_str())).chain(int)
+        })
+        .collect()
+}
+
 /// Of `keys`, those with an outbox entry the relay has not published nor marked failed.
 async fn pending(graph: &Graph, keys: &[String]) -> anyhow::Result<HashSet<String>> {
     let mut found = HashSet::new();
@@ -255,14 +322,7 @@ pub async fn existing(
             // A key is text in graph.state: look it up as a string and, when it reads as
             // one, as an integer (integer keys are published as their decimal text).
             Target::Label { .. } => {
-                let params: Vec<BoltType> = chunk
-                    .iter()
-                    .flat_map(|k| {
-                        let int = k.parse::<i64>().ok().map(BoltType::from);
-                        std::iter::once(BoltType::from(k.as_str())).chain(int)
-                    })
-                    .collect();
-                query(&page::text(NODES_READ, target, capture)).param("keys", params)
+                query(&page::text(NODES_READ, target, capture)).param("keys", key_params(chunk))
             }
             Target::Type { .. } => {
                 query(&page::text(RELS_EXIST, target, capture)).param("keys", chunk.to_vec())
