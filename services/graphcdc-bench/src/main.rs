@@ -10,6 +10,9 @@
 //! 5. the reconciler's full check of a large state with 0.1 % drift;
 //! 6. the processor's peak RSS during (2).
 //!
+//! With `--reconcile-scale` it measures only the reconciler at scale (`--entities`): the
+//! first full check, then the bucketed checks after 0.1 % drift, with their memory.
+//!
 //! With `--relay-backlog N` it measures only the outbox relay draining an N-entry
 //! backlog from a Bolt server (`--bolt`) to a real broker (`--bootstrap`).
 //!
@@ -18,6 +21,7 @@
 
 mod pipeline;
 mod reconcile;
+mod reconcile_scale;
 mod relay;
 
 use clap::Parser;
@@ -41,6 +45,14 @@ pub struct Args {
     /// Entities of the reconciler check (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub entities: usize,
+    /// Only the reconciler at scale: first full check, then bucketed checks after 0.1 %
+    /// drift, of `--entities` entities.
+    #[arg(long)]
+    pub reconcile_scale: bool,
+    /// The bucketed checks' `--rescan-every` (every bucket rescanned at least every N
+    /// checks).
+    #[arg(long, default_value_t = 60)]
+    pub rescan_every: u32,
     /// A real broker instead of the in-process mock cluster.
     #[arg(long)]
     pub bootstrap: Option<String>,
@@ -97,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         if args.relay_backlog > 0 {
             return relay::run(&args, &mut figures).await;
+        }
+        if args.reconcile_scale {
+            return reconcile_scale::run(&args, &mut figures).await;
         }
         pipeline::run(&args, &mut figures).await?;
         if args.entities > 0 {

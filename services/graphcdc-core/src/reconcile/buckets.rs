@@ -249,19 +249,11 @@ struct Rescan<'a> {
 }
 
 impl Rescan<'_> {
-    /// Scan the buckets (runs of consecutive buckets, one scroll each) and judge every
-    /// point found, adding it to `seen`; returns the number of points read.
-    async fn run(
-        &self,
-        sink: &dyn VectorSink,
-        expected: &ExpectedState,
-        report: &mut DriftReport,
-        seen: &mut HashSet<Uuid>,
-    ) -> anyhow::Result<u64> {
-        let collection = self.collection;
+    /// Runs of consecutive buckets: (first, last, expected live points).
+    fn runs(&self) -> Vec<(u16, u16, u64)> {
         let mut sorted: Vec<u16> = self.buckets.iter().copied().collect();
         sorted.sort_unstable();
-        let mut read = 0;
+        let mut runs = Vec::new();
         let mut i = 0;
         while i < sorted.len() {
             let first = sorted[i];
@@ -271,38 +263,79 @@ impl Rescan<'_> {
                 last = sorted[i];
             }
             i += 1;
-            let expected_points: u64 = (first..=last)
+            let expected: u64 = (first..=last)
                 .map(|b| self.expected_live.get(&b).copied().unwrap_or(0))
                 .sum();
-            let limit = (expected_points as usize + 16).min(PAGE);
-            let within = |id: &Uuid| bucket_of(id) <= last;
-            let mut from = Some(ScanCursor::Uuid(Uuid::from_u128((first as u128) << 112)));
-            while let Some(cursor) = from {
-                let page = sink.scan(collection, Some(cursor), limit).await?;
-                for stored in page.points.iter().filter(|p| within(&p.id)) {
-                    read += 1;
-                    seen.insert(stored.id);
-                    if let Some(drift) = judge(collection, stored.id, Some(stored), expected) {
-                        report.drifts.push(drift);
-                    }
+            runs.push((first, last, expected));
+        }
+        runs
+    }
+
+    /// Scan the buckets (runs of consecutive buckets, one scroll each, several at once)
+    /// and judge every point found, adding it to `seen`; returns the number of points read.
+    async fn run(
+        &self,
+        sink: &dyn VectorSink,
+        expected: &ExpectedState,
+        report: &mut DriftReport,
+        seen: &mut HashSet<Uuid>,
+    ) -> anyhow::Result<u64> {
+        use futures::{StreamExt, TryStreamExt};
+        let collection = self.collection;
+        let pages: Vec<(Vec<StoredPoint>, Vec<String>)> = futures::stream::iter(self.runs())
+            .map(|(first, last, expected)| scroll_run(sink, collection, first, last, expected))
+            .buffered(CONCURRENT_RUNS)
+            .try_collect()
+            .await?;
+        let mut read = 0;
+        for (points, foreign) in pages {
+            read += (points.len() + foreign.len()) as u64;
+            for stored in &points {
+                seen.insert(stored.id);
+                if let Some(drift) = judge(collection, stored.id, Some(stored), expected) {
+                    report.drifts.push(drift);
                 }
-                for f in &page.foreign {
-                    if let Some(ScanCursor::Uuid(u)) = ScanCursor::parse(&f.id) {
-                        if within(&u) {
-                            read += 1;
-                            let foreign = report.foreign.entry(collection.to_owned()).or_default();
-                            foreign.push(f.id.clone());
-                        }
-                    }
-                }
-                from = match page.next {
-                    Some(ScanCursor::Uuid(next)) if within(&next) => Some(ScanCursor::Uuid(next)),
-                    _ => None,
-                };
+            }
+            if !foreign.is_empty() {
+                let entry = report.foreign.entry(collection.to_owned()).or_default();
+                entry.extend(foreign);
             }
         }
         Ok(read)
     }
+}
+
+/// Scrolls of runs in flight during a rescan.
+const CONCURRENT_RUNS: usize = 4;
+
+/// The points (ours, and the ids of foreign ones) of buckets `first..=last`.
+async fn scroll_run(
+    sink: &dyn VectorSink,
+    collection: &str,
+    first: u16,
+    last: u16,
+    expected: u64,
+) -> anyhow::Result<(Vec<StoredPoint>, Vec<String>)> {
+    let limit = (expected as usize + 16).min(PAGE);
+    let within = |id: &Uuid| bucket_of(id) <= last;
+    let (mut points, mut foreign) = (Vec::new(), Vec::new());
+    let mut from = Some(ScanCursor::Uuid(Uuid::from_u128((first as u128) << 112)));
+    while let Some(cursor) = from {
+        let page = sink.scan(collection, Some(cursor), limit).await?;
+        points.extend(page.points.into_iter().filter(|p| within(&p.id)));
+        for f in page.foreign {
+            if let Some(ScanCursor::Uuid(u)) = ScanCursor::parse(&f.id) {
+                if within(&u) {
+                    foreign.push(f.id);
+                }
+            }
+        }
+        from = match page.next {
+            Some(ScanCursor::Uuid(next)) if within(&next) => Some(ScanCursor::Uuid(next)),
+            _ => None,
+        };
+    }
+    Ok((points, foreign))
 }
 
 /// Judge the expected points of the rescanned buckets that no rescan found (missing).
@@ -360,5 +393,25 @@ fn tombstone_drift(collection: &str, stored: &StoredPoint, expected: &ExpectedSt
         key: stored.key.clone(),
         sink_version: Some(stored.version),
         expected_version: expected.points.get(&stored.id).map(|e| e.version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rotation_covers_every_bucket_within_rescan_every_checks() {
+        for every in [1, 2, 7, 60, 100_000] {
+            let mut book = BucketBook::default();
+            let mut covered = HashSet::new();
+            let checks = every.min(BUCKETS as u32);
+            for _ in 0..checks {
+                covered.extend(book.rotation(every));
+            }
+            assert_eq!(covered.len(), BUCKETS, "rescan_every {every}");
+        }
+        let mut book = BucketBook::default();
+        assert_eq!(book.rotation(60).len(), BUCKETS.div_ceil(60));
     }
 }

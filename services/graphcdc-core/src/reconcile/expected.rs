@@ -149,22 +149,55 @@ impl ExpectedState {
     /// Partitions with records not read yet: partition → high watermark to reach.
     fn unread(&self) -> anyhow::Result<HashMap<i32, i64>> {
         let mut unread = HashMap::new();
-        for e in self.consumer.assignment()?.elements() {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, e.partition(), kafka::ADMIN_TIMEOUT)
-                .context("fetching state topic watermarks")?;
+        for (partition, (low, high)) in self.watermarks()? {
             let next = self
                 .next_offsets
-                .get(&e.partition())
+                .get(&partition)
                 .copied()
                 .unwrap_or(low)
                 .max(low);
             if next < high {
-                unread.insert(e.partition(), high);
+                unread.insert(partition, high);
             }
         }
         Ok(unread)
+    }
+
+    /// Low and high watermarks of every assigned partition: two ListOffsets requests for
+    /// all partitions (earliest, latest), or one request per partition when the broker
+    /// does not answer those.
+    fn watermarks(&self) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
+        let batched = (|| -> Option<HashMap<i32, (i64, i64)>> {
+            let ends = |timestamp: i64| -> Option<HashMap<i32, i64>> {
+                let tpl = self
+                    .consumer
+                    .offsets_for_timestamp(timestamp, kafka::ADMIN_TIMEOUT)
+                    .ok()?;
+                tpl.elements()
+                    .iter()
+                    .map(|e| match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let (low, high) = (ends(-2)?, ends(-1)?);
+            low.into_iter()
+                .map(|(p, low)| Some((p, (low, *high.get(&p)?))))
+                .collect()
+        })();
+        if let Some(marks) = batched {
+            return Ok(marks);
+        }
+        let mut marks = HashMap::new();
+        for e in self.consumer.assignment()?.elements() {
+            let pair = self
+                .consumer
+                .fetch_watermarks(&self.topic, e.partition(), kafka::ADMIN_TIMEOUT)
+                .context("fetching state topic watermarks")?;
+            marks.insert(e.partition(), pair);
+        }
+        Ok(marks)
     }
 
     /// Read everything up to the current end of the topic into the expected state,
