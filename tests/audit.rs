@@ -8,8 +8,8 @@
 //! - a loss above the delete ratio is refused (nothing published) unless forced;
 //! - a node whose Neo4j version went below graph.state's (a restored Neo4j) is `behind`,
 //!   and `--bump-epoch` moves every counter above graph.state;
-//! - a fresh capture (relay or backfill) audits clean, and a change not relayed yet is in
-//!   flight, not drift.
+//! - a fresh capture (relay or backfill) audits clean, a change not relayed yet is in
+//!   flight, not drift, and relationships lost or never captured are repaired.
 
 #[allow(dead_code)]
 #[path = "support/bolt.rs"]
@@ -483,7 +483,7 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_capture_audits_clean() {
+async fn a_fresh_capture_audits_clean_and_relationships_are_repaired() {
     let extra = "
 [[mappings]]
 relationship_type = \"MENTIONS\"
@@ -553,4 +553,44 @@ dimension = 4
         (report.targets[0].neo4j, report.targets[0].in_flight),
         (31, 1)
     );
+
+    // Relationships behind the trigger's back: m-1 deleted, one created; both repaired
+    // through the log (one of two deleted is over the ratio: forced).
+    graph
+        .run(query(
+            "MATCH ()-[r:MENTIONS {uuid: 'm-1'}]->() DELETE r
+             WITH 1 AS one
+             MATCH (d:Doc {uuid: 'd-003'}), (e:Entity {uuid: 'e-1'})
+             CREATE (d)-[:MENTIONS {w: 2.5}]->(e)",
+        ))
+        .await
+        .unwrap();
+    let repair = AuditRepairOptions {
+        force: true,
+        ..AuditRepairOptions::default()
+    };
+    let result = auditor.run_once(&options(7, Some(repair))).await.unwrap();
+    let counts = per_label(&result.found);
+    assert_eq!(
+        [
+            counts[&("[:MENTIONS]".to_owned(), "lost")],
+            counts[&("[:MENTIONS]".to_owned(), "uncaptured")]
+        ],
+        [1, 1],
+        "{:?}",
+        result.found
+    );
+    let done = result.repair.unwrap();
+    assert_eq!((done.upserts, done.tombstones), (1, 1), "{done:?}");
+    assert!(result.remaining.is_clean(), "{:?}", result.remaining);
+    assert_eq!(
+        counter(&graph, "relationship:m-1").await,
+        Some(3),
+        "above the backfill's v2"
+    );
+    assert_eq!(
+        counter(&graph, "relationship:d-003|MENTIONS|e-1").await,
+        Some(1)
+    );
+    assert!(!live_in_state(&h).contains("m-1"));
 }

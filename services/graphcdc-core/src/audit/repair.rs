@@ -175,6 +175,10 @@ pub async fn repair(
         };
         groups.entry((f.target, page)).or_default().push(f);
     }
+    // In key order within each group, as the trigger takes counter locks (no deadlock).
+    for found in groups.values_mut().chain(deletes.values_mut()) {
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+    }
     for ((index, _), found) in &groups {
         let target = &targets[*index];
         for chunk in found.chunks(pacer.chunk()) {
