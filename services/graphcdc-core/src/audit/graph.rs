@@ -149,6 +149,9 @@ pub async fn pass(
             });
         }
     }
+    report
+        .findings
+        .sort_by(|a, b| (a.target, a.class, &a.key).cmp(&(b.target, b.class, &b.key)));
     Ok(report)
 }
 
