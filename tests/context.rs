@@ -1,8 +1,10 @@
 //! Denormalised context against a real Bolt server (ArcadeDB, started by tests/run.sh) and
 //! the real broker: when a related node's listed property changes (an entity renamed), the
 //! relay re-emits the nodes whose context lists it, through the outbox, at most
-//! `max_fanout` per related node. ArcadeDB has no APOC, so the tests write the outbox
-//! entries the `before`-phase trigger would write, `changed` property names included.
+//! `max_fanout` per related node. A re-emitted node carries the canonical properties of
+//! the trigger and the backfill, without `capture.exclude_properties`. ArcadeDB has no
+//! APOC, so the tests write the outbox entries the `before`-phase trigger would write,
+//! `changed` property names included.
 
 #[path = "support/bolt.rs"]
 #[allow(dead_code)]
@@ -12,10 +14,13 @@ mod support;
 use bolt::{
     empty_database, neo4j_section, read_all, relay_harness, relay_until_empty, write_outbox,
 };
+use graphcdc_core::capture::backfill;
 use graphcdc_core::codec::Codec;
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
+use graphcdc_core::mapping::Mapper;
 use neo4rs::{query, Graph};
 use std::collections::BTreeMap;
+use tokio_util::sync::CancellationToken;
 
 /// The chunks' context: the names of the entities they mention.
 fn context(max_fanout: Option<usize>) -> String {
@@ -232,4 +237,112 @@ async fn a_re_emitted_node_does_not_re_emit_the_nodes_that_list_it() {
         !changes.contains_key("d0"),
         "d1's re-emit changed no property of d1: nothing lists a change"
     );
+}
+
+/// A chunk with a DateTime, a LocalDateTime, bytes and an excluded property, mentioning
+/// Bob; Alice is not mentioned yet.
+const CANONICAL_GRAPH: &str = "CREATE (c:Doc {uuid: 'c1', text: 'hello',
+        embedding: [1.0, 0.5, 0.25, 0.125], at: datetime('2024-05-01T10:00:00Z'),
+        local: localdatetime('2024-05-01T10:00:30'), day: date('2024-05-01'),
+        secret: 'not for the sink', blob: $blob}),
+    (e1:Entity {uuid: 'e1', name: 'Bob'}), (:Entity {uuid: 'e2', name: 'Alice'}),
+    (:CdcVersion {key: 'node:c1', version: 1}), (c)-[:MENTIONS]->(e1)";
+
+/// The chunk's own properties as the trigger's `apoc.convert.toJson` writes them.
+fn assert_canonical(event: &ChangeEvent) {
+    let text = |s: &str| PropertyValue::String(s.into());
+    let v = event.version;
+    assert!(
+        !event.properties.contains_key("secret"),
+        "v{v}: capture.exclude_properties is honoured"
+    );
+    assert_eq!(event.properties["at"], text("2024-05-01T10:00Z"), "v{v}");
+    assert_eq!(
+        event.properties["local"],
+        text("2024-05-01T10:00:30"),
+        "v{v}"
+    );
+    assert_eq!(event.properties["day"], text("2024-05-01"), "v{v}");
+    assert_eq!(event.properties["blob"], text("AQL6"), "v{v}: base64");
+}
+
+/// Issue 12: a re-emitted node (a relationship of its context changed, then a related
+/// node was renamed) carries the same canonical properties as the trigger and the
+/// backfill, without the excluded ones, so it hashes equal to the backfilled node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_emitted_node_is_canonical_without_excluded_properties() {
+    let extra = format!(
+        "{}\n[capture]\nexclude_properties = [\"secret\"]\n{}",
+        neo4j_section("ctx5"),
+        context(None)
+    );
+    let h = relay_harness("ctx-canonical", &extra).await;
+    let graph = empty_database(&h).await;
+    graph
+        .run(query(CANONICAL_GRAPH).param("blob", vec![1u8, 2, 250]))
+        .await
+        .unwrap();
+    // c1 now mentions Alice: the relationship and the trigger's outbox entry for it (v2).
+    graph
+        .run(query(
+            "MATCH (c:Doc {uuid: 'c1'}), (b:Entity {uuid: 'e2'}) CREATE (c)-[:MENTIONS]->(b)
+             CREATE (:CdcOutbox {event_id: 'rel-1', kind: 'relationship', key: 'c1|MENTIONS|e2',
+                     op: 'upsert', version: 1, commit_time_ms: 1, created_at: 1,
+                     properties: '{}', rel_type: 'MENTIONS', start_key: 'c1', end_key: 'e2',
+                     db: 'neo4j'})",
+        ))
+        .await
+        .unwrap();
+    let stats = relay_until_empty(&h, &graph).await;
+    assert_eq!(stats.failed.get(), 0);
+    // Bob is renamed (v3).
+    rename(&graph, "e1", "Robert", Some(&["name"])).await;
+    let stats = relay_until_empty(&h, &graph).await;
+    assert_eq!((stats.context_reemitted.get(), stats.failed.get()), (1, 0));
+
+    let reemitted = changes(&h).await.remove("c1").unwrap();
+    let versions: Vec<i64> = reemitted.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![2, 3]);
+    reemitted.iter().for_each(assert_canonical);
+    assert_eq!(names(&reemitted[1]), Some(&list(&["Alice", "Robert"])));
+
+    let codec = Codec::local();
+    let mut state = None;
+    for (key, value) in read_all(&h, &h.config.kafka.state_topic) {
+        if key == "c1" {
+            state = Some(codec.decode_state(&value.unwrap()).await.unwrap());
+        }
+    }
+    let state = state.expect("c1 in graph.state");
+    assert_eq!(state.version, 3);
+    assert!(
+        !state.properties.contains_key("secret"),
+        "no secret in graph.state"
+    );
+    assert_eq!(state.properties, reemitted[1].properties);
+
+    // The backfill of the same node (v4): the same properties, the same content hash.
+    let checkpoint = h.dir.path().join("backfill.json");
+    let report = backfill::run(&h.config, &checkpoint, 10, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((report.published, report.failed), (1, 0));
+    relay_until_empty(&h, &graph).await;
+    let backfilled = changes(&h).await["c1"]
+        .iter()
+        .find(|e| e.version == 4)
+        .cloned()
+        .expect("the backfill's c1 v4");
+    assert_canonical(&backfilled);
+    assert_eq!(reemitted[1].properties, backfilled.properties);
+    let mapper = Mapper::new(h.config.mappings.clone(), 1 << 20);
+    let hash = |e: &ChangeEvent| mapper.map(e).unwrap().remove(0).hash;
+    assert_eq!(hash(&reemitted[1]), hash(&backfilled), "no false `differs`");
+    // The relationship's re-emit (Bob only) differs in its context alone.
+    let own = |e: &ChangeEvent| {
+        let mut p = e.properties.clone();
+        p.remove("mentioned_entities_name");
+        p
+    };
+    assert_eq!(own(&reemitted[0]), own(&backfilled));
 }

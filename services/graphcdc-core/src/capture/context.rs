@@ -6,12 +6,15 @@
 //! nodes that list it are re-emitted, at most `max_fanout` of them per related node.
 //!
 //! Each `[[mappings.context]]` property becomes a list field `{field}_{property}`,
-//! ordered by the first listed property (so the lists line up).
+//! ordered by the first listed property (so the lists line up). A re-emitted node's own
+//! properties take the trigger's canonical form ([`super::canonical`]), without
+//! `capture.exclude_properties`, like the backfill's.
 
+use super::canonical;
 use crate::config::{ContextConfig, Direction, MappingConfig};
 use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue};
 use anyhow::Context;
-use neo4rs::{query, BoltType, Graph, Txn};
+use neo4rs::{query, BoltMap, BoltType, Graph, Txn};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -106,14 +109,6 @@ pub async fn enrich(
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct NodeRow {
-    key: String,
-    labels: Vec<String>,
-    props: serde_json::Map<String, serde_json::Value>,
-    version: i64,
-}
-
 /// A related node whose listed property changed is in the context of more nodes than the
 /// context's `max_fanout`: only that many were re-emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +130,9 @@ pub struct Reemitted {
     pub written: usize,
     /// Related-node changes whose fan-out was cut at `max_fanout`.
     pub overflows: Vec<FanoutOverflow>,
+    /// Keys of nodes whose version was bumped but whose properties have no JSON form (a
+    /// temporal value out of chrono's range): no entry was written for them (logged).
+    pub unserializable: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,13 +214,17 @@ async fn related_keys(
 /// Each gets a new version from its `CdcVersion` counter and an outbox entry with its
 /// current state, in the same transaction, so the relay publishes it like any change
 /// (in version order with the node's other entries) and graph.state never holds a
-/// version without an outbox entry.
+/// version without an outbox entry. The state is serialized as the trigger and the
+/// backfill serialize it ([`canonical::properties_json`]), without `exclude`
+/// (`capture.exclude_properties`), so a re-emitted node hashes equal to the same node
+/// captured live or backfilled.
 ///
 /// # Errors
 /// When Neo4j cannot be queried or written.
 pub async fn reemit(
     txn: &mut Txn,
     mappings: &[MappingConfig],
+    exclude: &[String],
     events: &[ChangeEvent],
     changed: &[Option<Vec<String>>],
     db: &str,
@@ -262,19 +264,27 @@ pub async fn reemit(
             .context("re-emitting nodes whose context changed")?;
         let mut entries: Vec<HashMap<String, BoltType>> = Vec::new();
         while let Some(row) = rows.next(txn.handle()).await? {
-            let row: NodeRow = row.to().context("node row of unexpected shape")?;
+            let key: String = row.get("key").context("node row without key")?;
+            let labels: Vec<String> = row.get("labels").context("node row without labels")?;
+            let version: i64 = row.get("version").context("node row without version")?;
+            let props: BoltMap = row.get("props").context("node row without properties")?;
+            let properties = match canonical::properties_json(&props, exclude) {
+                Ok(json) => json,
+                Err(e) => {
+                    tracing::warn!(%key, error = %format!("{e:#}"), "re-emitted node cannot become an event; skipped");
+                    out.unserializable.push(key);
+                    continue;
+                }
+            };
             entries.push(HashMap::from([
                 (
                     "event_id".to_owned(),
                     uuid::Uuid::new_v4().to_string().into(),
                 ),
-                ("key".to_owned(), row.key.into()),
-                ("labels".to_owned(), row.labels.into()),
-                ("version".to_owned(), row.version.into()),
-                (
-                    "properties".to_owned(),
-                    serde_json::Value::Object(row.props).to_string().into(),
-                ),
+                ("key".to_owned(), key.into()),
+                ("labels".to_owned(), labels.into()),
+                ("version".to_owned(), version.into()),
+                ("properties".to_owned(), properties.into()),
                 ("db".to_owned(), db.into()),
             ]));
         }

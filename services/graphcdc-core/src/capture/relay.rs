@@ -238,8 +238,10 @@ impl Relay {
         }
         let db = self.config.neo4j.database.as_deref().unwrap_or("neo4j");
         let work = async {
+            let mappings = &self.config.mappings;
+            let exclude = &self.config.capture.exclude_properties;
             let reemitted =
-                context::reemit(&mut txn, &self.config.mappings, events, changed, db).await?;
+                context::reemit(&mut txn, mappings, exclude, events, changed, db).await?;
             txn.run(self.delete_query(ids))
                 .await
                 .context("deleting published outbox entries")?;
