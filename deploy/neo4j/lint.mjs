@@ -17,6 +17,18 @@
 //   - before phase: the collapse gives a node upsert the captured labels of the group it lacks
 //     (removed_labels), and the outbox entry carries removed_labels and changed,
 //   - the cdcSkip opt-out is the first clause.
+// Then the promises of README.md items 1, 2 and 5, checked on the flattened body and proved
+// on mutations of the real outbox trigger (each must fire the check it is written for):
+//   - item 1: after the kind:key grouping, the group's upsert is picked whenever it has one
+//     (a delete only when `up IS NULL`), and every branch's events reach the grouping,
+//   - item 2 (before phase): oldKeyById / relOldKeyById map every entity whose key was changed
+//     or removed to its old key, and that key feeds a delete event when it differs from the
+//     key now (or the key is gone),
+//   - item 5 (before phase): the early exits: the node-delete branch is guarded by a captured
+//     label in $removedLabels, the relationship branch filters on $cdcRelTypes before any other
+//     work on r, the live-node branch filters on captured labels before serializing, the
+//     relationship-delete branch filters the marker on $cdcRelTypes, and nothing is written
+//     before the events are gathered except the marker of a captured relationship.
 // Usage: npm ci && node lint.mjs
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -188,6 +200,247 @@ function structure(body, phase) {
   }
 }
 
+// ---- the promises of README.md items 1, 2 and 5 (see the header) ----
+
+/** Comments dropped, whitespace runs as one space. */
+function flatten(body) {
+  return body.split('\n').map((l) => l.replace(/\/\/.*$/, '')).join('\n').replace(/\s+/g, ' ').trim();
+}
+
+/** `text` split at its top-level `seps` (words or punctuation), outside brackets, strings
+ *  and nested CASE … END. */
+function splitTop(text, seps) {
+  const parts = [];
+  const kinds = [];
+  const word = (i, w) => text.startsWith(w, i) && !/\w/.test(text[i - 1] ?? ' ') && !/\w/.test(text[i + w.length] ?? ' ');
+  let depth = 0;
+  let from = 0;
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === "'") {
+      const close = text.indexOf("'", i + 1);
+      i = close < 0 ? text.length : close + 1;
+      continue;
+    }
+    if (word(i, 'CASE')) { depth += 1; i += 4; continue; }
+    if (word(i, 'END')) { depth -= 1; i += 3; continue; }
+    if ('([{'.includes(c)) depth += 1;
+    else if (')]}'.includes(c)) depth -= 1;
+    else if (depth === 0) {
+      const sep = seps.find((s) => (/\w/.test(s) ? word(i, s) : text.startsWith(s, i)));
+      if (sep) {
+        parts.push(text.slice(from, i).trim());
+        kinds.push(sep);
+        i += sep.length;
+        from = i;
+        continue;
+      }
+    }
+    i += 1;
+  }
+  parts.push(text.slice(from).trim());
+  return { parts, kinds };
+}
+
+/** The `CALL (…) { … }` blocks: index of `CALL`, of `{` and of the matching `}`. */
+function callBlocks(flat) {
+  const blocks = [];
+  for (const m of flat.matchAll(/CALL \([^)]*\) \{/g)) {
+    const open = m.index + m[0].length - 1;
+    let depth = 0;
+    for (let i = open; i < flat.length; i += 1) {
+      if (flat[i] === '{') depth += 1;
+      else if (flat[i] === '}' && --depth === 0) {
+        blocks.push({ start: m.index, open, end: i });
+        break;
+      }
+    }
+  }
+  return blocks;
+}
+
+/** The innermost CALL block around index `at`, with its own body (nested blocks blanked,
+ *  indexes kept), or null. */
+function branchAt(flat, blocks, at) {
+  if (at < 0) return null;
+  const around = blocks.filter((b) => b.open < at && at < b.end);
+  if (around.length === 0) return null;
+  const b = around.reduce((x, y) => (y.open > x.open ? y : x));
+  let own = flat.slice(b.open + 1, b.end);
+  for (const n of blocks.filter((x) => x.start > b.open && x.end < b.end)) {
+    own = own.slice(0, n.start - b.open - 1) + ' '.repeat(n.end - n.start + 1) + own.slice(n.end - b.open);
+  }
+  return { block: b, own };
+}
+
+/** Item 1: the expression the collapse makes `ev` of picks the group's upsert when there is one. */
+function upsertWins(flat, problems) {
+  const group = flat.search(/\bev\.kind AS kind, ev\.key AS key, collect\(ev\) AS evs\b/);
+  if (group < 0) return; // reported by the collapse check
+  const after = flat.slice(group);
+  if (!/head\(\[(\w+) IN evs WHERE \1\.op = 'upsert'\]\) AS up\b/.test(after)) {
+    problems.push("[upsert wins] the collapse must bind the group's upsert: head([e IN evs WHERE e.op = 'upsert']) AS up");
+    return;
+  }
+  const as = after.search(/ AS ev\b/);
+  const clause = after.lastIndexOf('WITH ', as);
+  const items = splitTop(after.slice(clause + 5, as), [',']).parts;
+  const pick = items[items.length - 1];
+  if (/^coalesce\(up,/.test(pick)) return;
+  const bad = (why) => problems.push(`[upsert wins] the collapse must pick \`up\` whenever the group has an upsert: ${why}`);
+  if (!/^CASE .* END$/.test(pick)) { bad(`\`${pick.slice(0, 60)}\` is neither coalesce(up, …) nor a CASE`); return; }
+  const { parts, kinds } = splitTop(pick.slice(4, -3), ['WHEN', 'THEN', 'ELSE']);
+  if (parts[0] !== '') { bad('a simple CASE (CASE x WHEN …) is not understood'); return; }
+  let otherwise = null;
+  for (let k = 0; k < kinds.length; k += 1) {
+    if (kinds[k] === 'WHEN' && kinds[k + 1] === 'THEN') {
+      const [when, then] = [parts[k + 1], parts[k + 2]];
+      if (!/^up\b/.test(then) && when !== 'up IS NULL') bad(`\`WHEN ${when} THEN ${then.slice(0, 30)}\` picks another event when an upsert may exist`);
+    } else if (kinds[k] === 'ELSE') otherwise = parts[k + 1];
+  }
+  if (otherwise === null || !/^up\b/.test(otherwise)) bad(`the ELSE branch must be \`up\` (is \`${otherwise}\`)`);
+}
+
+/** Item 1: every branch's events (`… AS xEvents`) are in the list the collapse unwinds. */
+function everyBranchCollapsed(flat, problems) {
+  const defined = new Set([...flat.matchAll(/\bAS (\w+Events)\b/g)].map((m) => m[1]));
+  const sum = flat.match(/WITH ((?:\w+ \+ )*\w+) AS events\b[^]*? UNWIND events AS ev\b/);
+  if (!sum) {
+    problems.push('[branches] the events must be gathered as `WITH a + b + … AS events` then `UNWIND events AS ev`');
+    return;
+  }
+  const used = sum[1].split(' + ');
+  for (const name of defined) {
+    if (!used.includes(name)) problems.push(`[branches] the events of ${name} never reach the collapse`);
+  }
+}
+
+/** Item 2: the old-key maps, and the deletes they feed. */
+function oldKeysDeleted(flat, problems) {
+  const map = (entries, param, entity, name) => new RegExp(
+    `UNWIND coalesce\\(\\$assigned${entries}Properties\\[\\$${param}\\], \\[\\]\\) \\+ coalesce\\(\\$removed${entries}Properties\\[\\$${param}\\], \\[\\]\\) AS (\\w+) `
+    + 'WITH \\1 WHERE \\1\\.old IS NOT NULL AND \\(\\1\\.new IS NULL OR toString\\(\\1\\.old\\) <> toString\\(\\1\\.new\\)\\) '
+    + `WITH collect\\(\\[toString\\(id\\(\\1\\.${entity}\\)\\), \\1\\.old\\]\\) AS (\\w+) RETURN apoc\\.map\\.fromPairs\\(\\2\\) AS ${name}\\b`,
+  );
+  for (const [entries, param, entity, name] of [['Node', 'cdcNodeKey', 'node', 'oldKeyById'], ['Relationship', 'cdcRelKey', 'relationship', 'relOldKeyById']]) {
+    if (!map(entries, param, entity, name).test(flat)) {
+      problems.push(`[old key] ${name} must map every ${entity} whose $${param} was changed or removed (assigned and removed entries, old set, new absent or different) to its old key`);
+    }
+  }
+  // The delete event of each kind, and the condition it is built under.
+  const deleteOf = (kind, key) => {
+    const m = flat.match(new RegExp(`CASE WHEN ([^{}]*?) THEN \\{ kind: '${kind}', key: ${key.replace(/[()]/g, '\\$&')}, [^{}]*?op: 'delete'`));
+    return m ? m[1] : null;
+  };
+  const node = deleteOf('node', 'toString(prevKey)');
+  if (!/\boldKeyById\[nid\] AS oldKey\b/.test(flat) || !/\bcoalesce\(oldKey, curKey\) AS prevKey\b/.test(flat)) {
+    problems.push("[old key] a live node's prevKey must be its old key from oldKeyById (coalesce(oldKey, curKey))");
+  }
+  if (node === null) problems.push("[old key] no node delete event keyed by toString(prevKey)");
+  else if (!['prevKey IS NOT NULL', 'curKey IS NULL', 'toString(prevKey) <> toString(curKey)'].every((t) => node.includes(t))) {
+    problems.push(`[old key] the node delete must be emitted when the key changed or was removed (prevKey set, curKey null or different): \`${node}\``);
+  }
+  if (!/\bcoalesce\(\w+\[0\], toString\(relOldKeyById\[toString\(id\(r\)\)\]\)\) AS prevKey\b/.test(flat)) {
+    problems.push("[old key] a relationship's prevKey must be its marker's key, else its old key from relOldKeyById");
+  }
+  const rel = deleteOf('relationship', 'prevKey');
+  if (rel === null) problems.push('[old key] no relationship delete event keyed by prevKey');
+  else if (!['prevKey IS NOT NULL', 'k IS NULL', 'prevKey <> k'].every((t) => rel.includes(t))) {
+    problems.push(`[old key] the relationship delete must be emitted when its key changed or was removed (prevKey set, k null or different): \`${rel}\``);
+  }
+}
+
+/** Item 5: the early exits of each branch, and no write before the events are gathered
+ *  other than the marker of a captured relationship. */
+function earlyExits(flat, problems) {
+  const blocks = callBlocks(flat);
+  const before = (own, first, then) => {
+    const f = own.search(first);
+    const t = own.search(then);
+    return f >= 0 && (t < 0 || f < t);
+  };
+  // Deleted nodes: nothing unless a captured label was removed.
+  const deleted = branchAt(flat, blocks, flat.search(/WHERE goneNodes\[[^\]]+\](?! IS NULL)/));
+  if (!deleted || !before(deleted.own, /WHERE any\((\w+) IN \$cdcNodeLabels WHERE \$removedLabels\[\1\] IS NOT NULL\)/, /\bUNWIND\b/)) {
+    problems.push('[early exit] the node-delete branch must start with WHERE any(l IN $cdcNodeLabels WHERE $removedLabels[l] IS NOT NULL)');
+  }
+  // Live relationships: the type filter before anything else is done with r.
+  const rels = branchAt(flat, blocks, flat.indexOf('startNode('));
+  if (!rels || !before(rels.own, /WHERE type\((\w+)\) IN \$cdcRelTypes/, /startNode\(|endNode\(|properties\(|apoc\.convert|\bSET\b/)) {
+    problems.push('[early exit] the relationship branch must filter on WHERE type(r) IN $cdcRelTypes before any other work on r');
+  }
+  // Live nodes: the captured-label filter before serializing.
+  const nodes = branchAt(flat, blocks, flat.search(/apoc\.convert\.toJson\(apoc\.map\.removeKeys\(properties\(n\)/));
+  if (!nodes || !/\[(\w+) IN lbls WHERE \1 IN \$cdcNodeLabels\] AS nowIn\b/.test(nodes.own)
+      || !before(nodes.own, /WHERE size\(nowIn\) > 0 OR size\(wasIn\) > 0/, /properties\(n\)/)) {
+    problems.push('[early exit] the live-node branch must keep only nodes with a captured label (now or before) before serializing them');
+  }
+  // Deleted relationships: the marker's type filtered before any event is built.
+  const gone = branchAt(flat, blocks, flat.indexOf('$removedRelationshipProperties[$cdcRelMarker]'));
+  if (!gone || !before(gone.own, /WHERE (?:(?!\b(?:WITH|RETURN|UNWIND)\b).)*?\bIN \$cdcRelTypes/, /\bcollect\(/)) {
+    problems.push('[early exit] the relationship-delete branch must filter the marker on $cdcRelTypes before building events');
+  }
+  // No write before the events are gathered, but the marker of a captured relationship.
+  const gathered = flat.search(/\bUNWIND events AS ev\b/);
+  for (const m of flat.matchAll(/\b(?:CREATE|MERGE|SET|DELETE|REMOVE)\b/g)) {
+    if (gathered >= 0 && m.index > gathered) continue;
+    const where = branchAt(flat, blocks, m.index);
+    if (!rels || !where || where.block !== rels.block) {
+      problems.push(`[early exit] \`${flat.slice(m.index, m.index + 30)}…\` writes before the events are gathered (only the marker of a captured relationship may)`);
+    }
+  }
+}
+
+/** The problems found with the promises of items 1, 2 and 5 in one trigger body. */
+function promises(body, phase) {
+  const problems = [];
+  const flat = flatten(body);
+  upsertWins(flat, problems);
+  everyBranchCollapsed(flat, problems);
+  if (phase === 'before') {
+    oldKeysDeleted(flat, problems);
+    earlyExits(flat, problems);
+  }
+  return problems;
+}
+
+// Each promise check must fire on a mutation of the real outbox trigger that breaks it.
+{
+  const text = readFileSync(join(here, 'outbox-trigger.cypher'), 'utf8');
+  const body = text.match(/apoc\.trigger\.install\('[^']+', '[^']+', "([\s\S]*?)", \{phase: 'before'/)?.[1] ?? '';
+  const mutations = [
+    ['the delete binds as up', "WHERE e.op = 'upsert']) AS up", "WHERE e.op = 'delete']) AS up", /\[upsert wins\]/],
+    ['a delete picked while an upsert exists', 'WHEN up IS NULL THEN', "WHEN up IS NULL OR kind = 'relationship' THEN", /\[upsert wins\]/],
+    ['the first event in the ELSE branch', 'ELSE up\n', 'ELSE firstEv\n', /\[upsert wins\]/],
+    ['no ELSE branch (relationship upserts become null)', 'ELSE up\n', '', /\[upsert wins\]/],
+    ['the node deletes not collapsed', 'nodeEvents + delNodeEvents + ', 'nodeEvents + ', /\[branches\] .*delNodeEvents/],
+    ['key removals missing from oldKeyById', ' + coalesce($removedNodeProperties[$cdcNodeKey], []) AS e', ' AS e', /\[old key\] oldKeyById/],
+    ['removed keys dropped from oldKeyById', '(e.new IS NULL OR toString(e.old) <> toString(e.new))', 'toString(e.old) <> toString(e.new)', /\[old key\] oldKeyById/],
+    ['key removals missing from relOldKeyById', ' + coalesce($removedRelationshipProperties[$cdcRelKey], [])', '', /\[old key\] relOldKeyById/],
+    ["a node's prevKey without the old key", 'coalesce(oldKey, curKey) AS prevKey', 'curKey AS prevKey', /\[old key\] a live node's prevKey/],
+    ['the node delete keyed by the new key', "key: toString(prevKey), labels: [l IN lbls", "key: toString(curKey), labels: [l IN lbls", /\[old key\] no node delete/],
+    ['no node delete on a key change', ' OR toString(prevKey) <> toString(curKey)', '', /\[old key\] the node delete/],
+    ["a relationship's prevKey without its old key", 'coalesce(stamp[0], toString(relOldKeyById[toString(id(r))])) AS prevKey', 'stamp[0] AS prevKey', /\[old key\] a relationship's prevKey/],
+    ['no relationship delete on a key change', 'prevKey IS NOT NULL AND (k IS NULL OR prevKey <> k)', 'prevKey IS NOT NULL AND k IS NULL', /\[old key\] the relationship delete/],
+    ['no guard on the node-delete branch', '  WHERE any(l IN $cdcNodeLabels WHERE $removedLabels[l] IS NOT NULL)\n', '', /\[early exit\] the node-delete/],
+    ['r read before the type filter', 'WITH relOldKeyById, r\n  WHERE type(r)', 'WITH relOldKeyById, startNode(r) AS s0, r\n  WHERE type(r)', /\[early exit\] the relationship branch/],
+    ['no captured-label filter before serializing', '  WHERE size(nowIn) > 0 OR size(wasIn) > 0\n', '', /\[early exit\] the live-node/],
+    ['no type filter on deleted relationships', 'WHERE size(s) = 4 AND s[1] IN $cdcRelTypes', 'WHERE size(s) = 4', /\[early exit\] the relationship-delete/],
+    ['a write on every touched node', '  WITH gainedById, lostById, changedById, oldKeyById, n,', '  SET n._seen = true\n  WITH gainedById, lostById, changedById, oldKeyById, n,', /\[early exit\] `SET n\._seen/],
+  ];
+  for (const [what, from, to, expected] of mutations) {
+    const sample = body.replace(from, to);
+    if (sample === body) {
+      errors += 1;
+      console.log(`error: promise self-test: the mutation "${what}" no longer applies to outbox-trigger.cypher (update the self-test)`);
+    } else if (!promises(sample, 'before').some((p) => expected.test(p))) {
+      errors += 1;
+      console.log(`error: promise self-test: a trigger with ${what} is not flagged (${expected}): ${promises(sample, 'before').join('; ') || 'no problem found'}`);
+    }
+  }
+}
+
 /** Statements of a script: split at `;` that ends a line, comments dropped. */
 function statements(text) {
   const code = text.split('\n').filter((l) => !l.trim().startsWith('//')).join('\n');
@@ -204,7 +457,7 @@ for (const file of readdirSync(here).filter((f) => f.endsWith('.cypher')).sort()
   for (const m of text.matchAll(/apoc\.trigger\.install\('[^']+', '([^']+)', "([\s\S]*?)", \{phase: '(\w+)'/g)) {
     lint(`${file} trigger ${m[1]}`, m[2], triggerParameters, { allowId: true });
     triggers += 1;
-    for (const problem of structure(m[2], m[3])) {
+    for (const problem of [...structure(m[2], m[3]), ...promises(m[2], m[3])]) {
       errors += 1;
       console.log(`error ${file} trigger ${m[1]}: ${problem}`);
     }
