@@ -49,6 +49,9 @@ pub struct Args {
     /// drift, of `--entities` entities.
     #[arg(long)]
     pub reconcile_scale: bool,
+    /// With --reconcile-scale: only the memory of the expected state (no broker, no sink).
+    #[arg(long)]
+    pub state_only: bool,
     /// The bucketed checks' `--rescan-every` (every bucket rescanned at least every N
     /// checks).
     #[arg(long, default_value_t = 60)]
@@ -104,11 +107,19 @@ pub fn per_s(count: usize, elapsed: Duration) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // RUST_LOG=graphcdc_core::reconcile=debug shows the stages of each check.
+    let _telemetry = match std::env::var_os("RUST_LOG") {
+        Some(_) => Some(graphcdc_core::telemetry::init("info", false)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     let mut figures = Vec::new();
     runtime.block_on(async {
         if args.relay_backlog > 0 {
             return relay::run(&args, &mut figures).await;
+        }
+        if args.reconcile_scale && args.state_only {
+            return reconcile_scale::state_only(&args, &mut figures);
         }
         if args.reconcile_scale {
             return reconcile_scale::run(&args, &mut figures).await;

@@ -139,6 +139,12 @@ pub async fn scan(
     rescan_every: u32,
 ) -> anyhow::Result<Option<(DriftReport, Vec<HashSet<u16>>)>> {
     let started = Instant::now();
+    let mut stages: Vec<(&str, u128)> = Vec::new();
+    let mut stage = |name, since: &mut Instant| {
+        stages.push((name, since.elapsed().as_millis()));
+        *since = Instant::now();
+    };
+    let mut since = Instant::now();
     let collections = expected.collections();
     let mut counts = Vec::with_capacity(collections.len());
     for collection in collections {
@@ -157,6 +163,7 @@ pub async fn scan(
             .entry(bucket_of(id))
             .or_default() += 1;
     }
+    stage("counts", &mut since);
     let rotation = book.rotation(rescan_every);
     let mut selected: Vec<HashSet<u16>> = Vec::with_capacity(collections.len());
     let mut extent = ScanExtent::default();
@@ -183,6 +190,7 @@ pub async fn scan(
                 pick.insert(*b);
             }
         }
+        stage("select", &mut since);
         if counts[c].unbucketed > 0 {
             let (numeric, buckets) = unbucketed(sink, collection).await?;
             pick.extend(buckets);
@@ -199,7 +207,9 @@ pub async fn scan(
             buckets: &pick,
             expected_live: &expected_live[c],
         };
+        stage("unbucketed", &mut since);
         let points = rescan.run(sink, expected, &mut report, &mut seen).await?;
+        stage("rescan", &mut since);
         extent.buckets += pick.len() as u64;
         extent.points += points;
         let live = sink.count_live(collection).await?;
@@ -207,8 +217,17 @@ pub async fn scan(
         report.live_by_collection.insert(collection.clone(), live);
         selected.push(pick);
     }
+    stage("live", &mut since);
     missing_in(expected, &selected, &seen, &mut report);
+    stage("missing", &mut since);
     tombstone_vectors(sink, expected, vector_names, &mut report).await?;
+    stage("tombstones", &mut since);
+    tracing::debug!(
+        ?stages,
+        buckets = extent.buckets,
+        points = extent.points,
+        "bucketed scan (ms per stage)"
+    );
     report.sort();
     report.duration = started.elapsed();
     report.rescanned = Some(extent);

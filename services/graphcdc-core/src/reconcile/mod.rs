@@ -171,6 +171,7 @@ impl Reconciler {
             self.state_topic_verified = true;
         }
         self.catch_up().await?;
+        let caught_up = started.elapsed();
         let touched = self.expected.take_touched();
         let sink = self.sink.as_ref();
         let bucketed = match self.rescan_every > 1 && self.buckets.primed() {
@@ -201,7 +202,14 @@ impl Reconciler {
                 report
             }
         };
+        let scanned = started.elapsed();
         self.recheck(&mut report, grace).await?;
+        tracing::debug!(
+            catch_up_ms = caught_up.as_millis() as u64,
+            scan_ms = (scanned - caught_up).as_millis() as u64,
+            recheck_ms = (started.elapsed() - scanned).as_millis() as u64,
+            "check stages"
+        );
         self.sight_orphans(&report);
         report.duration = started.elapsed();
         self.record(&report);
