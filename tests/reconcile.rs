@@ -2,7 +2,8 @@
 //! class is injected by hand, detected with exact counts, and repaired in both modes;
 //! checks while a processor applies a live stream find nothing; the guards
 //! (`reconcile/guards.rs`) hold; the continuous mode serves its drift over HTTP
-//! (`reconcile/metrics.rs`); a bucketed check reports what a full check reports
+//! (`reconcile/metrics.rs`) and rides out a failing sink, and same-version rewrites stay
+//! within a budget across checks (`reconcile/resilience.rs`); a bucketed check reports what a full check reports
 //! (`reconcile/buckets.rs`).
 
 mod support;
@@ -13,6 +14,8 @@ mod buckets;
 mod guards;
 #[path = "reconcile/metrics.rs"]
 mod metrics;
+#[path = "reconcile/resilience.rs"]
+mod resilience;
 
 use graphcdc_core::codec::Format;
 use graphcdc_core::demo::drift::{self, DriftPlan};

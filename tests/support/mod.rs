@@ -414,6 +414,7 @@ pub enum Call<'a> {
     Versions,
     Write(&'a [PointWrite]),
     Purge,
+    Scan,
 }
 
 /// The real embedded sink, with a fault injected wherever `fault` returns an error.
@@ -465,6 +466,7 @@ impl VectorSink for FaultySink {
         from: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, SinkError> {
+        self.check(Call::Scan)?;
         self.inner.scan(c, from, limit).await
     }
     async fn get(&self, c: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
