@@ -168,10 +168,18 @@ impl ExpectedState {
     /// does not answer those.
     fn watermarks(&self) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
         let batched = (|| -> Option<HashMap<i32, (i64, i64)>> {
-            let ends = |timestamp: i64| -> Option<HashMap<i32, i64>> {
+            // The "timestamps" Beginning (-2) and End (-1) ask for the earliest and
+            // the latest offset (rdkafka refuses them as `Offset::Offset(-2)`).
+            let ends = |at: Offset| -> Option<HashMap<i32, i64>> {
+                let mut request = TopicPartitionList::new();
+                for e in self.consumer.assignment().ok()?.elements() {
+                    request
+                        .add_partition_offset(&self.topic, e.partition(), at)
+                        .ok()?;
+                }
                 let tpl = self
                     .consumer
-                    .offsets_for_timestamp(timestamp, kafka::ADMIN_TIMEOUT)
+                    .offsets_for_times(request, kafka::ADMIN_TIMEOUT)
                     .ok()?;
                 tpl.elements()
                     .iter()
@@ -181,7 +189,7 @@ impl ExpectedState {
                     })
                     .collect()
             };
-            let (low, high) = (ends(-2)?, ends(-1)?);
+            let (low, high) = (ends(Offset::Beginning)?, ends(Offset::End)?);
             low.into_iter()
                 .map(|(p, low)| Some((p, (low, *high.get(&p)?))))
                 .collect()
