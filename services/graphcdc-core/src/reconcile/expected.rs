@@ -13,7 +13,8 @@
 //!   (another producer) is taken as deleting the version it removes. A tombstone older
 //!   than the version held is ignored.
 //! - A key whose labels no longer map to a collection leaves it only when that record is
-//!   not older than the point held there.
+//!   not older than the point held there; a record older than any version held for its
+//!   key, in any collection, is ignored whole.
 //!
 //! Markers cost about 40 bytes per deleted key still on the topic (compaction removes
 //! tombstones after `delete.retention.ms`; a marker stays while the reader runs). What no
@@ -319,23 +320,20 @@ impl ExpectedState {
             self.invalid_records += 1;
             return Ok(());
         };
-        // A key's labels may change: forget it in collections it no longer maps to,
-        // unless what is held there is newer than this record.
-        let mapped: HashSet<Uuid> = writes.iter().map(|w| w.id).collect();
-        for (c, collection) in self.collections.clone().iter().enumerate() {
-            let id = point_id(collection, &key);
-            if !mapped.contains(&id) && self.points.contains_key(&id) {
-                let at_ms = record.timestamp_ms.unwrap_or(0);
-                let deleted = &mut self.deleted;
-                fold_delete(&mut self.points, deleted, id, Some(state.version), at_ms);
-                self.touch(&id, c as u16);
+        let ids: Vec<Uuid> = self
+            .collections
+            .iter()
+            .map(|collection| point_id(collection, &key))
+            .collect();
+        let writes: Vec<(Uuid, ExpectedPoint)> = writes
+            .iter()
+            .map(|w| (w.id, self.expected_point(w, record)))
+            .collect();
+        let at_ms = record.timestamp_ms.unwrap_or(0);
+        if fold_state(&mut self.points, &mut self.deleted, &ids, writes, state.version, at_ms) {
+            for (c, id) in ids.iter().enumerate() {
+                self.touch(id, c as u16);
             }
-        }
-        for write in writes {
-            let expected = self.expected_point(&write, record);
-            let collection = expected.collection;
-            fold_upsert(&mut self.points, &mut self.deleted, write.id, expected);
-            self.touch(&write.id, collection);
         }
         Ok(())
     }
@@ -480,6 +478,43 @@ pub fn fold_delete(
     }
 }
 
+/// Fold a decoded state record of one key at `version` into `points`: `ids` is the key's
+/// point id in every collection, `writes` the points its labels map to. A key's labels
+/// may change, so it is forgotten in the collections it no longer maps to unless what is
+/// held there is newer. A record is the whole entity: one older than any version held
+/// for the key in any collection is ignored (else, read after a newer record that left a
+/// label, it would bring the point back in that label's collection). Returns whether it
+/// was applied.
+pub fn fold_state(
+    points: &mut HashMap<Uuid, ExpectedPoint>,
+    deleted: &mut HashMap<Uuid, DeletedAt>,
+    ids: &[Uuid],
+    writes: Vec<(Uuid, ExpectedPoint)>,
+    version: i64,
+    at_ms: i64,
+) -> bool {
+    let newest = ids
+        .iter()
+        .filter_map(|id| {
+            let live = points.get(id).map(|p| p.version);
+            live.max(deleted.get(id).map(|d| d.version))
+        })
+        .max();
+    if newest.is_some_and(|newest| version < newest) {
+        return false;
+    }
+    let mapped: HashSet<Uuid> = writes.iter().map(|(id, _)| *id).collect();
+    for id in ids {
+        if !mapped.contains(id) && points.contains_key(id) {
+            fold_delete(points, deleted, *id, Some(version), at_ms);
+        }
+    }
+    for (id, point) in writes {
+        fold_upsert(points, deleted, id, point);
+    }
+    true
+}
+
 /// Source of the events the reconciler writes.
 pub fn repair_source() -> Source {
     Source {
@@ -520,6 +555,28 @@ mod tests {
             }
         }
         points.get(&id).map(|p| p.version)
+    }
+
+    /// A key mapped to collection 0 only at v2 (it lost the label of collection 1), its
+    /// v1 record mapped to both: whatever the order, collection 1 expects nothing.
+    #[test]
+    fn a_lost_label_stays_lost_when_the_older_record_is_read_last() {
+        let ids = [Uuid::from_u128(10), Uuid::from_u128(11)];
+        let at = |c: u16, version: i64| ExpectedPoint {
+            collection: c,
+            ..point(version)
+        };
+        let v1 = || vec![(ids[0], at(0, 1)), (ids[1], at(1, 1))];
+        let v2 = || vec![(ids[0], at(0, 2))];
+        for (name, order) in [("in order", [1, 2]), ("newer first", [2, 1])] {
+            let (mut points, mut deleted) = (HashMap::new(), HashMap::new());
+            for version in order {
+                let writes = if version == 1 { v1() } else { v2() };
+                fold_state(&mut points, &mut deleted, &ids, writes, version, 0);
+            }
+            assert_eq!(points.get(&ids[0]).map(|p| p.version), Some(2), "{name}");
+            assert_eq!(points.get(&ids[1]), None, "{name}: the lost label's point");
+        }
     }
 
     #[test]
