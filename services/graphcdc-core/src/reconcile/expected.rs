@@ -330,7 +330,14 @@ impl ExpectedState {
             .map(|w| (w.id, self.expected_point(w, record)))
             .collect();
         let at_ms = record.timestamp_ms.unwrap_or(0);
-        if fold_state(&mut self.points, &mut self.deleted, &ids, writes, state.version, at_ms) {
+        if fold_state(
+            &mut self.points,
+            &mut self.deleted,
+            &ids,
+            writes,
+            state.version,
+            at_ms,
+        ) {
             for (c, id) in ids.iter().enumerate() {
                 self.touch(id, c as u16);
             }
