@@ -4,7 +4,8 @@
 //! damage the graph "behind the trigger's back" (no outbox entry).
 //!
 //! - nodes lost without a delete and nodes never captured are found exactly, per label,
-//!   and repaired through the log: graph.state and the sink converge on Neo4j;
+//!   and repaired through the log (outbox entries that a relay running beside the audit
+//!   publishes): graph.state and the sink converge on Neo4j;
 //! - a loss above the delete ratio is refused (nothing published) unless forced;
 //! - a node whose Neo4j version went below graph.state's (a restored Neo4j) is `behind`,
 //!   and `--bump-epoch` moves every counter above graph.state;
@@ -16,7 +17,10 @@
 mod bolt;
 mod support;
 
-use bolt::{empty_database, neo4j_section, read_all, relay_harness, relay_until_empty};
+use bolt::{
+    empty_database, neo4j_section, outbox_depth, read_all, relay_harness, relay_until_empty,
+    start_relay,
+};
 use graphcdc_core::audit::repair::AuditRepairOptions;
 use graphcdc_core::audit::{AuditClass, AuditOptions, AuditReport, Auditor};
 use graphcdc_core::capture::backfill;
@@ -233,8 +237,10 @@ async fn lost_and_uncaptured_nodes_are_found_per_label_and_repaired_through_the_
     );
     assert!(!found.is_clean());
 
-    // Repair through the log while a processor applies the change topic.
+    // Repair through the log (outbox entries the relay publishes) while a processor
+    // applies the change topic.
     let running = h.start_processor(sink.clone()).await;
+    let relay = start_relay(&h);
     let result = auditor
         .run_once(&options(40, Some(AuditRepairOptions::default())))
         .await
@@ -245,7 +251,14 @@ async fn lost_and_uncaptured_nodes_are_found_per_label_and_repaired_through_the_
         (5, 10, 0),
         "{repair:?}"
     );
+    assert_eq!(
+        (repair.entries.len(), repair.unpublished),
+        (15, 0),
+        "the relay published every entry"
+    );
     assert!(result.remaining.is_clean(), "{:?}", result.remaining);
+    assert!(result.is_clean());
+    relay.drain_and_stop(&graph).await;
     h.wait_caught_up(Duration::from_secs(90)).await;
     running.stop().await;
 
@@ -326,13 +339,16 @@ async fn a_loss_above_the_delete_ratio_is_refused_unless_forced() {
     );
     let after: Vec<i64> = topics.iter().map(|t| end_of(&h, t)).collect();
     assert_eq!(before, after, "nothing published");
+    assert_eq!(outbox_depth(&graph).await, 0, "nothing written");
     assert_eq!(
         counter(&graph, "node:d-000").await,
         Some(1),
         "no counter raised"
     );
 
+    let relay = start_relay(&h);
     let forced = h.cli(["audit", "--repair", "--force", "--no-sink", "--grace", "0s"]);
+    relay.drain_and_stop(&graph).await;
     let text = String::from_utf8_lossy(&forced.stdout);
     assert_eq!(
         forced.status.code(),
@@ -401,10 +417,12 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
     // The repair publishes Neo4j's content above graph.state's version.
     let sink = h.open_sink();
     let mut auditor = Auditor::new(h.config.clone(), None).unwrap();
+    let relay = start_relay(&h);
     let result = auditor
         .run_once(&options(8, Some(AuditRepairOptions::default())))
         .await
         .unwrap();
+    relay.drain_and_stop(&graph).await;
     assert_eq!(
         result.found.count(AuditClass::Behind),
         4,
@@ -430,6 +448,9 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
     ] {
         graph.run(query(statement)).await.unwrap();
     }
+    // The epoch bump runs while no relay publishes (the outbox is empty); the repair's
+    // entries are published by a relay started with it.
+    let relay = start_relay(&h);
     let out = h.cli([
         "audit",
         "--bump-epoch",
@@ -439,6 +460,7 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
         "0s",
         "--json",
     ]);
+    relay.drain_and_stop(&graph).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -533,13 +555,15 @@ dimension = 4
         [("Doc".to_owned(), 30, 30), ("[:MENTIONS]".to_owned(), 2, 2)]
     );
 
-    // The other capture path: a backfill publishes every entity again (new versions);
-    // still clean.
+    // The other capture path: a backfill writes every entity again (new versions), the
+    // relay publishes them; still clean.
     let checkpoint = h.dir.path().join("backfill.json");
     let done = backfill::run(&h.config, &checkpoint, 7, CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(done.published, 32);
+    assert_eq!(done.written, 32);
+    let relayed = relay_until_empty(&h, &graph).await;
+    assert_eq!(relayed.published.get(), 32);
     let report = auditor.check(&options(7, None)).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
     assert_eq!(report.targets[0].in_sync, 30);
@@ -569,7 +593,9 @@ dimension = 4
         force: true,
         ..AuditRepairOptions::default()
     };
+    let relay = start_relay(&h);
     let result = auditor.run_once(&options(7, Some(repair))).await.unwrap();
+    relay.drain_and_stop(&graph).await;
     let counts = per_label(&result.found);
     assert_eq!(
         [

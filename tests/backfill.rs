@@ -1,16 +1,22 @@
 //! The backfill against a real Bolt server (ArcadeDB, started by tests/run.sh) and the
-//! broker: it bumps the trigger's version counter and publishes that version, it
+//! broker: it bumps the trigger's version counter and writes that version to the outbox
+//! in the same transaction (the relay publishes it, in version order with live changes),
+//! it
 //! serializes properties exactly as the trigger's `apoc.convert.toJson` (so a backfilled
 //! and a live-captured node hash equal), it honours `capture.exclude_properties`, it
 //! backfills relationship mappings and integer keys, and an entity it cannot publish
 //! does not stop it. Also: the reconciler refuses a direct-mode deployment.
 
+#[allow(dead_code)]
+#[path = "support/bolt.rs"]
+mod bolt;
 mod support;
 
+use graphcdc_core::capture::backfill::page::{self, Target};
 use graphcdc_core::capture::backfill::{self, BackfillReport};
-use graphcdc_core::capture::{connect, outbox_event, OutboxRow};
+use graphcdc_core::capture::{outbox_event, OutboxRow};
 use graphcdc_core::codec::Codec;
-use graphcdc_core::event::{CaptureMode, ChangeEvent, EntityState, PropertyValue};
+use graphcdc_core::event::{CaptureMode, ChangeEvent, EntityState, Op, PropertyValue};
 use graphcdc_core::mapping::Mapper;
 use neo4rs::{query, Graph};
 use std::collections::BTreeMap;
@@ -21,23 +27,20 @@ use tokio_util::sync::CancellationToken;
 /// are those of tests/run.sh (cdc1..): test binaries run one after the other, and each
 /// test of this one has its own.
 async fn harness(name: &str, database: &str, extra: &str) -> (Harness, Graph) {
-    let uri = std::env::var("GRAPHCDC_TEST_BOLT")
-        .expect("GRAPHCDC_TEST_BOLT is not set: run the tests with tests/run.sh, which starts a Bolt server");
-    let password = std::env::var("GRAPHCDC_TEST_BOLT_PASSWORD").unwrap_or_default();
-    let section = format!(
-        "[neo4j]\nuri = \"{uri}\"\nuser = \"root\"\npassword = \"{password}\"\ndatabase = \"{database}\"\n{extra}"
-    );
-    let h = Harness::with_extra(name, &section).await;
-    let graph = connect(&h.config.neo4j).unwrap();
-    graph.run(query("MATCH (n) DETACH DELETE n")).await.unwrap();
+    let section = format!("{}{extra}", bolt::neo4j_section(database));
+    let h = bolt::relay_harness(name, &section).await;
+    let graph = bolt::empty_database(&h).await;
     (h, graph)
 }
 
-async fn backfill(h: &Harness, page_size: usize) -> BackfillReport {
+/// Run the backfill, then the relay until it published every entry the backfill wrote.
+async fn backfill(h: &Harness, graph: &Graph, page_size: usize) -> BackfillReport {
     let checkpoint = h.dir.path().join("backfill.json");
-    backfill::run(&h.config, &checkpoint, page_size, CancellationToken::new())
+    let report = backfill::run(&h.config, &checkpoint, page_size, CancellationToken::new())
         .await
-        .unwrap()
+        .unwrap();
+    bolt::relay_until_empty(h, graph).await;
+    report
 }
 
 /// The first `count` records of the change topic, decoded.
@@ -72,7 +75,7 @@ async fn counter(graph: &Graph, key: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_bumps_the_version_counter_and_publishes_that_version() {
+async fn backfill_bumps_the_version_counter_and_the_relay_publishes_that_version() {
     let (h, graph) = harness("bf-version", "cdc1", "").await;
     graph
         .run(query(
@@ -82,8 +85,8 @@ async fn backfill_bumps_the_version_counter_and_publishes_that_version() {
         ))
         .await
         .unwrap();
-    let report = backfill(&h, 10).await;
-    assert_eq!((report.published, report.complete), (2, true));
+    let report = backfill(&h, &graph, 10).await;
+    assert_eq!((report.written, report.complete), (2, true));
     let events = changes(&h, 2).await;
     let version = |key: &str| events.iter().find(|e| e.key == key).unwrap().version;
     // The live event of version 3 (already applied, or still in flight) can never be
@@ -126,8 +129,8 @@ async fn a_backfilled_node_hashes_equal_to_the_same_node_captured_live() {
         .run(query(NODE).param("blob", vec![1u8, 2, 250]))
         .await
         .unwrap();
-    let report = backfill(&h, 10).await;
-    assert_eq!((report.published, report.failed), (1, 0));
+    let report = backfill(&h, &graph, 10).await;
+    assert_eq!((report.written, report.failed), (1, 0));
     let backfilled = changes(&h, 1).await.remove(0);
     assert_eq!(backfilled.source.mode, CaptureMode::Backfill);
     assert!(
@@ -157,6 +160,7 @@ async fn a_backfilled_node_hashes_equal_to_the_same_node_captured_live() {
         end_key: None,
         db: Some("cdc2".into()),
         traceparent: None,
+        source: None,
     })
     .unwrap();
     assert_eq!(backfilled.properties, live.properties);
@@ -192,13 +196,13 @@ dimension = 4
         .await
         .unwrap();
     // Pages of 2: integer keys continue from an integer, the point's page is not retried.
-    let report = backfill(&h, 2).await;
+    let report = backfill(&h, &graph, 2).await;
     assert!(report.complete, "{report:?}");
     assert_eq!(report.failed, 1, "c1 has a point: skipped and counted");
-    assert_eq!(report.published, 1 + 5 + 2);
-    let again = backfill(&h, 2).await;
+    assert_eq!(report.written, 1 + 5 + 2);
+    let again = backfill(&h, &graph, 2).await;
     assert_eq!(
-        (again.published, again.complete),
+        (again.written, again.complete),
         (0, true),
         "the checkpoint is done"
     );
@@ -237,4 +241,77 @@ async fn the_reconciler_refuses_a_direct_mode_deployment() {
         "{message}"
     );
     assert_eq!(message, graphcdc_core::reconcile::DIRECT_MODE_REFUSAL);
+}
+
+/// Issue #12: a backfill record must never land after a live one. The backfill's page
+/// bumps c1's counter to 4 and commits; a live change commits right after (5) and is
+/// relayed. graph.state's last record for c1 must be the live 5, and graph.changes must
+/// hold the backfill's 4 before it: the page's entry committed with its bump, and the
+/// relay publishes a key's entries in version order. (Fails on the backfill that
+/// published its page itself after the commit: graph.state ended on 4.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_change_committed_after_a_backfill_page_stays_last_in_graph_state() {
+    let (h, graph) = bolt::harness("bf-race", "dig2").await;
+    graph
+        .run(query(
+            "CREATE (:Doc {uuid: 'c1', text: 'before', embedding: [1.0, 0.5, 0.25, 0.125]}),
+                    (:CdcVersion {key: 'node:c1', version: 3})",
+        ))
+        .await
+        .unwrap();
+    // The backfill's page transaction: bump to 4 under the lock, read, write the entry,
+    // commit.
+    let target = Target::of(&h.config.mappings[0]).unwrap();
+    let keys = [serde_json::json!("c1")];
+    let written = page::write_locked(
+        &graph,
+        &target,
+        &h.config.capture,
+        None,
+        10,
+        &keys,
+        "dig2",
+        CaptureMode::Backfill,
+    )
+    .await
+    .unwrap();
+    assert_eq!((written.entries, written.failed.len()), (1, 0));
+    assert_eq!(counter(&graph, "node:c1").await, 4);
+    // A live change commits right after: the trigger bumps to 5 and writes its entry,
+    // and the relay publishes it. (Before, the backfill published its page itself after
+    // this point, so its v4 landed after the live v5.)
+    graph
+        .run(query(
+            "MATCH (n:Doc {uuid: 'c1'}), (v:CdcVersion {key: 'node:c1'})
+             SET n.text = 'c1 v5', v.version = v.version + 1",
+        ))
+        .await
+        .unwrap();
+    bolt::write_outbox(&graph, &[support::doc("c1", 5, Op::Upsert)]).await;
+    bolt::relay_until_empty(&h, &graph).await;
+
+    let codec = Codec::local();
+    let mut state = Vec::new();
+    for (key, value) in bolt::read_all(&h, &h.config.kafka.state_topic) {
+        if key == "c1" {
+            state.push(codec.decode_state(&value.unwrap()).await.unwrap().version);
+        }
+    }
+    assert_eq!(
+        state.last(),
+        Some(&5),
+        "graph.state went backwards: {state:?}"
+    );
+    let mut changes = Vec::new();
+    for (key, value) in bolt::read_all(&h, &h.config.kafka.changes_topic) {
+        if key == "c1" {
+            let event = codec.decode_change(&value.unwrap()).await.unwrap();
+            changes.push((event.version, event.source.mode));
+        }
+    }
+    assert_eq!(
+        changes,
+        [(4, CaptureMode::Backfill), (5, CaptureMode::Outbox)],
+        "the relay publishes the backfill's entry, then the live one"
+    );
 }

@@ -326,7 +326,7 @@ async fn a_re_emitted_node_is_canonical_without_excluded_properties() {
     let report = backfill::run(&h.config, &checkpoint, 10, CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!((report.published, report.failed), (1, 0));
+    assert_eq!((report.written, report.failed), (1, 0));
     relay_until_empty(&h, &graph).await;
     let backfilled = changes(&h).await["c1"]
         .iter()

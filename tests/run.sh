@@ -141,7 +141,7 @@ start_arcadedb() {
       -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
       -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$bolt" \
       -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
-      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root];relay1[root];relay2[root];relay3[root];audit1[root];audit2[root];audit3[root];audit4[root];ctx1[root];ctx2[root];ctx3[root];ctx4[root];ctx5[root]" \
+      "-Darcadedb.server.defaultDatabases=cdc1[root];cdc2[root];cdc3[root];cdc4[root];cdc5[root];relay1[root];relay2[root];relay3[root];audit1[root];audit2[root];audit3[root];audit4[root];ctx1[root];ctx2[root];ctx3[root];ctx4[root];ctx5[root];dig2[root]" \
       -Darcadedb.bolt.defaultDatabase=cdc1 \
       com.arcadedb.server.ArcadeDBServer
   ) >"$ARCADE_DIR/arcadedb.log" 2>&1 &

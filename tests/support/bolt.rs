@@ -217,3 +217,34 @@ pub fn stream(keys: usize, versions: i64) -> Vec<ChangeEvent> {
     }
     events
 }
+
+/// A relay running in the background of a test (e.g. while the backfill or the audit's
+/// repair writes outbox entries), until [`RunningRelay::stop`].
+pub struct RunningRelay {
+    pub stats: Arc<RelayStats>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Start a relay of `h`'s database.
+pub fn start_relay(h: &Harness) -> RunningRelay {
+    let stats = Arc::new(RelayStats::default());
+    let relay = Relay::new(h.config.clone(), stats.clone()).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    RunningRelay {
+        stats,
+        shutdown,
+        task,
+    }
+}
+
+impl RunningRelay {
+    /// Wait until the outbox is empty, then stop.
+    pub async fn drain_and_stop(self, graph: &Graph) -> Arc<RelayStats> {
+        wait_outbox_empty(graph).await;
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        self.stats
+    }
+}

@@ -128,7 +128,8 @@ pub(crate) enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Snapshot the existing graph into the topics; resumable from a checkpoint file.
+    /// Snapshot the existing graph as outbox entries (source backfill) that the relay
+    /// publishes (run it); resumable from a checkpoint file.
     Backfill {
         /// Checkpoint file (created when missing; resume by running again).
         #[arg(long, default_value = "graphcdc-backfill.json")]
@@ -180,8 +181,9 @@ pub(crate) enum Command {
 /// Options of `graphcdc audit`.
 #[derive(clap::Args)]
 pub(crate) struct AuditArgs {
-    /// Repair through the log: upserts and tombstones (source mode `repair`) on the
-    /// change topic and graph.state, so graph.state and every sink heal.
+    /// Repair through the log: upserts and tombstones (source mode `repair`) written as
+    /// outbox entries that the relay publishes (it must run) to the change topic and
+    /// graph.state, so graph.state and every sink heal.
     #[arg(long)]
     pub(crate) repair: bool,
     /// With --repair: print the plan (and what the guard would refuse), publish nothing.
@@ -207,7 +209,8 @@ pub(crate) struct AuditArgs {
     /// the sink check's grace (e.g. 5s, 0s).
     #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
     pub(crate) grace: Duration,
-    /// After a repair: how long to wait for graph.state and the sink to converge.
+    /// After a repair: how long to wait for the relay to publish the repair's outbox
+    /// entries and for graph.state and the sink to converge.
     #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
     pub(crate) settle_timeout: Duration,
     /// A restored Neo4j: first move every version counter into the next epoch (a multiple

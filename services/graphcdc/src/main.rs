@@ -159,13 +159,12 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             page_size,
         } => {
             let config = load()?;
-            ensure_topics(&config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             let report = backfill::run(&config, &checkpoint, page_size.max(1), shutdown).await?;
             println!(
-                "backfill: published={} already_published={} failed={} complete={}",
-                report.published, report.already_published, report.failed, report.complete
+                "backfill: written={} failed={} complete={} (outbox entries: the relay publishes them)",
+                report.written, report.failed, report.complete
             );
             Ok(ExitCode::SUCCESS)
         }

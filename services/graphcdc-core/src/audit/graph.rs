@@ -309,6 +309,21 @@ async fn pending(graph: &Graph, keys: &[String]) -> anyhow::Result<HashSet<Strin
     Ok(found)
 }
 
+/// The lookup of `chunk` (keys as graph.state spells them) as `target`: rows with `key`.
+fn exists_query(ctx: &Context<'_>, target: &Target, chunk: &[String]) -> neo4rs::Query {
+    let capture = &ctx.config.capture;
+    match target {
+        // A key is text in graph.state: look it up as a string and, when it reads as
+        // one, as an integer (integer keys are published as their decimal text).
+        Target::Label { .. } => {
+            query(&page::text(NODES_READ, target, capture)).param("keys", key_params(chunk))
+        }
+        Target::Type { .. } => {
+            query(&page::text(RELS_EXIST, target, capture)).param("keys", chunk.to_vec())
+        }
+    }
+}
+
 /// Of `keys` (as graph.state spells them), those that exist in Neo4j as `target`.
 ///
 /// # Errors
@@ -318,25 +333,37 @@ pub async fn existing(
     target: &Target,
     keys: &[String],
 ) -> anyhow::Result<HashSet<String>> {
-    let capture = &ctx.config.capture;
     let mut found = HashSet::new();
     for chunk in keys.chunks(LOOKUP_CHUNK) {
-        let q = match target {
-            // A key is text in graph.state: look it up as a string and, when it reads as
-            // one, as an integer (integer keys are published as their decimal text).
-            Target::Label { .. } => {
-                query(&page::text(NODES_READ, target, capture)).param("keys", key_params(chunk))
-            }
-            Target::Type { .. } => {
-                query(&page::text(RELS_EXIST, target, capture)).param("keys", chunk.to_vec())
-            }
-        };
         let mut rows = ctx
             .graph
-            .execute(q)
+            .execute(exists_query(ctx, target, chunk))
             .await
             .with_context(|| format!("looking up keys of {}", target.name()))?;
         while let Some(row) = rows.next().await? {
+            found.insert(page::key_text(&page::key_of(&row)?));
+        }
+    }
+    Ok(found)
+}
+
+/// As [`existing`], inside `txn` (reads what committed before, and `txn`'s own writes).
+///
+/// # Errors
+/// When Neo4j cannot be read.
+pub async fn existing_in(
+    txn: &mut neo4rs::Txn,
+    ctx: &Context<'_>,
+    target: &Target,
+    keys: &[String],
+) -> anyhow::Result<HashSet<String>> {
+    let mut found = HashSet::new();
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let mut rows = txn
+            .execute(exists_query(ctx, target, chunk))
+            .await
+            .with_context(|| format!("looking up keys of {}", target.name()))?;
+        while let Some(row) = rows.next(txn.handle()).await? {
             found.insert(page::key_text(&page::key_of(&row)?));
         }
     }

@@ -22,8 +22,9 @@
 //! look before it is reported ([`graph::second_look`]): graph.state is read to its new end,
 //! the entity is read again, and a key with an outbox entry the relay has not published is
 //! in flight, not drift. A repair goes through the log ([`repair`]): upserts and tombstones
-//! (source mode `repair`) on the change and state topics, so every sink heals alike, under
-//! the reconciler's delete guard and a rate limit.
+//! (source mode `repair`) written as outbox entries that the relay publishes to the change
+//! and state topics (the relay must run), so every sink heals alike, under the
+//! reconciler's delete guard and a rate limit.
 
 pub mod epoch;
 pub mod graph;
@@ -43,6 +44,7 @@ use crate::reconcile::guard::Budget;
 use crate::reconcile::Reconciler;
 use crate::sink::VectorSink;
 use crate::stats::DriftGauges;
+use anyhow::Context as _;
 use serde::Serialize;
 use state::{LogEntry, LogState};
 use std::collections::BTreeMap;
@@ -52,6 +54,9 @@ use targets::Targets;
 
 /// Where the runbook of a restored Neo4j lives.
 pub const RESTORE_RUNBOOK: &str = "docs/runbooks.md#graphcdcstaleskipshigh";
+
+const OUTBOX_UNPUBLISHED: &str =
+    include_str!("../../../../deploy/neo4j/queries/audit-outbox-unpublished.cypher");
 
 /// How Neo4j and graph.state differ for one entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -248,6 +253,12 @@ impl AuditResult {
             .as_ref()
             .is_some_and(|r| r.refused.is_some() && !r.dry_run)
     }
+
+    /// Neo4j, graph.state and the sink agree, and the relay published every outbox entry
+    /// the repair wrote.
+    pub fn is_clean(&self) -> bool {
+        self.remaining.is_clean() && self.repair.as_ref().is_none_or(|r| r.unpublished == 0)
+    }
 }
 
 /// Audits Neo4j against graph.state (and, with a sink, the sink against graph.state).
@@ -375,20 +386,22 @@ impl Auditor {
             targets: &self.targets,
             db: &self.db,
         };
-        let publisher = crate::kafka::ChangePublisher::new(
-            &self.config.kafka,
-            self.codec.clone(),
-            crate::codec::Format::Avro,
-        )?;
-        repair::repair(
-            &ctx,
-            &publisher,
-            report,
-            &mut self.budget,
-            options,
-            page_size,
-        )
-        .await
+        repair::repair(&ctx, report, &mut self.budget, options, page_size).await
+    }
+
+    /// Of the outbox entries `ids`: how many are still there, and how many of those the
+    /// relay may still publish (not marked failed).
+    async fn unpublished(&self, ids: &[String]) -> anyhow::Result<(usize, usize)> {
+        let (mut unpublished, mut waiting) = (0, 0);
+        for chunk in ids.chunks(1_000) {
+            let q = neo4rs::query(OUTBOX_UNPUBLISHED).param("ids", chunk.to_vec());
+            let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
+            if let Some(row) = rows.next().await? {
+                unpublished += row.get::<i64>("unpublished").unwrap_or(0) as usize;
+                waiting += row.get::<i64>("waiting").unwrap_or(0) as usize;
+            }
+        }
+        Ok((unpublished, waiting))
     }
 
     /// Audit, repair when asked, and audit again until graph.state and the sink agree
@@ -421,6 +434,22 @@ impl Auditor {
             });
         }
         let until = Instant::now() + options.settle_timeout;
+        // The relay publishes the repair's entries; judge again once it did.
+        let mut outcome = outcome;
+        loop {
+            let (unpublished, waiting) = self.unpublished(&outcome.entries).await?;
+            outcome.unpublished = unpublished;
+            if waiting == 0 || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if outcome.unpublished > 0 {
+            tracing::warn!(
+                unpublished = outcome.unpublished,
+                "the relay has not published every outbox entry of the repair: is `graphcdc relay` running?"
+            );
+        }
         let remaining = loop {
             let again = self.check(options).await?;
             if again.is_clean() || Instant::now() >= until {

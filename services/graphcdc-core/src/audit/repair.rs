@@ -1,29 +1,29 @@
-//! The audit's repair, through the log: events with source mode `repair` on the change
-//! topic and graph.state, so graph.state and every sink heal alike.
+//! The audit's repair, through the log: outbox entries with source `repair`, written in
+//! the transaction that bumps each entity's counter and published by **the relay** (which
+//! must run), so graph.state and every sink heal alike, and a live change committed after
+//! a repair is always published after it (graph.state never goes backwards).
 //!
 //! - **Upserts** (`uncaptured`, `stale`, `differs`, `behind`): each counter is first
 //!   raised to at least the version graph.state holds (`audit-raise.cypher`), then the
-//!   backfill's page transaction bumps it and reads the entity after that lock
-//!   ([`page::read_locked`]): the published version is above anything graph.state holds
-//!   and paired with the content of that version, and a concurrent commit gets a higher
-//!   one.
-//! - **Tombstones** (`lost`): the counter is raised above graph.state's version (created
-//!   when missing, so a later create of the key goes higher still) and committed, then the
-//!   entity is looked up: a create that committed before is seen (no tombstone), one that
-//!   commits later waited for the counter's lock and has a higher version than the
-//!   tombstone.
+//!   backfill's page transaction bumps it, reads the entity after that lock and writes its
+//!   entry ([`page::write_locked`]): the version is above anything graph.state holds and
+//!   paired with the content of that version, and a concurrent commit gets a higher one.
+//! - **Tombstones** (`lost`): in one transaction, the counter is raised above
+//!   graph.state's version (created when missing, so a later create of the key goes
+//!   higher still), the entity is looked up, and a delete entry is written unless it
+//!   exists: a create that committed before is seen (no tombstone), one that commits
+//!   later waited for the counter's lock and has a higher version than the tombstone.
 //!
-//! Before anything is published the deletes of each label or type are checked against
+//! Before anything is written the deletes of each label or type are checked against
 //! the reconciler's delete budget ([`crate::reconcile::guard`]): a plan over
 //! `max_delete_ratio` of the entities graph.state holds live for it is refused whole
-//! unless forced. Publishing is paced to `rate_per_s` entities per second.
+//! unless forced. Writing is paced to `rate_per_s` entities per second.
 
 use super::graph::{self, Context};
 use super::{AuditClass, AuditReport, Finding};
 use crate::capture::backfill::page::{self, Target};
-use crate::capture::context;
+use crate::capture::outbox;
 use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, RelationshipEnds, Source};
-use crate::kafka::ChangePublisher;
 use crate::reconcile::guard::{validate_ratio, Budget, Spend};
 use crate::reconcile::repair::Pacer;
 use anyhow::Context as _;
@@ -36,7 +36,7 @@ const RAISE: &str = include_str!("../../../../deploy/neo4j/queries/audit-raise.c
 /// Limits of an audit repair.
 #[derive(Debug, Clone)]
 pub struct AuditRepairOptions {
-    /// Print the plan, publish nothing.
+    /// Print the plan, write nothing.
     pub dry_run: bool,
     /// Lift the delete budget.
     pub force: bool,
@@ -45,7 +45,7 @@ pub struct AuditRepairOptions {
     pub max_delete_ratio: f64,
     /// The budget's window.
     pub budget_window: Duration,
-    /// Entities published per second at most.
+    /// Entities written per second at most.
     pub rate_per_s: u32,
 }
 
@@ -76,19 +76,24 @@ impl AuditRepairOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditRepairOutcome {
     pub dry_run: bool,
-    /// Entities to publish again (upserts).
+    /// Entities to write again (upserts).
     pub upserts_planned: usize,
     /// Entities to delete (tombstones), per label or type.
     pub deletes_planned: BTreeMap<String, u64>,
-    /// Upserts published.
+    /// Upserts written to the outbox (the relay publishes them).
     pub upserts: usize,
-    /// Tombstones published.
+    /// Tombstones written to the outbox (the relay publishes them).
     pub tombstones: usize,
     /// Entities left alone at repair time: gone before their upsert, or back before their
     /// tombstone (the next audit judges them).
     pub skipped: usize,
-    /// Why the guard refuses the plan; nothing was published then.
+    /// Why the guard refuses the plan; nothing was written then.
     pub refused: Option<String>,
+    /// Event ids of the outbox entries written.
+    pub entries: Vec<String>,
+    /// Of those, the entries the relay had not published when the audit stopped waiting
+    /// (is the relay running?). Set by [`super::Auditor::run_once`].
+    pub unpublished: usize,
 }
 
 impl AuditRepairOutcome {
@@ -98,13 +103,12 @@ impl AuditRepairOutcome {
     }
 }
 
-/// Plan the repair of `report`, check it against the budget, and publish it.
+/// Plan the repair of `report`, check it against the budget, and write it to the outbox.
 ///
 /// # Errors
-/// Neo4j or broker errors (what was published before stays published: it is correct).
+/// Neo4j errors (what was written before stays written: it is correct).
 pub async fn repair(
     ctx: &Context<'_>,
-    publisher: &ChangePublisher,
     report: &AuditReport,
     budget: &mut Budget,
     options: &AuditRepairOptions,
@@ -183,18 +187,18 @@ pub async fn repair(
         let target = &targets[*index];
         for chunk in found.chunks(pacer.chunk()) {
             pacer.wait(chunk.len()).await;
-            let published = upsert(ctx, publisher, target, chunk, page_size).await?;
-            outcome.upserts += published;
-            outcome.skipped += chunk.len() - published;
+            let written = upsert(ctx, target, chunk, page_size, &mut outcome.entries).await?;
+            outcome.upserts += written;
+            outcome.skipped += chunk.len() - written;
         }
     }
     for (index, found) in &deletes {
         let target = &targets[*index];
         for chunk in found.chunks(pacer.chunk()) {
             pacer.wait(chunk.len()).await;
-            let published = tombstone(ctx, publisher, target, chunk).await?;
-            outcome.tombstones += published;
-            outcome.skipped += chunk.len() - published;
+            let written = tombstone(ctx, target, chunk, &mut outcome.entries).await?;
+            outcome.tombstones += written;
+            outcome.skipped += chunk.len() - written;
         }
     }
     Ok(outcome)
@@ -229,13 +233,14 @@ fn page_keys(found: &[&Finding]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Publish `found` again above graph.state's versions; returns how many were published.
+/// Write `found` again above graph.state's versions; returns how many entries were
+/// written (their event ids go to `entries`).
 async fn upsert(
     ctx: &Context<'_>,
-    publisher: &ChangePublisher,
     target: &Target,
     found: &[&Finding],
     page_size: usize,
+    entries: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
     ctx.graph
         .run(query(RAISE).param("rows", raise_rows(target, found, 0)))
@@ -244,7 +249,7 @@ async fn upsert(
     let capture = &ctx.config.capture;
     let after = found.first().and_then(|f| f.page_after.clone());
     let keys = page_keys(found);
-    let (mut events, failed) = page::read_locked(
+    let written = page::write_locked(
         ctx.graph,
         target,
         capture,
@@ -252,55 +257,63 @@ async fn upsert(
         page_size,
         &keys,
         ctx.db,
+        CaptureMode::Repair,
     )
     .await?;
-    for f in &failed {
+    for f in &written.failed {
         tracing::warn!(key = %f.key, error = %f.error, "entity cannot become an event; not repaired");
     }
-    let wanted: std::collections::HashSet<&str> = found.iter().map(|f| f.key.as_str()).collect();
-    events.retain(|e| wanted.contains(e.key.as_str()));
-    for event in &mut events {
-        event.source.mode = CaptureMode::Repair;
-    }
-    context::enrich(ctx.graph, &ctx.config.mappings, &mut events).await?;
-    publisher.publish_all(&events).await?;
-    Ok(events.len())
+    entries.extend(written.ids);
+    Ok(written.entries)
 }
 
-/// Publish tombstones for `found` above graph.state's versions, except for those that
-/// exist again; returns how many were published.
+/// Write tombstones for `found` above graph.state's versions, except for those that
+/// exist again, in the transaction that raises their counters; returns how many were
+/// written (their event ids go to `entries`).
 async fn tombstone(
     ctx: &Context<'_>,
-    publisher: &ChangePublisher,
     target: &Target,
     found: &[&Finding],
+    entries: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
     let mut txn = ctx
         .graph
         .start_txn()
         .await
         .context("starting a tombstone transaction")?;
-    let mut versions: HashMap<String, i64> = HashMap::new();
-    let rows = raise_rows(target, found, 1);
-    let mut stream = txn.execute(query(RAISE).param("rows", rows)).await?;
-    while let Some(row) = stream.next(txn.handle()).await? {
-        let counter: String = row.get("key")?;
-        let key = counter.split_once(':').map_or(counter.as_str(), |(_, k)| k);
-        versions.insert(key.to_owned(), row.get::<i64>("version")?);
-    }
+    let work = async {
+        let mut versions: HashMap<String, i64> = HashMap::new();
+        let rows = raise_rows(target, found, 1);
+        let mut stream = txn.execute(query(RAISE).param("rows", rows)).await?;
+        while let Some(row) = stream.next(txn.handle()).await? {
+            let counter: String = row.get("key")?;
+            let key = counter.split_once(':').map_or(counter.as_str(), |(_, k)| k);
+            versions.insert(key.to_owned(), row.get::<i64>("version")?);
+        }
+        drop(stream);
+        // Looked up after the counters' locks: a create that committed before is seen
+        // here, and one that commits later has a higher version than these tombstones.
+        let keys: Vec<String> = found.iter().map(|f| f.key.clone()).collect();
+        let back = graph::existing_in(&mut txn, ctx, target, &keys).await?;
+        let events: Vec<ChangeEvent> = found
+            .iter()
+            .filter(|f| !back.contains(&f.key))
+            .filter_map(|f| Some(delete_event(ctx, target, f, *versions.get(&f.key)?)))
+            .collect();
+        outbox::write(&mut txn, &events).await?;
+        anyhow::Ok(events)
+    };
+    let events = match work.await {
+        Ok(events) => events,
+        Err(e) => {
+            txn.rollback().await.ok();
+            return Err(e);
+        }
+    };
     txn.commit()
         .await
         .context("committing a tombstone transaction")?;
-    // Looked up after the counters' locks: a create that committed before is seen here,
-    // and one that commits later has a higher version than these tombstones.
-    let keys: Vec<String> = found.iter().map(|f| f.key.clone()).collect();
-    let back = graph::existing(ctx, target, &keys).await?;
-    let events: Vec<ChangeEvent> = found
-        .iter()
-        .filter(|f| !back.contains(&f.key))
-        .filter_map(|f| Some(delete_event(ctx, target, f, *versions.get(&f.key)?)))
-        .collect();
-    publisher.publish_all(&events).await?;
+    entries.extend(events.iter().map(|e| e.event_id.clone()));
     Ok(events.len())
 }
 

@@ -77,9 +77,10 @@ pub fn json(result: &AuditResult) -> String {
             "tombstones": r.tombstones,
             "skipped": r.skipped,
             "refused": r.refused,
+            "unpublished": r.unpublished,
         })),
         "remaining": audit_json(&result.remaining),
-        "clean": result.remaining.is_clean(),
+        "clean": result.is_clean(),
         "epoch": result.epoch,
     });
     serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -178,9 +179,16 @@ pub fn table(result: &AuditResult) -> String {
             (None, true) => out.push_str("dry run: nothing published\n"),
             (None, false) => {
                 out.push_str(&format!(
-                    "repaired through the log: upserts={} tombstones={} skipped={}\n",
+                    "repaired through the log: upserts={} tombstones={} skipped={} \
+                     (outbox entries, published by the relay)\n",
                     r.upserts, r.tombstones, r.skipped
                 ));
+                if r.unpublished > 0 {
+                    out.push_str(&format!(
+                        "not yet published by the relay: {} entries (is `graphcdc relay` running?)\n",
+                        r.unpublished
+                    ));
+                }
                 out.push_str(&format!(
                     "after the repair ({} findings):\n",
                     result.remaining.findings.len()
@@ -197,7 +205,7 @@ pub fn table(result: &AuditResult) -> String {
             }
         }
     }
-    out.push_str(if result.remaining.is_clean() {
+    out.push_str(if result.is_clean() {
         "audit: clean\n"
     } else {
         "audit: drift remains\n"

@@ -3,50 +3,50 @@
 //! relationships of each mapped type, with keyset pagination on the key.
 //!
 //! A page is selected without a lock, then one write transaction bumps the trigger's
-//! `CdcVersion` counter of every entity in it and reads the properties after that lock,
-//! so a published version is always paired with the content of that version: a commit
-//! that changes the entity either committed before (and is read) or waits and gets a
-//! higher version. Properties are serialized exactly as the trigger's
-//! `apoc.convert.toJson` does ([`super::canonical`]), without `capture.exclude_properties`.
-//! An entity that cannot become an event (a point property) is skipped and counted, not
-//! retried forever.
+//! `CdcVersion` counter of every entity in it, reads the properties after that lock, and
+//! writes each entity as an outbox entry at its new version ([`page::write_locked`]): a
+//! commit that changes the entity either committed before (and is read) or waits and
+//! gets a higher version. The backfill publishes nothing itself: **the relay must run**;
+//! it publishes the entries like the trigger's, fenced and in version order per key, so
+//! a live change committed after a page is always published after it and graph.state
+//! never goes backwards. Properties are serialized exactly as the trigger's
+//! `apoc.convert.toJson` does ([`super::canonical`]), without
+//! `capture.exclude_properties`. An entity that cannot become an event (a point
+//! property) is skipped and counted, not retried forever.
 //!
-//! After a page is acknowledged, a checkpoint file records the last key and the state
-//! topic's high watermarks. A resumed backfill reads what was published after those
-//! watermarks for the keys of its first page only, so the page that was cut short is
-//! not published twice.
+//! After a page commits, a checkpoint file records the last key. A backfill stopped
+//! between a page's commit and its checkpoint writes that page again on resume: its
+//! entities get a second entry at a higher version, which is harmless (the same
+//! content, published after the first).
 
 pub mod page;
 
-use crate::codec::{Codec, Format, SchemaRegistry};
 use crate::config::Config;
-use crate::kafka::{self, ChangePublisher};
+use crate::event::CaptureMode;
 use anyhow::Context;
 use page::Target;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Where a backfill stands; written after every acknowledged page.
+/// Where a backfill stands; written after every committed page.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Checkpoint {
-    /// Per label (or `[:TYPE]`): last key published, and whether it is finished.
+    /// Per label (or `[:TYPE]`): last key written, and whether it is finished.
     pub labels: BTreeMap<String, LabelProgress>,
-    /// High watermarks of the state topic when this checkpoint was written.
-    pub state_watermarks: BTreeMap<i32, i64>,
 }
 
 /// Progress of one label or relationship type.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LabelProgress {
-    /// Last key published (string or integer, as stored).
+    /// Last key written (string or integer, as stored).
     pub after: Option<serde_json::Value>,
     pub done: bool,
-    pub published: u64,
+    /// Outbox entries written (checkpoints of older versions: `published`).
+    #[serde(alias = "published")]
+    pub written: u64,
     /// Entities skipped because they cannot become an event.
     #[serde(default)]
     pub failed: u64,
@@ -74,9 +74,8 @@ impl Checkpoint {
 /// What a backfill did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BackfillReport {
-    pub published: u64,
-    /// Entities of the interrupted page found already published on resume.
-    pub already_published: u64,
+    /// Outbox entries written (the relay publishes them).
+    pub written: u64,
     /// Entities skipped because they cannot become an event (logged with the reason).
     pub failed: u64,
     /// Whether every label is finished.
@@ -87,10 +86,11 @@ pub struct BackfillReport {
 /// retried this often before the backfill stops.
 const PAGE_ATTEMPTS: u32 = 3;
 
-/// Run (or resume) a backfill with `page_size` entities per page.
+/// Run (or resume) a backfill with `page_size` entities per page: outbox entries that
+/// the relay publishes.
 ///
 /// # Errors
-/// When Neo4j, the broker or the checkpoint file fail.
+/// When Neo4j or the checkpoint file fail.
 pub async fn run(
     config: &Config,
     checkpoint_path: &Path,
@@ -98,13 +98,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
     let graph = super::connect(&config.neo4j)?;
-    let codec = std::sync::Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
-    let publisher = ChangePublisher::new(&config.kafka, codec.clone(), Format::Avro)?;
-    let reader = state_reader(config)?;
     let mut checkpoint = Checkpoint::load(checkpoint_path)?;
-    // Only the first page of this run can have been published by the run before.
-    let mut resume_from =
-        Some(std::mem::take(&mut checkpoint.state_watermarks)).filter(|marks| !marks.is_empty());
     let mut report = BackfillReport::default();
     let db = config
         .neo4j
@@ -123,13 +117,15 @@ pub async fn run(
             continue;
         }
         let mut after = progress.after.clone();
-        let mut published = progress.published;
+        let mut written = progress.written;
         let bar = indicatif::ProgressBar::new_spinner().with_message(format!("backfill {name}"));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} entities, {per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {pos} outbox entries written, {per_sec} (the relay publishes them)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
-        bar.set_position(published);
+        bar.set_position(written);
         loop {
             if shutdown.is_cancelled() {
                 return Ok(report);
@@ -142,30 +138,14 @@ pub async fn run(
                 entry.done = true;
                 checkpoint.save(checkpoint_path)?;
                 bar.finish();
-                tracing::info!(label = %name, published, "backfill of label complete");
+                tracing::info!(label = %name, written, "backfill of label complete");
                 break;
             };
-            let mut keys = Vec::new();
-            if let Some(marks) = resume_from.take() {
-                let page_keys = selected.iter().map(|s| page::key_text(&s.key)).collect();
-                let done = published_after(config, &reader, &codec, &marks, &page_keys).await?;
-                for s in &selected {
-                    if done
-                        .get(&page::key_text(&s.key))
-                        .is_some_and(|v| *v >= s.version)
-                    {
-                        report.already_published += 1;
-                    } else {
-                        keys.push(s.key.clone());
-                    }
-                }
-            } else {
-                keys = selected.into_iter().map(|s| s.key).collect();
-            }
+            let keys: Vec<serde_json::Value> = selected.into_iter().map(|s| s.key).collect();
             let mut attempt = 0;
-            let (mut events, failed) = loop {
+            let page = loop {
                 attempt += 1;
-                let read = page::read_locked(
+                let write = page::write_locked(
                     &graph,
                     &target,
                     capture,
@@ -173,8 +153,9 @@ pub async fn run(
                     page_size,
                     &keys,
                     &db,
+                    CaptureMode::Backfill,
                 );
-                match read.await {
+                match write.await {
                     Ok(page) => break page,
                     Err(e) if attempt < PAGE_ATTEMPTS => {
                         tracing::warn!(label = %name, error = %format!("{e:#}"), "backfill page failed; retrying");
@@ -183,110 +164,25 @@ pub async fn run(
                     Err(e) => return Err(e),
                 }
             };
-            for f in &failed {
+            for f in &page.failed {
                 tracing::warn!(label = %name, key = %f.key, error = %f.error, "entity cannot become an event; skipped");
             }
-            super::context::enrich(&graph, &config.mappings, &mut events).await?;
-            publisher.publish_all(&events).await?;
-            published += events.len() as u64;
-            report.published += events.len() as u64;
-            report.failed += failed.len() as u64;
-            checkpoint.state_watermarks = state_watermarks(config, &reader)?;
+            let failed = page.failed.len() as u64;
+            written += page.entries as u64;
+            report.written += page.entries as u64;
+            report.failed += failed;
             let entry = checkpoint.labels.entry(name.clone()).or_default();
             entry.after = Some(last.clone());
-            entry.published = published;
-            entry.failed += failed.len() as u64;
+            entry.written = written;
+            entry.failed += failed;
             checkpoint.save(checkpoint_path)?;
-            bar.set_position(published);
+            bar.set_position(written);
             if bar.is_hidden() {
-                tracing::info!(label = %name, published, after = %last, "backfill page published");
+                tracing::info!(label = %name, written, after = %last, "backfill page written to the outbox");
             }
             after = Some(last);
         }
     }
     report.complete = checkpoint.labels.values().all(|p| p.done);
     Ok(report)
-}
-
-fn state_reader(config: &Config) -> anyhow::Result<BaseConsumer> {
-    let mut client = kafka::client_config(&config.kafka);
-    client
-        .set("group.id", format!("{}-backfill", config.kafka.group_id))
-        .set("enable.auto.commit", "false");
-    client.create().context("creating state topic reader")
-}
-
-/// High watermark of every partition of the state topic.
-fn state_watermarks(config: &Config, reader: &BaseConsumer) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let topic = &config.kafka.state_topic;
-    tokio::task::block_in_place(|| {
-        let metadata = reader.fetch_metadata(Some(topic), kafka::ADMIN_TIMEOUT)?;
-        let mut marks = BTreeMap::new();
-        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            let (_, high) = reader.fetch_watermarks(topic, p.id(), kafka::ADMIN_TIMEOUT)?;
-            marks.insert(p.id(), high);
-        }
-        Ok(marks)
-    })
-}
-
-/// Reading the state topic's tail fails only when no record arrives for this long: a
-/// long tail (live traffic since the interruption) is read to its end however long.
-const TAIL_IDLE: Duration = Duration::from_secs(30);
-
-/// Of `keys`, those published to the state topic after `watermarks`, with their highest
-/// version. Other keys are not kept.
-async fn published_after(
-    config: &Config,
-    reader: &BaseConsumer,
-    codec: &Codec,
-    watermarks: &BTreeMap<i32, i64>,
-    keys: &HashSet<String>,
-) -> anyhow::Result<HashMap<String, i64>> {
-    let mut found = HashMap::new();
-    let now = state_watermarks(config, reader)?;
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    for (partition, from) in watermarks {
-        let end = now.get(partition).copied().unwrap_or(*from);
-        if end > *from {
-            assignment.add_partition_offset(
-                &config.kafka.state_topic,
-                *partition,
-                Offset::Offset(*from),
-            )?;
-            remaining.insert(*partition, end);
-        }
-    }
-    if remaining.is_empty() {
-        return Ok(found);
-    }
-    reader.assign(&assignment)?;
-    let mut deadline = Instant::now() + TAIL_IDLE;
-    while !remaining.is_empty() {
-        let task = "reading the state topic's tail (no record for 30 s)";
-        let Some(record) = kafka::poll_record(reader, deadline, task)? else {
-            continue;
-        };
-        deadline = Instant::now() + TAIL_IDLE;
-        if remaining
-            .get(&record.partition)
-            .is_some_and(|end| record.offset + 1 >= *end)
-        {
-            remaining.remove(&record.partition);
-        }
-        let (Some(key), Some(payload)) = (&record.key, &record.payload) else {
-            continue;
-        };
-        let key = String::from_utf8_lossy(key);
-        if !keys.contains(key.as_ref()) {
-            continue;
-        }
-        if let Ok(state) = codec.decode_state(payload).await {
-            let version = found.entry(key.into_owned()).or_insert(state.version);
-            *version = (*version).max(state.version);
-        }
-    }
-    reader.unassign()?;
-    Ok(found)
 }

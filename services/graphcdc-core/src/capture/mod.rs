@@ -6,12 +6,11 @@
 pub mod backfill;
 pub mod canonical;
 pub mod context;
+pub mod outbox;
 pub mod relay;
 
 use crate::config::Neo4jConfig;
-use crate::event::{
-    CaptureMode, ChangeEvent, EntityKind, Op, PropertyValue, RelationshipEnds, Source,
-};
+use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue, RelationshipEnds, Source};
 use anyhow::Context;
 use neo4rs::{ConfigBuilder, Graph};
 use serde::Deserialize;
@@ -70,6 +69,10 @@ pub struct OutboxRow {
     /// W3C trace context of the writing transaction (transaction metadata).
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// Who wrote the entry when not the trigger: `backfill` or `repair`
+    /// ([`outbox::source_mode`]); absent on the trigger's entries.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// Parse a JSON object of properties into the event's typed map.
@@ -119,7 +122,7 @@ pub fn outbox_event(row: OutboxRow) -> anyhow::Result<ChangeEvent> {
         vector: None,
         source: Source {
             db: row.db.unwrap_or_else(|| "neo4j".into()),
-            mode: CaptureMode::Outbox,
+            mode: outbox::source_mode(row.source.as_deref()),
         },
         traceparent: row.traceparent,
     })
@@ -128,6 +131,7 @@ pub fn outbox_event(row: OutboxRow) -> anyhow::Result<ChangeEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::CaptureMode;
 
     fn row(op: &str, properties: Option<&str>) -> OutboxRow {
         OutboxRow {
@@ -146,6 +150,7 @@ mod tests {
             end_key: None,
             db: Some("neo4j".into()),
             traceparent: None,
+            source: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! `graphcdc audit`: options into [`graphcdc_core::audit`], the report printed, the exit
-//! code chosen: 0 clean, 3 drift remains, 4 the repair was refused by the delete guard
+//! code chosen: 0 clean, 3 drift remains (or the relay did not publish the repair's outbox
+//! entries in time), 4 the repair was refused by the delete guard
 //! (the refused plan is printed; nothing was published).
 
 use crate::cli::{AuditArgs, OutputFormat};
@@ -45,7 +46,7 @@ pub(crate) async fn run(config: Config, args: AuditArgs) -> anyhow::Result<ExitC
     }
     Ok(if result.refused() {
         ExitCode::from(EXIT_REFUSED)
-    } else if result.remaining.is_clean() {
+    } else if result.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DRIFT)

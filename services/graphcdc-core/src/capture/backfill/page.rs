@@ -1,8 +1,9 @@
 //! One backfill page: select it, then in one write transaction bump the trigger's
-//! `CdcVersion` counter of every entity in it and read the properties after the lock,
-//! serialized as the trigger serializes them ([`super::super::canonical`]).
+//! `CdcVersion` counter of every entity in it, read the properties after the lock,
+//! serialized as the trigger serializes them ([`super::super::canonical`]), and write
+//! them as outbox entries that the relay publishes ([`super::super::outbox`]).
 
-use super::super::{canonical, parse_properties};
+use super::super::{canonical, outbox, parse_properties};
 use crate::config::{CaptureConfig, MappingConfig};
 use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, RelationshipEnds, Source};
 use anyhow::Context;
@@ -155,11 +156,27 @@ pub struct Failed {
     pub error: String,
 }
 
-/// Bump the counters of `keys` and read their entities, in one write transaction.
+/// What a page transaction wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Outbox entries written (one per entity of the page that became an event).
+    pub entries: usize,
+    /// Their event ids.
+    pub ids: Vec<String>,
+    /// Entities of the page that cannot become an event.
+    pub failed: Vec<Failed>,
+}
+
+/// In one write transaction: bump the counters of `keys`, read their entities after
+/// that lock, and write each as an outbox entry (source `mode`) at its new version
+/// ([`outbox::write`]). The relay publishes the entries, in version order with the key's
+/// other entries: a change that commits after this transaction has a higher version and
+/// its entry is published after this one.
 ///
 /// # Errors
-/// When Neo4j fails; the transaction is rolled back then.
-pub async fn read_locked(
+/// When Neo4j fails; the transaction is rolled back then, nothing is written.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_locked(
     graph: &Graph,
     target: &Target,
     capture: &CaptureConfig,
@@ -167,49 +184,67 @@ pub async fn read_locked(
     limit: usize,
     keys: &[serde_json::Value],
     db: &str,
-) -> anyhow::Result<(Vec<ChangeEvent>, Vec<Failed>)> {
+    mode: CaptureMode,
+) -> anyhow::Result<Written> {
     let mut txn = graph
         .start_txn()
         .await
         .context("starting a page transaction")?;
-    let counters: Vec<String> = keys
-        .iter()
-        .map(|k| format!("{}:{}", target.kind(), key_text(k)))
-        .collect();
-    let mut versions = HashMap::new();
-    let mut rows = txn.execute(query(BUMP).param("keys", counters)).await?;
-    while let Some(row) = rows.next(txn.handle()).await? {
-        let counter: String = row.get("key")?;
-        let key = counter
-            .split_once(':')
-            .map_or(counter.clone(), |(_, k)| k.to_owned());
-        versions.insert(key, row.get::<i64>("version")?);
-    }
-    let read = match target {
-        Target::Label { .. } => query(&text(NODES_READ, target, capture))
-            .param("keys", keys.iter().map(key_param).collect::<Vec<_>>()),
-        Target::Type { .. } => page_query(target, capture, after, limit),
-    };
-    let mut rows = txn.execute(read).await?;
-    let mut events = Vec::new();
-    let mut failed = Vec::new();
-    while let Some(row) = rows.next(txn.handle()).await? {
-        let key = key_text(&key_of(&row)?);
-        let Some(version) = versions.get(&key).copied() else {
-            continue; // appeared after the page was selected: the trigger has it
-        };
-        match event(target, capture, &row, &key, version, db) {
-            Ok(event) => events.push(event),
-            Err(e) => failed.push(Failed {
-                key,
-                error: format!("{e:#}"),
-            }),
+    let work = async {
+        let mut written = Written::default();
+        let counters: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{}:{}", target.kind(), key_text(k)))
+            .collect();
+        let mut versions = HashMap::new();
+        let mut rows = txn.execute(query(BUMP).param("keys", counters)).await?;
+        while let Some(row) = rows.next(txn.handle()).await? {
+            let counter: String = row.get("key")?;
+            let key = counter
+                .split_once(':')
+                .map_or(counter.clone(), |(_, k)| k.to_owned());
+            versions.insert(key, row.get::<i64>("version")?);
         }
-    }
+        drop(rows);
+        let read = match target {
+            Target::Label { .. } => query(&text(NODES_READ, target, capture))
+                .param("keys", keys.iter().map(key_param).collect::<Vec<_>>()),
+            Target::Type { .. } => page_query(target, capture, after, limit),
+        };
+        let mut rows = txn.execute(read).await?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next(txn.handle()).await? {
+            let key = key_text(&key_of(&row)?);
+            let Some(version) = versions.get(&key).copied() else {
+                continue; // appeared after the page was selected: the trigger has it
+            };
+            match event(target, capture, &row, &key, version, db) {
+                Ok(mut event) => {
+                    event.source.mode = mode;
+                    events.push(event);
+                }
+                Err(e) => written.failed.push(Failed {
+                    key,
+                    error: format!("{e:#}"),
+                }),
+            }
+        }
+        drop(rows);
+        written.entries = outbox::write(&mut txn, &events).await?;
+        written.ids = events.into_iter().map(|e| e.event_id).collect();
+        anyhow::Ok(written)
+    };
+    let written = match work.await {
+        Ok(written) => written,
+        Err(e) => {
+            txn.rollback().await.ok();
+            return Err(e);
+        }
+    };
     txn.commit()
         .await
         .context("committing a page transaction")?;
-    Ok((events, failed))
+    Ok(written)
 }
 
 /// The capture's event for one page row at `version` (source: backfill).
