@@ -86,18 +86,21 @@ pub struct Figure {
     pub note: String,
 }
 
+/// A memory field of this process's `/proc/self/status` (`VmRSS:`, `VmHWM:`, `RssAnon:`,
+/// …) in MiB; 0 where there is none (not Linux).
+pub fn proc_status_mib(name: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Resident set size of this process now and at its peak, in MiB (Linux).
 pub fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (proc_status_mib("VmRSS:"), proc_status_mib("VmHWM:"))
 }
 
 /// Per second, from a count and a duration.

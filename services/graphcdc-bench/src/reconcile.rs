@@ -20,68 +20,106 @@ use std::time::{Duration, Instant};
 const DIM: usize = 8;
 const PARTITIONS: i32 = 64;
 
-fn item(i: usize) -> ChangeEvent {
+/// Entity `i` at `version`, with a small vector.
+pub(crate) fn item(i: usize, version: i64) -> ChangeEvent {
     ChangeEvent::node(
-        &format!("item-{i:07}"),
+        &format!("item-{i:08}"),
         &["Item"],
         Op::Upsert,
-        1 + (i % 5) as i64,
+        version,
         1_700_000_000_000,
     )
     .with_property("name", PropertyValue::String(format!("item {i}")))
     .with_vector((0..DIM).map(|d| ((i + d) % 13) as f32 - 6.0).collect())
 }
 
+/// A mock broker with the state topic, an embedded sink with the `items` collection, and
+/// what writes to them: shared by both reconcile benches.
+/// Fields drop in this order: the sink flushes before its directory goes.
+pub(crate) struct Fixture {
+    pub sink: Arc<EdgeSink>,
+    pub publisher: ChangePublisher,
+    pub mapper: Mapper,
+    pub config: Config,
+    pub mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn new(group: &str, state_partitions: i32) -> anyhow::Result<Fixture> {
+        let dir = tempfile::tempdir()?;
+        let mock = MockCluster::new(1)?;
+        let config = Config::from_toml(&format!(
+            r#"
+            [kafka]
+            bootstrap_servers = "{}"
+            group_id = "{group}"
+            [sink]
+            kind = "embedded"
+            path = "{}"
+            [[mappings]]
+            label = "Item"
+            collection = "items"
+            dimension = {DIM}
+            "#,
+            mock.bootstrap_servers(),
+            dir.path().display()
+        ))?;
+        mock.create_topic(&config.kafka.state_topic, state_partitions, 1)?;
+        let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
+        let publisher =
+            ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
+        let sink = Arc::new(EdgeSink::open(dir.path())?);
+        sink.ensure_collection(&CollectionSpec {
+            name: "items".into(),
+            vector_name: "embedding".into(),
+            dimension: DIM,
+            distance: graphcdc_core::config::Distance::Cosine,
+        })
+        .await?;
+        Ok(Fixture {
+            dir,
+            mock,
+            config,
+            mapper,
+            publisher,
+            sink,
+        })
+    }
+
+    /// Publish entities `0..n` (entity `i` at version `1 + i % 5`) to the state topic and
+    /// write them to the sink, `step` at a time.
+    pub async fn load(&self, n: usize, step: usize) -> anyhow::Result<()> {
+        for start in (0..n).step_by(step) {
+            let events: Vec<ChangeEvent> = (start..(start + step).min(n))
+                .map(|i| item(i, 1 + (i % 5) as i64))
+                .collect();
+            self.publisher.publish_states(&events).await?;
+            let writes: Vec<_> = events
+                .iter()
+                .map(|e| self.mapper.map(e).map(|mut w| w.remove(0)))
+                .collect::<Result<_, _>>()?;
+            for chunk in writes.chunks(step / 4) {
+                self.sink.write("items", chunk, Fence::Newer).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let n = args.entities;
-    let dir = tempfile::tempdir()?;
-    let mock = MockCluster::new(1)?;
-    let config = Config::from_toml(&format!(
-        r#"
-        [kafka]
-        bootstrap_servers = "{}"
-        group_id = "bench-reconcile"
-        [sink]
-        kind = "embedded"
-        path = "{}"
-        [[mappings]]
-        label = "Item"
-        collection = "items"
-        dimension = {DIM}
-        "#,
-        mock.bootstrap_servers(),
-        dir.path().display()
-    ))?;
-    mock.create_topic(&config.kafka.state_topic, PARTITIONS, 1)?;
-    let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
-    let publisher = ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
-    let sink = Arc::new(EdgeSink::open(dir.path())?);
-    sink.ensure_collection(&CollectionSpec {
-        name: "items".into(),
-        vector_name: "embedding".into(),
-        dimension: DIM,
-        distance: graphcdc_core::config::Distance::Cosine,
-    })
-    .await?;
+    let fixture = Fixture::new("bench-reconcile", PARTITIONS).await?;
     let started = Instant::now();
-    for start in (0..n).step_by(10_000) {
-        let events: Vec<ChangeEvent> = (start..(start + 10_000).min(n)).map(item).collect();
-        publisher.publish_states(&events).await?;
-        let writes: Vec<_> = events
-            .iter()
-            .map(|e| mapper.map(e).map(|mut w| w.remove(0)))
-            .collect::<Result<_, _>>()?;
-        for chunk in writes.chunks(2_000) {
-            sink.write("items", chunk, Fence::Newer).await?;
-        }
-    }
+    fixture.load(n, 10_000).await?;
     println!(
         "reconcile: {n} entities loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let damaged = (n / 1_000).max(4);
     let live: Vec<(String, i64)> = (0..damaged)
-        .map(|i| (item(i * 997 % n).key, item(i * 997 % n).version))
+        .map(|i| item(i * 997 % n, 1 + (i * 997 % n % 5) as i64))
+        .map(|e| (e.key, e.version))
         .collect();
     let quarter = damaged / 4;
     let plan = DriftPlan {
@@ -91,10 +129,20 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         mismatched: damaged - 3 * quarter,
         ahead: 0,
     };
-    drift::inject(sink.as_ref(), &mapper, &config.mappings[0], &live, plan).await?;
+    let Fixture {
+        config,
+        mapper,
+        sink,
+        ..
+    } = &fixture;
+    drift::inject(sink.as_ref(), mapper, &config.mappings[0], &live, plan).await?;
 
     let (rss_before, _) = rss_mib();
-    let mut reconciler = Reconciler::new(config, sink, Arc::new(DriftGauges::default()))?;
+    let mut reconciler = Reconciler::new(
+        config.clone(),
+        sink.clone(),
+        Arc::new(DriftGauges::default()),
+    )?;
     // librdkafka's mock cluster keeps every record and has no topic configs to describe.
     reconciler.allow_non_compacted_state(true);
     let started = Instant::now();
@@ -121,6 +169,8 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
             rss_after - rss_before
         ),
     });
-    drop(mock);
+    // The sink flushes when its last handle drops: before its directory goes.
+    drop(reconciler);
+    drop(fixture);
     Ok(())
 }

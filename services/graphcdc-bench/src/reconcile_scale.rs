@@ -7,48 +7,21 @@
 //! applied (stale), and points whose content is changed in place in the sink (found
 //! when the rotation reaches their bucket: the checks go on until every one is found).
 
+use crate::reconcile::{item, Fixture};
 use crate::{Args, Figure};
-use graphcdc_core::codec::{Codec, Format};
-use graphcdc_core::config::Config;
 use graphcdc_core::demo::drift::{self, DriftPlan};
-use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
-use graphcdc_core::kafka::ChangePublisher;
-use graphcdc_core::mapping::Mapper;
+use graphcdc_core::event::ChangeEvent;
 use graphcdc_core::reconcile::classify::{DriftClass, DriftReport};
 use graphcdc_core::reconcile::Reconciler;
-use graphcdc_core::sink::edge::EdgeSink;
-use graphcdc_core::sink::{CollectionSpec, Fence, VectorSink};
+use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::DriftGauges;
-use rdkafka::mocking::MockCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const DIM: usize = 8;
-
-fn item(i: usize, version: i64) -> ChangeEvent {
-    ChangeEvent::node(
-        &format!("item-{i:08}"),
-        &["Item"],
-        Op::Upsert,
-        version,
-        1_700_000_000_000,
-    )
-    .with_property("name", PropertyValue::String(format!("item {i}")))
-    .with_vector((0..DIM).map(|d| ((i + d) % 13) as f32 - 6.0).collect())
-}
 
 /// Memory of this process (Linux): resident anonymous and file-backed pages, and the
 /// peak resident set, in MiB.
 fn memory() -> (f64, f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
+    let field = crate::proc_status_mib;
     (field("RssAnon:"), field("RssFile:"), field("VmHWM:"))
 }
 
@@ -64,53 +37,21 @@ fn found(report: &DriftReport) -> String {
 
 pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let n = args.entities;
-    let dir = tempfile::tempdir()?;
-    let mock = MockCluster::new(1)?;
     // The mock broker keeps about 5 MB per partition: ~15,000 of these records.
     let partitions = (n / 15_000).max(64) as i32;
-    let config = Config::from_toml(&format!(
-        r#"
-        [kafka]
-        bootstrap_servers = "{}"
-        group_id = "bench-reconcile-scale"
-        [sink]
-        kind = "embedded"
-        path = "{}"
-        [[mappings]]
-        label = "Item"
-        collection = "items"
-        dimension = {DIM}
-        "#,
-        mock.bootstrap_servers(),
-        dir.path().display()
-    ))?;
-    mock.create_topic(&config.kafka.state_topic, partitions, 1)?;
+    let fixture = Fixture::new("bench-reconcile-scale", partitions).await?;
+    let Fixture {
+        dir,
+        mock,
+        config,
+        mapper,
+        publisher,
+        sink: edge,
+    } = &fixture;
     mock.create_topic(&config.kafka.changes_topic, 4, 1)?;
-    let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
-    let publisher = ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
-    let edge = Arc::new(EdgeSink::open(dir.path())?);
-    edge.ensure_collection(&CollectionSpec {
-        name: "items".into(),
-        vector_name: "embedding".into(),
-        dimension: DIM,
-        distance: graphcdc_core::config::Distance::Cosine,
-    })
-    .await?;
     let sink: Arc<dyn VectorSink> = edge.clone();
     let started = Instant::now();
-    for start in (0..n).step_by(20_000) {
-        let events: Vec<ChangeEvent> = (start..(start + 20_000).min(n))
-            .map(|i| item(i, 1 + (i % 5) as i64))
-            .collect();
-        publisher.publish_states(&events).await?;
-        let writes: Vec<_> = events
-            .iter()
-            .map(|e| mapper.map(e).map(|mut w| w.remove(0)))
-            .collect::<Result<_, _>>()?;
-        for chunk in writes.chunks(5_000) {
-            sink.write("items", chunk, Fence::Newer).await?;
-        }
-    }
+    fixture.load(n, 20_000).await?;
     let load = started.elapsed();
     println!(
         "reconcile-scale: {n} entities loaded in {:.1} s ({partitions} partitions)",
@@ -161,7 +102,7 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     // Leave the in-place ones last in `live`: inject takes missing, then mismatched.
     let mut ordered = live[..quarter].to_vec();
     ordered.extend_from_slice(&live[2 * quarter..]);
-    drift::inject(sink.as_ref(), &mapper, &config.mappings[0], &ordered, plan).await?;
+    drift::inject(sink.as_ref(), mapper, &config.mappings[0], &ordered, plan).await?;
     let unapplied: Vec<ChangeEvent> = live[quarter..2 * quarter]
         .iter()
         .enumerate()
@@ -223,7 +164,9 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
             anon_after - anon_first,
         ),
     });
-    drop(mock);
+    // The sink flushes when its last handle drops: before its directory goes.
+    drop((reconciler, sink));
+    drop(fixture);
     Ok(())
 }
 
