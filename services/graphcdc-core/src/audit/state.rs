@@ -11,7 +11,8 @@
 use super::targets::Targets;
 use crate::codec::Codec;
 use crate::config::KafkaConfig;
-use crate::kafka::{self, Record, STATE_VERSION_HEADER};
+use crate::kafka::{self, Record};
+use crate::reconcile::expected::{decode_state_record, tombstone_version};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -143,16 +144,9 @@ impl LogState {
             });
             return Ok(());
         };
-        let state = match codec.decode_state(payload).await {
-            Ok(state) => state,
-            Err(crate::codec::DecodeError::RegistryUnavailable(e)) => {
-                anyhow::bail!("schema registry unavailable while reading the state topic: {e}")
-            }
-            Err(e) => {
-                tracing::debug!(%key, error = %e, "undecodable state record");
-                self.undecodable += 1;
-                return Ok(());
-            }
+        let Some(state) = decode_state_record(codec, &key, payload).await? else {
+            self.undecodable += 1;
+            return Ok(());
         };
         let entry = LogEntry {
             version: state.version,
@@ -188,15 +182,6 @@ fn fold(
     if wins {
         entries.insert(key.to_owned(), new);
     }
-}
-
-/// The version a tombstone carries in its [`STATE_VERSION_HEADER`], if any.
-fn tombstone_version(record: &Record) -> Option<i64> {
-    record
-        .headers
-        .iter()
-        .find(|(name, _)| name == STATE_VERSION_HEADER)
-        .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok()?.parse().ok())
 }
 
 #[cfg(test)]

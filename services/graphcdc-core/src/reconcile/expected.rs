@@ -305,16 +305,9 @@ impl ExpectedState {
             }
             return Ok(());
         };
-        let state = match codec.decode_state(payload).await {
-            Ok(state) => state,
-            Err(crate::codec::DecodeError::RegistryUnavailable(e)) => {
-                anyhow::bail!("schema registry unavailable while reading the state topic: {e}")
-            }
-            Err(e) => {
-                tracing::debug!(%key, error = %e, "undecodable state record");
-                self.invalid_records += 1;
-                return Ok(());
-            }
+        let Some(state) = decode_state_record(codec, &key, payload).await? else {
+            self.invalid_records += 1;
+            return Ok(());
         };
         let Ok(writes) = mapper.map(&state.to_event(String::new(), repair_source())) else {
             self.invalid_records += 1;
@@ -433,8 +426,30 @@ impl ExpectedState {
     }
 }
 
+/// Decode a state record's value: `None` for one that does not decode (logged at debug;
+/// the caller counts it).
+///
+/// # Errors
+/// When the schema registry is unavailable: the record must be read again later.
+pub async fn decode_state_record(
+    codec: &Codec,
+    key: &str,
+    payload: &[u8],
+) -> anyhow::Result<Option<EntityState>> {
+    match codec.decode_state(payload).await {
+        Ok(state) => Ok(Some(state)),
+        Err(crate::codec::DecodeError::RegistryUnavailable(e)) => {
+            anyhow::bail!("schema registry unavailable while reading the state topic: {e}")
+        }
+        Err(e) => {
+            tracing::debug!(%key, error = %e, "undecodable state record");
+            Ok(None)
+        }
+    }
+}
+
 /// The version a state tombstone carries in its [`STATE_VERSION_HEADER`], if any.
-fn tombstone_version(record: &Record) -> Option<i64> {
+pub fn tombstone_version(record: &Record) -> Option<i64> {
     record
         .headers
         .iter()
