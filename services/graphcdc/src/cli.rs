@@ -186,7 +186,7 @@ pub(crate) struct AuditArgs {
     /// graph.state, so graph.state and every sink heal.
     #[arg(long)]
     pub(crate) repair: bool,
-    /// With --repair: print the plan (and what the guard would refuse), publish nothing.
+    /// With --repair: print the plan (and what the guard would refuse), write nothing.
     #[arg(long, requires = "repair")]
     pub(crate) dry_run: bool,
     /// With --repair: lift the delete budget (--max-delete-ratio).
@@ -199,7 +199,7 @@ pub(crate) struct AuditArgs {
     /// Window of the delete budget (e.g. 24h).
     #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
     pub(crate) budget_window: Duration,
-    /// Entities published per second at most.
+    /// Entities written to the outbox per second at most.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) rate: u32,
     /// Entities per Neo4j page.
