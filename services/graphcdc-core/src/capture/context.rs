@@ -10,7 +10,7 @@
 //! properties take the trigger's canonical form ([`super::canonical`]), without
 //! `capture.exclude_properties`, like the backfill's.
 
-use super::canonical;
+use super::{canonical, outbox};
 use crate::config::{ContextConfig, Direction, MappingConfig};
 use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue};
 use anyhow::Context;
@@ -20,8 +20,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const COLLECT: &str = include_str!("../../../../deploy/neo4j/queries/context-collect.cypher");
 const REEMIT: &str = include_str!("../../../../deploy/neo4j/queries/context-reemit.cypher");
-const REEMIT_OUTBOX: &str =
-    include_str!("../../../../deploy/neo4j/queries/context-reemit-outbox.cypher");
 const RELATED: &str = include_str!("../../../../deploy/neo4j/queries/context-related.cypher");
 
 /// A node mapping that has context, with its label.
@@ -276,23 +274,15 @@ pub async fn reemit(
                     continue;
                 }
             };
-            entries.push(HashMap::from([
-                (
-                    "event_id".to_owned(),
-                    uuid::Uuid::new_v4().to_string().into(),
-                ),
-                ("key".to_owned(), key.into()),
-                ("labels".to_owned(), labels.into()),
-                ("version".to_owned(), version.into()),
-                ("properties".to_owned(), properties.into()),
-                ("db".to_owned(), db.into()),
-            ]));
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let mut event = ChangeEvent::node(&key, &labels, Op::Upsert, version, 0);
+            event.source.db = db.to_owned();
+            entries.push(outbox::entry_with_json(&event, Some(properties)));
         }
         if entries.is_empty() {
             continue;
         }
-        out.written += entries.len();
-        txn.run(query(REEMIT_OUTBOX).param("rows", entries))
+        out.written += outbox::write_entries(txn, entries)
             .await
             .context("writing the outbox entries of re-emitted nodes")?;
     }

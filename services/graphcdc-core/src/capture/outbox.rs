@@ -1,6 +1,6 @@
 //! Outbox entries written by graphcdc itself, in the caller's transaction: the backfill's
-//! pages ([`super::backfill::page`]) and the audit's repair ([`crate::audit::repair`])
-//! write them in the transaction that bumped each entity's `CdcVersion` counter, as the
+//! pages ([`super::backfill::page`]), the audit's repair ([`crate::audit::repair`]) and the
+//! relay's context re-emit ([`super::context`]) write them in the transaction that bumped each entity's `CdcVersion` counter, as the
 //! trigger does. The relay ([`super::relay`]) then publishes them like the trigger's
 //! entries: fenced by its lease, and in version order with the key's other entries, so
 //! a live change committed after the bump is always published after it and graph.state
@@ -44,23 +44,34 @@ pub fn source_mode(source: Option<&str>) -> CaptureMode {
 /// # Errors
 /// When the properties cannot be serialized.
 pub fn entry(event: &ChangeEvent) -> anyhow::Result<HashMap<String, BoltType>> {
-    let null = || BoltType::Null(neo4rs::BoltNull);
-    let (kind, op) = match (event.kind, event.op) {
-        (EntityKind::Node, op) => ("node", op),
-        (EntityKind::Relationship, op) => ("relationship", op),
+    let properties = match event.op {
+        Op::Upsert => Some(
+            serde_json::to_string(&event.properties)
+                .context("serializing an outbox entry's properties")?,
+        ),
+        Op::Delete => None,
     };
-    let op = match op {
+    Ok(entry_with_json(event, properties))
+}
+
+/// The outbox entry of `event` with `properties` already serialized (canonical JSON, or
+/// `None` for a delete); the event's own properties are not read.
+pub fn entry_with_json(
+    event: &ChangeEvent,
+    properties: Option<String>,
+) -> HashMap<String, BoltType> {
+    let null = || BoltType::Null(neo4rs::BoltNull);
+    let kind = match event.kind {
+        EntityKind::Node => "node",
+        EntityKind::Relationship => "relationship",
+    };
+    let op = match event.op {
         Op::Upsert => "upsert",
         Op::Delete => "delete",
     };
-    let properties = match event.op {
-        Op::Upsert => serde_json::to_string(&event.properties)
-            .context("serializing an outbox entry's properties")?
-            .into(),
-        Op::Delete => null(),
-    };
+    let properties = properties.map_or_else(null, Into::into);
     let ends = event.relationship.as_ref();
-    Ok(HashMap::from([
+    HashMap::from([
         ("event_id".to_owned(), event.event_id.as_str().into()),
         ("kind".to_owned(), kind.into()),
         ("key".to_owned(), event.key.as_str().into()),
@@ -82,7 +93,7 @@ pub fn entry(event: &ChangeEvent) -> anyhow::Result<HashMap<String, BoltType>> {
         ),
         ("db".to_owned(), event.source.db.as_str().into()),
         ("source".to_owned(), source_name(event.source.mode).into()),
-    ]))
+    ])
 }
 
 /// Write the outbox entries of `events` inside `txn` (which bumped their counters);
@@ -91,16 +102,31 @@ pub fn entry(event: &ChangeEvent) -> anyhow::Result<HashMap<String, BoltType>> {
 /// # Errors
 /// When Neo4j fails (the caller rolls the transaction back).
 pub async fn write(txn: &mut Txn, events: &[ChangeEvent]) -> anyhow::Result<usize> {
-    for chunk in events.chunks(CHUNK) {
-        let rows = chunk
-            .iter()
-            .map(entry)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+    let entries = events
+        .iter()
+        .map(entry)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    write_entries(txn, entries).await
+}
+
+/// Write `entries` ([`entry`], [`entry_with_json`]) inside `txn`; returns how many were
+/// written.
+///
+/// # Errors
+/// When Neo4j fails (the caller rolls the transaction back).
+pub async fn write_entries(
+    txn: &mut Txn,
+    entries: Vec<HashMap<String, BoltType>>,
+) -> anyhow::Result<usize> {
+    let written = entries.len();
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        let rows: Vec<_> = entries.by_ref().take(CHUNK).collect();
         txn.run(query(WRITE).param("rows", rows))
             .await
             .context("writing outbox entries")?;
     }
-    Ok(events.len())
+    Ok(written)
 }
 
 #[cfg(test)]
