@@ -303,16 +303,9 @@ async fn tombstone(
         outbox::write(&mut txn, &events).await?;
         anyhow::Ok(events)
     };
-    let events = match work.await {
-        Ok(events) => events,
-        Err(e) => {
-            txn.rollback().await.ok();
-            return Err(e);
-        }
-    };
-    txn.commit()
-        .await
-        .context("committing a tombstone transaction")?;
+    let events =
+        crate::capture::commit_or_roll_back(work.await, txn, "committing a tombstone transaction")
+            .await?;
     entries.extend(events.iter().map(|e| e.event_id.clone()));
     Ok(events.len())
 }

@@ -34,6 +34,28 @@ pub fn connect(config: &Neo4jConfig) -> anyhow::Result<Graph> {
     Graph::connect(built).context("neo4j: cannot create the Bolt connection pool")
 }
 
+/// End `txn` by what the work done in it came to: commit it (`committing` names the transaction in
+/// the error) after success, roll it back (best effort) and return the error otherwise.
+///
+/// # Errors
+/// `work`'s error, or a failed commit.
+pub async fn commit_or_roll_back<T>(
+    work: anyhow::Result<T>,
+    txn: neo4rs::Txn,
+    committing: &'static str,
+) -> anyhow::Result<T> {
+    match work {
+        Ok(done) => {
+            txn.commit().await.context(committing)?;
+            Ok(done)
+        }
+        Err(e) => {
+            txn.rollback().await.ok();
+            Err(e)
+        }
+    }
+}
+
 /// One `(:CdcOutbox)` node as the trigger writes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OutboxRow {

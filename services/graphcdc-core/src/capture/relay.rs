@@ -247,16 +247,9 @@ impl Relay {
                 .context("deleting published outbox entries")?;
             anyhow::Ok(reemitted)
         };
-        let reemitted = match work.await {
-            Ok(reemitted) => reemitted,
-            Err(e) => {
-                txn.rollback().await.ok();
-                return Err(e);
-            }
-        };
-        txn.commit()
-            .await
-            .context("committing the delete transaction")?;
+        let reemitted =
+            super::commit_or_roll_back(work.await, txn, "committing the delete transaction")
+                .await?;
         self.stats.context_reemitted.add(reemitted.written as u64);
         for o in &reemitted.overflows {
             tracing::warn!(

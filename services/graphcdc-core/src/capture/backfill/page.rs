@@ -234,17 +234,7 @@ pub async fn write_locked(
         written.ids = events.into_iter().map(|e| e.event_id).collect();
         anyhow::Ok(written)
     };
-    let written = match work.await {
-        Ok(written) => written,
-        Err(e) => {
-            txn.rollback().await.ok();
-            return Err(e);
-        }
-    };
-    txn.commit()
-        .await
-        .context("committing a page transaction")?;
-    Ok(written)
+    crate::capture::commit_or_roll_back(work.await, txn, "committing a page transaction").await
 }
 
 /// The capture's event for one page row at `version` (source: backfill).
