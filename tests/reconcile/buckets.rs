@@ -1,7 +1,7 @@
 //! The bucketed check reports what the full check reports: drift of every class is
 //! injected (in the sink, on the state topic without the processor, in place, and in
 //! points written before `cdc_bucket` existed), then full and bucketed checks of the same
-//! sink are compared.
+//! sink are compared, with the expected state in memory and on disk.
 
 use super::support::{doc, COLLECTION, DIM};
 use super::{counts, live_keys, populated, revectorize_tombstones};
@@ -159,4 +159,35 @@ async fn a_bucketed_check_reports_exactly_the_drift_of_a_full_check() {
     assert_eq!(drift_set(&twice), all);
     assert_eq!(foreign_set(&twice), foreign_set(&expected));
     assert_eq!(counts(&twice), counts(&expected));
+
+    // The expected state on disk (`--state-dir`): its full check goes bucket by bucket,
+    // its bucketed checks read their buckets from the file; both report what the full
+    // check of the state in memory reports.
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut on_disk = Reconciler::new(
+        h.config.clone(),
+        sink.clone(),
+        Arc::new(DriftGauges::default()),
+    )
+    .unwrap();
+    on_disk.state_dir(state_dir.path()).unwrap();
+    on_disk.rescan_every(2);
+    let file = state_dir
+        .path()
+        .join(graphcdc_core::reconcile::store::FILE_NAME);
+    for check in ["full, bucket by bucket", "bucketed"] {
+        let report = on_disk.check(Duration::ZERO).await.unwrap();
+        assert!(report.rescanned.is_some(), "{check}");
+        assert_eq!(drift_set(&report), all, "{check}");
+        assert_eq!(foreign_set(&report), foreign_set(&expected), "{check}");
+        assert_eq!(
+            report.sink_live_points, expected.sink_live_points,
+            "{check}"
+        );
+        assert_eq!(report.expected_points, expected.expected_points, "{check}");
+    }
+    assert!(
+        file.metadata().unwrap().len() > 0,
+        "the state is in {file:?}"
+    );
 }

@@ -113,6 +113,12 @@ pub(crate) enum Command {
         /// least every N checks; 1 scans everything at every check.
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         rescan_every: u32,
+        /// Keep the expected state (key, version, hash and record position per point) in
+        /// a file in DIR instead of memory, so memory stays flat whatever the number of
+        /// entities (about 130 B per point in memory otherwise); the file is made anew at
+        /// start. Every full check then goes bucket by bucket.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
         /// Output format of `--once`.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,

@@ -96,6 +96,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             grace,
             interval,
             rescan_every,
+            state_dir,
             format,
             listen,
         } => {
@@ -122,6 +123,9 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             let mut reconciler = Reconciler::new(config, sink, gauges)?;
             reconciler.allow_non_compacted_state(allow_non_compacted_state);
             reconciler.rescan_every(rescan_every);
+            if let Some(dir) = &state_dir {
+                reconciler.state_dir(dir)?;
+            }
             if !once {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -42,12 +42,14 @@
 //! in the same bucket between two checks (the counts cancel). A point with a numeric id
 //! that carries `cdc_bucket` (only another tool could write one) is not looked at.
 //!
-//! **Memory.** The expected state stays in memory (~200-250 B per point: `docs/
-//! benchmarks.md`), so one reconciler holds about 8 M points in 2 GiB; keeping it on local
-//! disk per bucket is the next step for 100 M.
+//! **Memory.** A check holds a few runs of buckets at a time (at most [`RUN_POINTS`]
+//! expected points each, [`CONCURRENT_RUNS`] in flight), never the whole collection. The
+//! expected state is in memory (~130 B per point) or, with `--state-dir`, in a file on
+//! local disk ([`super::store`]); then a full check is this scan of every bucket
+//! ([`Pick::All`]), and memory does not grow with the number of points.
 
-use super::classify::{judge, Drift, DriftClass, DriftReport};
-use super::expected::ExpectedState;
+use super::classify::{judge, tombstone_drift, DriftReport};
+use super::expected::{ExpectedPoint, ExpectedState, Lookup};
 use crate::mapping::{bucket_of, BUCKETS};
 use crate::sink::{ScanCursor, StoredPoint, VectorSink};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -129,20 +131,32 @@ impl BucketBook {
     }
 }
 
-/// Scan the buckets of every collection that may have drifted (module doc) and classify
-/// their points: the candidates of a bucketed check. `touched` are the buckets the state
-/// topic changed since the last check; `None` when some collection cannot be counted per
-/// bucket (the caller then scans everything).
+/// Which buckets a scan reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// Every bucket: a full check, bucket by bucket (a state on disk is checked this way).
+    All,
+    /// The buckets that may have drifted (module doc): `touched` are the buckets the
+    /// state topic changed since the last check.
+    Changed {
+        touched: &'a HashSet<(u16, u16)>,
+        rescan_every: u32,
+    },
+}
+
+/// Scan the buckets `pick` selects in every collection and classify their points: the
+/// candidates of a check, and the buckets scanned per collection. `None` when `pick` is
+/// [`Pick::Changed`] and some collection cannot be counted per bucket (the caller then
+/// scans everything).
 ///
 /// # Errors
-/// When the sink cannot be read.
+/// When the sink or the state cannot be read.
 pub async fn scan(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
     vector_names: &BTreeMap<String, String>,
     book: &mut BucketBook,
-    touched: &HashSet<(u16, u16)>,
-    rescan_every: u32,
+    pick: Pick<'_>,
 ) -> anyhow::Result<Option<(DriftReport, Vec<HashSet<u16>>)>> {
     let started = Instant::now();
     let mut stages: Vec<(&str, u128)> = Vec::new();
@@ -153,79 +167,89 @@ pub async fn scan(
     let mut since = Instant::now();
     let collections = expected.collections();
     let mut counts = Vec::with_capacity(collections.len());
-    for collection in collections {
-        match sink.bucket_counts(collection).await? {
-            Some(c) => counts.push(c),
-            None => return Ok(None),
+    if let Pick::Changed { .. } = pick {
+        for collection in collections {
+            match sink.bucket_counts(collection).await? {
+                Some(c) => counts.push(c),
+                None => return Ok(None),
+            }
         }
     }
     let mut report = DriftReport {
-        expected_points: expected.points.len() as u64,
+        expected_points: expected.len(),
         ..DriftReport::default()
     };
-    let mut expected_live: Vec<HashMap<u16, u64>> = vec![HashMap::new(); collections.len()];
-    for (id, e) in &expected.points {
-        *expected_live[e.collection as usize]
-            .entry(bucket_of(id))
-            .or_default() += 1;
-    }
     stage("counts", &mut since);
-    let rotation = book.rotation(rescan_every);
     let mut selected: Vec<HashSet<u16>> = Vec::with_capacity(collections.len());
     let mut extent = ScanExtent::default();
-    let mut seen: HashSet<Uuid> = HashSet::new();
+    let rotation = match pick {
+        Pick::All => HashSet::new(),
+        Pick::Changed { rescan_every, .. } => book.rotation(rescan_every),
+    };
     for (c, collection) in collections.iter().enumerate() {
-        let mut pick: HashSet<u16> = rotation.clone();
-        pick.extend(
-            touched
-                .iter()
-                .filter(|(tc, _)| *tc as usize == c)
-                .map(|(_, b)| *b),
-        );
-        if let Some(hot) = book.hot.get(c) {
-            pick.extend(hot);
-        }
-        let sink_live = &counts[c].live;
-        for (b, n) in &expected_live[c] {
-            if sink_live.get(b).copied().unwrap_or(0) != *n {
-                pick.insert(*b);
-            }
-        }
-        for (b, n) in sink_live {
-            if expected_live[c].get(b).copied().unwrap_or(0) != *n {
-                pick.insert(*b);
-            }
-        }
-        stage("select", &mut since);
-        if counts[c].unbucketed > 0 {
-            let (numeric, buckets) = unbucketed(sink, collection).await?;
-            pick.extend(buckets);
-            if !numeric.is_empty() {
+        let expected_live = expected.store().live_per_bucket(c as u16);
+        let mut pick_here: HashSet<u16> = HashSet::new();
+        match pick {
+            Pick::All => {
+                pick_here.extend(0..=u16::MAX);
                 report
                     .foreign
                     .entry(collection.clone())
                     .or_default()
-                    .extend(numeric);
+                    .extend(numeric_ids(sink, collection).await?);
+            }
+            Pick::Changed { touched, .. } => {
+                pick_here.extend(&rotation);
+                pick_here.extend(
+                    touched
+                        .iter()
+                        .filter(|(tc, _)| *tc as usize == c)
+                        .map(|(_, b)| *b),
+                );
+                if let Some(hot) = book.hot.get(c) {
+                    pick_here.extend(hot);
+                }
+                let sink_live = &counts[c].live;
+                for (b, n) in expected_live.iter().enumerate() {
+                    if *n > 0 && sink_live.get(&(b as u16)).copied().unwrap_or(0) != *n as u64 {
+                        pick_here.insert(b as u16);
+                    }
+                }
+                for (b, n) in sink_live {
+                    if expected_live[*b as usize] as u64 != *n {
+                        pick_here.insert(*b);
+                    }
+                }
+                stage("select", &mut since);
+                if counts[c].unbucketed > 0 {
+                    let (numeric, buckets) = unbucketed(sink, collection).await?;
+                    pick_here.extend(buckets);
+                    report
+                        .foreign
+                        .entry(collection.clone())
+                        .or_default()
+                        .extend(numeric);
+                }
             }
         }
+        report.foreign.retain(|_, ids| !ids.is_empty());
         let rescan = Rescan {
             collection,
-            buckets: &pick,
-            expected_live: &expected_live[c],
+            c: c as u16,
+            buckets: &pick_here,
+            expected_live,
         };
         stage("unbucketed", &mut since);
-        let points = rescan.run(sink, expected, &mut report, &mut seen).await?;
+        let points = rescan.run(sink, expected, &mut report).await?;
         stage("rescan", &mut since);
-        extent.buckets += pick.len() as u64;
+        extent.buckets += pick_here.len() as u64;
         extent.points += points;
         let live = sink.count_live(collection).await?;
         report.sink_live_points += live;
         report.live_by_collection.insert(collection.clone(), live);
-        selected.push(pick);
+        selected.push(pick_here);
     }
     stage("live", &mut since);
-    missing_in(expected, &selected, &seen, &mut report);
-    stage("missing", &mut since);
     tombstone_vectors(sink, expected, vector_names, &mut report).await?;
     stage("tombstones", &mut since);
     tracing::debug!(
@@ -238,6 +262,27 @@ pub async fn scan(
     report.duration = started.elapsed();
     report.rescanned = Some(extent);
     Ok(Some((report, selected)))
+}
+
+/// The ids of the numeric points of `collection` (foreign: graphcdc writes UUIDs). They
+/// come before every UUID in the scan order, so reading stops at the first UUID.
+async fn numeric_ids(sink: &dyn VectorSink, collection: &str) -> anyhow::Result<Vec<String>> {
+    let mut numeric = Vec::new();
+    let mut from = None;
+    loop {
+        let page = sink.scan(collection, from, PAGE).await?;
+        let mut reached_uuids = !page.points.is_empty();
+        for f in page.foreign {
+            match ScanCursor::parse(&f.id) {
+                Some(ScanCursor::Num(_)) => numeric.push(f.id),
+                _ => reached_uuids = true,
+            }
+        }
+        match page.next {
+            Some(next @ ScanCursor::Num(_)) if !reached_uuids => from = Some(next),
+            _ => return Ok(numeric),
+        }
+    }
 }
 
 /// The ids of the numeric points without `cdc_bucket` (foreign), and the buckets of the
@@ -269,57 +314,94 @@ async fn unbucketed(
 /// The buckets of one collection a check rescans.
 struct Rescan<'a> {
     collection: &'a str,
+    c: u16,
     buckets: &'a HashSet<u16>,
-    expected_live: &'a HashMap<u16, u64>,
+    /// Expected live points per bucket.
+    expected_live: &'a [u32],
+}
+
+/// Most expected points in one run of buckets: longer runs are split, so a full pass
+/// holds a few runs at a time, not the collection.
+const RUN_POINTS: u64 = 20_000;
+
+/// A run of consecutive buckets scanned with one scroll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: u16,
+    last: u16,
+    /// Expected live points in the run.
+    expected: u64,
 }
 
 impl Rescan<'_> {
-    /// Runs of consecutive buckets: (first, last, expected live points).
-    fn runs(&self) -> Vec<(u16, u16, u64)> {
+    /// Runs of consecutive buckets, each with at most [`RUN_POINTS`] expected points
+    /// (unless one bucket has more).
+    fn runs(&self) -> Vec<Run> {
         let mut sorted: Vec<u16> = self.buckets.iter().copied().collect();
         sorted.sort_unstable();
-        let mut runs = Vec::new();
-        let mut i = 0;
-        while i < sorted.len() {
-            let first = sorted[i];
-            let mut last = first;
-            while i + 1 < sorted.len() && sorted[i + 1] == last + 1 {
-                i += 1;
-                last = sorted[i];
+        let mut runs: Vec<Run> = Vec::new();
+        for b in sorted {
+            let n = self.expected_live.get(b as usize).copied().unwrap_or(0) as u64;
+            match runs.last_mut() {
+                Some(run)
+                    if run.last.checked_add(1) == Some(b) && run.expected + n <= RUN_POINTS =>
+                {
+                    run.last = b;
+                    run.expected += n;
+                }
+                _ => runs.push(Run {
+                    first: b,
+                    last: b,
+                    expected: n,
+                }),
             }
-            i += 1;
-            let expected: u64 = (first..=last)
-                .map(|b| self.expected_live.get(&b).copied().unwrap_or(0))
-                .sum();
-            runs.push((first, last, expected));
         }
         runs
     }
 
-    /// Scan the buckets (runs of consecutive buckets, one scroll each, several at once)
-    /// and judge every point found, adding it to `seen`; returns the number of points read.
+    /// Scan the runs (one scroll each, several at once) and judge every point found and
+    /// every expected point of the run not found (missing); returns the points read.
     async fn run(
         &self,
         sink: &dyn VectorSink,
         expected: &ExpectedState,
         report: &mut DriftReport,
-        seen: &mut HashSet<Uuid>,
     ) -> anyhow::Result<u64> {
         use futures::{StreamExt, TryStreamExt};
         let collection = self.collection;
-        let pages: Vec<(Vec<StoredPoint>, Vec<String>)> = futures::stream::iter(self.runs())
-            .map(|(first, last, expected)| scroll_run(sink, collection, first, last, expected))
-            .buffered(CONCURRENT_RUNS)
-            .try_collect()
-            .await?;
+        let mut scrolls = std::pin::pin!(futures::stream::iter(self.runs())
+            .map(|run| async move {
+                let found = scroll_run(sink, collection, run).await?;
+                anyhow::Ok((run, found))
+            })
+            .buffered(CONCURRENT_RUNS));
         let mut read = 0;
-        for (points, foreign) in pages {
+        while let Some((run, (points, foreign))) = scrolls.try_next().await? {
             read += (points.len() + foreign.len()) as u64;
+            let mut wanted: HashMap<Uuid, ExpectedPoint> = HashMap::new();
+            expected
+                .store()
+                .each_live(self.c, run.first..=run.last, |id, e| {
+                    wanted.insert(id, e.clone());
+                })?;
             for stored in &points {
-                seen.insert(stored.id);
-                if let Some(drift) = judge(collection, stored.id, Some(stored), expected) {
-                    report.drifts.push(drift);
-                }
+                let lookup = match wanted.remove(&stored.id) {
+                    Some(point) => Lookup {
+                        point: Some(point),
+                        deleted: None,
+                    },
+                    None => expected.lookup(&stored.id)?,
+                };
+                report
+                    .drifts
+                    .extend(judge(collection, stored.id, Some(stored), &lookup));
+            }
+            for (id, point) in wanted {
+                let lookup = Lookup {
+                    point: Some(point),
+                    deleted: None,
+                };
+                report.drifts.extend(judge(collection, id, None, &lookup));
             }
             if !foreign.is_empty() {
                 let entry = report.foreign.entry(collection.to_owned()).or_default();
@@ -333,18 +415,18 @@ impl Rescan<'_> {
 /// Scrolls of runs in flight during a rescan.
 const CONCURRENT_RUNS: usize = 4;
 
-/// The points (ours, and the ids of foreign ones) of buckets `first..=last`.
+/// The points (ours, and the ids of foreign ones) of a run of buckets.
 async fn scroll_run(
     sink: &dyn VectorSink,
     collection: &str,
-    first: u16,
-    last: u16,
-    expected: u64,
+    run: Run,
 ) -> anyhow::Result<(Vec<StoredPoint>, Vec<String>)> {
-    let limit = (expected as usize + 16).min(PAGE);
-    let within = |id: &Uuid| bucket_of(id) <= last;
+    let limit = (run.expected as usize + 16).min(PAGE);
+    let within = |id: &Uuid| bucket_of(id) <= run.last;
     let (mut points, mut foreign) = (Vec::new(), Vec::new());
-    let mut from = Some(ScanCursor::Uuid(Uuid::from_u128((first as u128) << 112)));
+    let mut from = Some(ScanCursor::Uuid(Uuid::from_u128(
+        (run.first as u128) << 112,
+    )));
     while let Some(cursor) = from {
         let page = sink.scan(collection, Some(cursor), limit).await?;
         points.extend(page.points.into_iter().filter(|p| within(&p.id)));
@@ -361,25 +443,6 @@ async fn scroll_run(
         };
     }
     Ok((points, foreign))
-}
-
-/// Judge the expected points of the rescanned buckets that no rescan found (missing).
-fn missing_in(
-    expected: &ExpectedState,
-    selected: &[HashSet<u16>],
-    seen: &HashSet<Uuid>,
-    report: &mut DriftReport,
-) {
-    let collections = expected.collections();
-    for (id, e) in &expected.points {
-        let c = e.collection as usize;
-        if seen.contains(id) || !selected.get(c).is_some_and(|s| s.contains(&bucket_of(id))) {
-            continue;
-        }
-        report
-            .drifts
-            .extend(judge(&collections[c], *id, None, expected));
-    }
 }
 
 /// Tombstones that kept their vector, in every collection (one filtered query each).
@@ -402,23 +465,13 @@ async fn tombstone_vectors(
             if drifted.contains(&stored.id) {
                 continue;
             }
+            let lookup = expected.lookup(&stored.id)?;
             report
                 .drifts
-                .push(tombstone_drift(collection, &stored, expected));
+                .push(tombstone_drift(collection, &stored, &lookup));
         }
     }
     Ok(())
-}
-
-fn tombstone_drift(collection: &str, stored: &StoredPoint, expected: &ExpectedState) -> Drift {
-    Drift {
-        class: DriftClass::TombstoneVector,
-        collection: collection.to_owned(),
-        id: stored.id,
-        key: stored.key.clone(),
-        sink_version: Some(stored.version),
-        expected_version: expected.points.get(&stored.id).map(|e| e.version),
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! The scan judges every point, whatever the age of its state: what it finds is a
 //! candidate, looked at again before it is reported ([`super::recheck`]).
 
-use super::expected::{parse_hash, ExpectedPoint, ExpectedState};
+use super::expected::{parse_hash, ExpectedPoint, ExpectedState, Lookup};
 use crate::sink::{StoredPoint, VectorSink};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -148,16 +148,17 @@ pub fn classify_point(
     })
 }
 
-/// The drift of `stored` (or of its absence) in `collection` against `expected`.
+/// The drift of `stored` (or of its absence) in `collection` against what the state
+/// says of its id.
 pub fn judge(
     collection: &str,
     id: Uuid,
     stored: Option<&StoredPoint>,
-    expected: &ExpectedState,
+    expected: &Lookup,
 ) -> Option<Drift> {
-    let e = expected.points.get(&id);
+    let e = expected.point.as_ref();
     let class = match stored {
-        Some(stored) => classify_point(stored, e, expected.deleted_version(&id))?,
+        Some(stored) => classify_point(stored, e, expected.deleted_version())?,
         None => {
             e?;
             DriftClass::Missing
@@ -175,18 +176,30 @@ pub fn judge(
         key,
         sink_version: stored.map(|s| s.version),
         // For a point the state deleted: the version of the delete.
-        expected_version: e
-            .map(|e| e.version)
-            .or_else(|| expected.deleted_version(&id)),
+        expected_version: e.map(|e| e.version).or_else(|| expected.deleted_version()),
     })
+}
+
+/// The drift of a point the sink holds that carries no vector but should not
+/// (a tombstone that kept its vector).
+pub fn tombstone_drift(collection: &str, stored: &StoredPoint, expected: &Lookup) -> Drift {
+    Drift {
+        class: DriftClass::TombstoneVector,
+        collection: collection.to_owned(),
+        id: stored.id,
+        key: stored.key.clone(),
+        sink_version: Some(stored.version),
+        expected_version: expected.point.as_ref().map(|e| e.version),
+    }
 }
 
 /// Scan every collection of `sink` and classify each point against `expected`: the
 /// candidates of a check. `vector_names` gives each collection's vector, for tombstones
-/// that still carry it.
+/// that still carry it. Holds the ids of every expected point the sink has: for a state
+/// in memory; a state on disk is checked bucket by bucket ([`super::buckets`]).
 ///
 /// # Errors
-/// When the sink cannot be scanned.
+/// When the sink or the state cannot be read.
 pub async fn scan(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
@@ -194,11 +207,11 @@ pub async fn scan(
 ) -> anyhow::Result<DriftReport> {
     let started = Instant::now();
     let mut report = DriftReport {
-        expected_points: expected.points.len() as u64,
+        expected_points: expected.len(),
         ..DriftReport::default()
     };
     let mut seen: std::collections::HashSet<Uuid> =
-        std::collections::HashSet::with_capacity(expected.points.len());
+        std::collections::HashSet::with_capacity(expected.len() as usize);
     for collection in expected.collections() {
         let mut from = None;
         let mut live = 0;
@@ -215,10 +228,11 @@ pub async fn scan(
                 if !stored.deleted {
                     live += 1;
                 }
-                if expected.points.contains_key(&stored.id) {
+                let lookup = expected.lookup(&stored.id)?;
+                if lookup.point.is_some() {
                     seen.insert(stored.id);
                 }
-                if let Some(drift) = judge(collection, stored.id, Some(stored), expected) {
+                if let Some(drift) = judge(collection, stored.id, Some(stored), &lookup) {
                     report.drifts.push(drift);
                 }
             }
@@ -242,21 +256,26 @@ pub async fn scan(
             if drifted.contains(&stored.id) {
                 continue;
             }
-            report.drifts.push(Drift {
-                class: DriftClass::TombstoneVector,
-                collection: collection.clone(),
-                id: stored.id,
-                key: stored.key.clone(),
-                sink_version: Some(stored.version),
-                expected_version: expected.points.get(&stored.id).map(|e| e.version),
-            });
+            let lookup = expected.lookup(&stored.id)?;
+            report
+                .drifts
+                .push(tombstone_drift(collection, &stored, &lookup));
         }
     }
-    for (id, e) in &expected.points {
-        if !seen.contains(id) {
-            let collection = &expected.collections()[e.collection as usize];
-            report.drifts.extend(judge(collection, *id, None, expected));
-        }
+    for (c, collection) in expected.collections().iter().enumerate() {
+        let mut missing = Vec::new();
+        expected
+            .store()
+            .each_live(c as u16, 0..=u16::MAX, |id, e| {
+                if !seen.contains(&id) {
+                    let lookup = Lookup {
+                        point: Some(e.clone()),
+                        deleted: None,
+                    };
+                    missing.extend(judge(collection, id, None, &lookup));
+                }
+            })?;
+        report.drifts.extend(missing);
     }
     report.sort();
     report.duration = started.elapsed();

@@ -16,12 +16,15 @@
 //!   not older than the point held there; a record older than any version held for its
 //!   key, in any collection, is ignored whole.
 //!
-//! Markers cost about 40 bytes per deleted key still on the topic (compaction removes
-//! tombstones after `delete.retention.ms`; a marker stays while the reader runs). What no
+//! The state is held by a [`StateStore`]: in memory, or in a file on local disk
+//! ([`ExpectedState::keep_on_disk`]). Markers cost a slot per deleted key still on the
+//! topic (compaction removes tombstones after `delete.retention.ms`; a marker stays while
+//! the reader runs). What no
 //! reader can undo: once compaction has removed a newer tombstone or upsert, the older
 //! record left is all a fresh reader sees; keeping graph.state monotonic is the job of its
 //! writers. The reader keeps following the topic between checks.
 
+use super::store::{Held, Slot, StateStore};
 use crate::codec::Codec;
 use crate::event::{CaptureMode, EntityState, Source};
 use crate::kafka::{self, Record, STATE_VERSION_HEADER};
@@ -46,6 +49,30 @@ pub struct ExpectedPoint {
     pub timestamp_ms: i64,
 }
 
+/// What the expected state says of one point id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// The point the sink should hold.
+    pub point: Option<ExpectedPoint>,
+    /// Where its key was deleted, when it was.
+    pub deleted: Option<DeletedAt>,
+}
+
+impl Lookup {
+    /// The version the key was deleted at.
+    pub fn deleted_version(&self) -> Option<i64> {
+        self.deleted.map(|d| d.version)
+    }
+
+    /// Kafka timestamp of the record that made it what it is.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.point
+            .as_ref()
+            .map(|p| p.timestamp_ms)
+            .or(self.deleted.map(|d| d.timestamp_ms))
+    }
+}
+
 /// Where a key was deleted on the state topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeletedAt {
@@ -59,10 +86,8 @@ pub struct ExpectedState {
     consumer: BaseConsumer,
     topic: String,
     collections: Vec<String>,
-    /// Expected points by id.
-    pub points: HashMap<Uuid, ExpectedPoint>,
-    /// Points deleted on the state topic: the version and time of the delete.
-    pub deleted: HashMap<Uuid, DeletedAt>,
+    /// Expected points, and the points deleted on the state topic, by id.
+    store: StateStore,
     /// State records that map to no valid point (bad vector, …), counted once each.
     pub invalid_records: u64,
     /// Records read so far.
@@ -122,9 +147,8 @@ impl ExpectedState {
         Ok(ExpectedState {
             consumer,
             topic,
+            store: StateStore::memory(collections.len()),
             collections,
-            points: HashMap::new(),
-            deleted: HashMap::new(),
             invalid_records: 0,
             records_read: 0,
             next_offsets: HashMap::new(),
@@ -133,9 +157,51 @@ impl ExpectedState {
         })
     }
 
-    /// The version `id` was deleted at on the state topic, if it was.
-    pub fn deleted_version(&self, id: &Uuid) -> Option<i64> {
-        self.deleted.get(id).map(|d| d.version)
+    /// Keep the state in a file in `dir` instead of memory ([`StateStore::on_disk`]);
+    /// before the first read.
+    ///
+    /// # Errors
+    /// When the file cannot be created, or the state was read already.
+    pub fn keep_on_disk(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.records_read == 0,
+            "the expected state moves to disk before it is read"
+        );
+        self.store = StateStore::on_disk(dir, self.collections.len())?;
+        Ok(())
+    }
+
+    /// Where the expected state is held.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Expected live points, in all collections.
+    pub fn len(&self) -> u64 {
+        self.store.len()
+    }
+
+    /// Whether no point is expected.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// What the state says of `id`: the point expected, or the delete.
+    ///
+    /// # Errors
+    /// When the state file cannot be read.
+    pub fn lookup(&self, id: &Uuid) -> anyhow::Result<Lookup> {
+        Ok(match self.store.get(id)? {
+            Some(Slot::Live(p)) => Lookup {
+                point: Some(p),
+                deleted: None,
+            },
+            Some(Slot::Deleted(d)) => Lookup {
+                point: None,
+                deleted: Some(d),
+            },
+            None => Lookup::default(),
+        })
     }
 
     /// Collections the mapping writes to, in config order.
@@ -234,6 +300,7 @@ impl ExpectedState {
             deadline = std::time::Instant::now() + stall;
             if let Err(e) = self.apply(&record, codec, mapper).await {
                 self.seek_back(record.partition, record.offset);
+                self.store.flush()?;
                 return Err(e);
             }
             self.next_offsets
@@ -245,7 +312,7 @@ impl ExpectedState {
                 unread.remove(&record.partition);
             }
         }
-        Ok(())
+        self.store.flush()
     }
 
     /// Have the reader deliver `partition` from `offset` again (a record consumed but not
@@ -300,7 +367,7 @@ impl ExpectedState {
             let at_ms = record.timestamp_ms.unwrap_or(0);
             for (c, collection) in self.collections.clone().iter().enumerate() {
                 let id = point_id(collection, &key);
-                fold_delete(&mut self.points, &mut self.deleted, id, version, at_ms);
+                fold_delete(&mut self.store, id, version, at_ms)?;
                 self.touch(&id, c as u16);
             }
             return Ok(());
@@ -323,14 +390,14 @@ impl ExpectedState {
             .map(|w| (w.id, self.expected_point(w, record)))
             .collect();
         let at_ms = record.timestamp_ms.unwrap_or(0);
-        if fold_state(
-            &mut self.points,
-            &mut self.deleted,
-            &ids,
-            writes,
+        eprintln!(
+            "DBG apply {key} v{} p{} o{} held={:?}",
             state.version,
-            at_ms,
-        ) {
+            record.partition,
+            record.offset,
+            self.store.held(&ids[0])
+        );
+        if fold_state(&mut self.store, &ids, writes, state.version, at_ms)? {
             for (c, id) in ids.iter().enumerate() {
                 self.touch(id, c as u16);
             }
@@ -368,7 +435,7 @@ impl ExpectedState {
         let mut by_location: std::collections::BTreeMap<(i32, i64), Vec<Uuid>> =
             std::collections::BTreeMap::new();
         for id in wanted {
-            if let Some(p) = self.points.get(id) {
+            if let Some(Slot::Live(p)) = self.store.get(id)? {
                 by_location
                     .entry((p.partition, p.offset))
                     .or_default()
@@ -457,84 +524,85 @@ pub fn tombstone_version(record: &Record) -> Option<i64> {
         .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok()?.parse().ok())
 }
 
-/// Fold an upsert into `points`: it wins unless a newer version is held or the key was
+/// Fold an upsert into `store`: it wins unless a newer version is held or the key was
 /// deleted at this version or later.
-pub fn fold_upsert(
-    points: &mut HashMap<Uuid, ExpectedPoint>,
-    deleted: &mut HashMap<Uuid, DeletedAt>,
-    id: Uuid,
-    point: ExpectedPoint,
-) {
-    if deleted.get(&id).is_some_and(|d| d.version >= point.version)
-        || points.get(&id).is_some_and(|p| p.version > point.version)
-    {
-        return;
+///
+/// # Errors
+/// When the state file cannot be read or written.
+pub fn fold_upsert(store: &mut StateStore, id: Uuid, point: ExpectedPoint) -> anyhow::Result<()> {
+    match store.held(&id)? {
+        Some(Held::Deleted { version }) if version >= point.version => Ok(()),
+        Some(Held::Live { version, .. }) if version > point.version => Ok(()),
+        _ => store.set(id, Slot::Live(point)),
     }
-    deleted.remove(&id);
-    points.insert(id, point);
 }
 
 /// Fold a delete at `version` (`None`: unknown, taken as the version it removes), read
-/// at `timestamp_ms`, into `points`: it removes the point unless a newer version is held,
+/// at `timestamp_ms`, into `store`: it removes the point unless a newer version is held,
 /// and marks the key deleted at that version.
+///
+/// # Errors
+/// When the state file cannot be read or written.
 pub fn fold_delete(
-    points: &mut HashMap<Uuid, ExpectedPoint>,
-    deleted: &mut HashMap<Uuid, DeletedAt>,
+    store: &mut StateStore,
     id: Uuid,
     version: Option<i64>,
     timestamp_ms: i64,
-) {
-    let at = match (points.get(&id), version) {
-        (Some(p), Some(v)) if v < p.version => return,
-        (Some(p), v) => v.unwrap_or(p.version).max(p.version),
+) -> anyhow::Result<()> {
+    let at = match (store.held(&id)?, version) {
+        (Some(Held::Live { version: held, .. }), Some(v)) if v < held => return Ok(()),
+        (Some(Held::Live { version: held, .. }), v) => v.unwrap_or(held).max(held),
+        (Some(Held::Deleted { version: held }), Some(v)) if v > held => v,
+        (Some(Held::Deleted { .. }), _) | (None, None) => return Ok(()),
         (None, Some(v)) => v,
-        (None, None) => return,
     };
-    points.remove(&id);
-    if deleted.get(&id).is_none_or(|d| d.version < at) {
-        let marker = DeletedAt {
-            version: at,
-            timestamp_ms,
-        };
-        deleted.insert(id, marker);
-    }
+    let marker = DeletedAt {
+        version: at,
+        timestamp_ms,
+    };
+    store.set(id, Slot::Deleted(marker))
 }
 
-/// Fold a decoded state record of one key at `version` into `points`: `ids` is the key's
+/// Fold a decoded state record of one key at `version` into `store`: `ids` is the key's
 /// point id in every collection, `writes` the points its labels map to. A key's labels
 /// may change, so it is forgotten in the collections it no longer maps to unless what is
 /// held there is newer. A record is the whole entity: one older than any version held
 /// for the key in any collection is ignored (else, read after a newer record that left a
 /// label, it would bring the point back in that label's collection). Returns whether it
 /// was applied.
+///
+/// # Errors
+/// When the state file cannot be read or written.
 pub fn fold_state(
-    points: &mut HashMap<Uuid, ExpectedPoint>,
-    deleted: &mut HashMap<Uuid, DeletedAt>,
+    store: &mut StateStore,
     ids: &[Uuid],
     writes: Vec<(Uuid, ExpectedPoint)>,
     version: i64,
     at_ms: i64,
-) -> bool {
-    let newest = ids
+) -> anyhow::Result<bool> {
+    let mut held = Vec::with_capacity(ids.len());
+    for id in ids {
+        held.push(store.held(id)?);
+    }
+    if held
         .iter()
-        .filter_map(|id| {
-            let live = points.get(id).map(|p| p.version);
-            live.max(deleted.get(id).map(|d| d.version))
-        })
-        .max();
-    if newest.is_some_and(|newest| version < newest) {
-        return false;
+        .flatten()
+        .map(|h| h.version())
+        .max()
+        .is_some_and(|newest| version < newest)
+    {
+        return Ok(false);
     }
     let mapped: HashSet<Uuid> = writes.iter().map(|(id, _)| *id).collect();
-    for id in ids {
-        if !mapped.contains(id) && points.contains_key(id) {
-            fold_delete(points, deleted, *id, Some(version), at_ms);
+    for (id, held) in ids.iter().zip(held) {
+        if !mapped.contains(id) && matches!(held, Some(Held::Live { .. })) {
+            fold_delete(store, *id, Some(version), at_ms)?;
         }
     }
     for (id, point) in writes {
-        fold_upsert(points, deleted, id, point);
+        fold_upsert(store, id, point)?;
     }
-    true
+    Ok(true)
 }
 
 /// Source of the events the reconciler writes.
@@ -566,17 +634,24 @@ mod tests {
         Del(Option<i64>),
     }
 
+    fn live_version(store: &StateStore, id: &Uuid) -> Option<i64> {
+        match store.get(id).unwrap() {
+            Some(Slot::Live(p)) => Some(p.version),
+            _ => None,
+        }
+    }
+
     /// The version expected after reading `records` in this order (`None`: deleted).
     fn fold(records: &[Rec]) -> Option<i64> {
-        let (mut points, mut deleted) = (HashMap::new(), HashMap::new());
+        let mut store = StateStore::memory(1);
         let id = Uuid::nil();
         for r in records {
             match r {
-                Rec::Up(v) => fold_upsert(&mut points, &mut deleted, id, point(*v)),
-                Rec::Del(v) => fold_delete(&mut points, &mut deleted, id, *v, 0),
+                Rec::Up(v) => fold_upsert(&mut store, id, point(*v)).unwrap(),
+                Rec::Del(v) => fold_delete(&mut store, id, *v, 0).unwrap(),
             }
         }
-        points.get(&id).map(|p| p.version)
+        live_version(&store, &id)
     }
 
     /// A key mapped to collection 0 only at v2 (it lost the label of collection 1), its
@@ -591,13 +666,18 @@ mod tests {
         let v1 = || vec![(ids[0], at(0, 1)), (ids[1], at(1, 1))];
         let v2 = || vec![(ids[0], at(0, 2))];
         for (name, order) in [("in order", [1, 2]), ("newer first", [2, 1])] {
-            let (mut points, mut deleted) = (HashMap::new(), HashMap::new());
+            let mut store = StateStore::memory(2);
             for version in order {
                 let writes = if version == 1 { v1() } else { v2() };
-                fold_state(&mut points, &mut deleted, &ids, writes, version, 0);
+                fold_state(&mut store, &ids, writes, version, 0).unwrap();
             }
-            assert_eq!(points.get(&ids[0]).map(|p| p.version), Some(2), "{name}");
-            assert_eq!(points.get(&ids[1]), None, "{name}: the lost label's point");
+            assert_eq!(live_version(&store, &ids[0]), Some(2), "{name}");
+            assert_eq!(
+                live_version(&store, &ids[1]),
+                None,
+                "{name}: the lost label's point"
+            );
+            assert_eq!(store.len(), 1, "{name}");
         }
     }
 

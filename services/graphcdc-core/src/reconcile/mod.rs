@@ -20,6 +20,7 @@ pub mod guard;
 pub mod recheck;
 pub mod repair;
 pub mod report;
+pub mod store;
 
 use crate::codec::{Codec, SchemaRegistry};
 use crate::config::{CaptureSetting, Config};
@@ -95,6 +96,8 @@ pub struct Reconciler {
     buckets: buckets::BucketBook,
     /// Every bucket is rescanned at least every this many checks; 1: every check is full.
     rescan_every: u32,
+    /// Where the expected state is kept on disk (`None`: in memory).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Reconciler {
@@ -135,6 +138,7 @@ impl Reconciler {
             state_topic_verified: false,
             buckets: buckets::BucketBook::default(),
             rescan_every: 1,
+            state_dir: None,
         })
     }
 
@@ -143,6 +147,18 @@ impl Reconciler {
     /// configs.
     pub fn allow_non_compacted_state(&mut self, allow: bool) {
         self.allow_non_compacted_state = allow;
+    }
+
+    /// Keep the expected state in a file in `dir` ([`store`]) instead of memory: memory
+    /// then stays flat whatever the number of entities, and every full check goes bucket
+    /// by bucket. Before the first check.
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub fn state_dir(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        self.expected.keep_on_disk(dir)?;
+        self.state_dir = Some(dir.to_owned());
+        Ok(())
     }
 
     /// After a first full check, rescan only the buckets that may have drifted, and every
@@ -174,22 +190,24 @@ impl Reconciler {
         let caught_up = started.elapsed();
         let touched = self.expected.take_touched();
         let sink = self.sink.as_ref();
-        let bucketed = match self.rescan_every > 1 && self.buckets.primed() {
-            true => {
-                let book = &mut self.buckets;
-                let every = self.rescan_every;
-                buckets::scan(
-                    sink,
-                    &self.expected,
-                    &self.vector_names,
-                    book,
-                    &touched,
-                    every,
-                )
-                .await?
-            }
-            false => None,
+        let pick = match self.rescan_every > 1 && self.buckets.primed() {
+            true => buckets::Pick::Changed {
+                touched: &touched,
+                rescan_every: self.rescan_every,
+            },
+            false => buckets::Pick::All,
         };
+        let on_disk = self.expected.store().path().is_some();
+        let mut bucketed = None;
+        if on_disk || matches!(pick, buckets::Pick::Changed { .. }) {
+            let book = &mut self.buckets;
+            bucketed = buckets::scan(sink, &self.expected, &self.vector_names, book, pick).await?;
+        }
+        if bucketed.is_none() && on_disk {
+            let book = &mut self.buckets;
+            let all = buckets::Pick::All;
+            bucketed = buckets::scan(sink, &self.expected, &self.vector_names, book, all).await?;
+        }
         let mut report = match bucketed {
             Some((report, rescanned)) => {
                 self.buckets
@@ -288,6 +306,9 @@ impl Reconciler {
             .await;
         if result.is_err() && self.expected.needs_reopen() {
             self.expected = ExpectedState::open(&self.config.kafka, &self.mapper)?;
+            if let Some(dir) = &self.state_dir {
+                self.expected.keep_on_disk(dir)?;
+            }
             self.buckets = buckets::BucketBook::default();
         }
         result

@@ -142,29 +142,28 @@ impl Reconciler {
         report: &mut DriftReport,
         grace: Duration,
     ) -> anyhow::Result<()> {
-        let candidates: Vec<Candidate> = std::mem::take(&mut report.drifts)
-            .into_iter()
-            .map(|drift| {
-                let (known_before, known_at_ms) = match drift.class {
-                    // Live in the sink and deleted later on the state topic: behind.
-                    DriftClass::Orphan => match self.expected.deleted.get(&drift.id) {
-                        Some(d) if drift.sink_version.is_some_and(|v| v < d.version) => {
-                            (Some(d.version), Some(d.timestamp_ms))
-                        }
-                        _ => (None, None),
-                    },
-                    _ => (
-                        drift.expected_version,
-                        self.expected.points.get(&drift.id).map(|e| e.timestamp_ms),
-                    ),
-                };
-                Candidate {
-                    drift,
-                    known_before,
-                    known_at_ms,
-                }
-            })
-            .collect();
+        let mut candidates = Vec::with_capacity(report.drifts.len());
+        for drift in std::mem::take(&mut report.drifts) {
+            let lookup = self.expected.lookup(&drift.id)?;
+            let (known_before, known_at_ms) = match drift.class {
+                // Live in the sink and deleted later on the state topic: behind.
+                DriftClass::Orphan => match lookup.deleted {
+                    Some(d) if drift.sink_version.is_some_and(|v| v < d.version) => {
+                        (Some(d.version), Some(d.timestamp_ms))
+                    }
+                    _ => (None, None),
+                },
+                _ => (
+                    drift.expected_version,
+                    lookup.point.as_ref().map(|e| e.timestamp_ms),
+                ),
+            };
+            candidates.push(Candidate {
+                drift,
+                known_before,
+                known_at_ms,
+            });
+        }
         report.rechecked = candidates.len() as u64;
         if candidates.is_empty() {
             return Ok(());
@@ -263,16 +262,14 @@ impl Reconciler {
                 continue;
             }
             let stored = reads.get(&d.id).and_then(Option::as_ref);
-            let Some(drift) = judge(&d.collection, d.id, stored, &self.expected) else {
+            let lookup = self.expected.lookup(&d.id)?;
+            let Some(drift) = judge(&d.collection, d.id, stored, &lookup) else {
                 continue;
             };
             let sink_version = stored.map_or(i64::MIN, |s| s.version);
             let behind = match drift.class {
                 DriftClass::Stale | DriftClass::Missing => true,
-                DriftClass::Orphan => self
-                    .expected
-                    .deleted_version(&d.id)
-                    .is_some_and(|at| sink_version < at),
+                DriftClass::Orphan => lookup.deleted_version().is_some_and(|at| sink_version < at),
                 _ => false,
             };
             if !behind {
@@ -285,11 +282,7 @@ impl Reconciler {
                 continue;
             }
             let lost = passed;
-            let due_at = c.known_at_ms.or_else(|| {
-                let e = &self.expected;
-                let deleted = e.deleted.get(&d.id).map(|d| d.timestamp_ms);
-                e.points.get(&d.id).map(|e| e.timestamp_ms).or(deleted)
-            });
+            let due_at = c.known_at_ms.or_else(|| lookup.timestamp_ms());
             let old = due_at.is_some_and(|t| now_ms - t >= grace.as_millis() as i64);
             if lost || old {
                 looked.drifts.push(Candidate { drift, ..c });
