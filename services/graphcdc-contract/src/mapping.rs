@@ -157,11 +157,7 @@ impl Mapper {
         }
         let vector = vector(m, event)?;
         let fields = payload_fields(m, &event.properties);
-        let hash = content_hash(&fields, &vector);
-        let size: usize = fields
-            .iter()
-            .map(|(k, v)| k.len() + v.to_string().len() + 4)
-            .sum();
+        let (hash, size) = hash_and_size(&fields, &vector);
         if size > self.max_payload_bytes {
             return Err(PoisonError::new(
                 PoisonKind::PayloadTooLarge,
@@ -307,20 +303,42 @@ fn to_json(value: &PropertyValue) -> Value {
 
 /// Hex SHA-256 (first 16 bytes) of the mapped fields in key order and the vector bits.
 pub fn content_hash(fields: &BTreeMap<String, Value>, vector: &[f32]) -> String {
+    hash_and_size(fields, vector).0
+}
+
+/// [`content_hash`], and the payload size the mapper checks against `max_payload_bytes`
+/// (name + JSON text + 4 per field), from the same JSON text of each field.
+fn hash_and_size(fields: &BTreeMap<String, Value>, vector: &[f32]) -> (String, usize) {
     let mut hasher = Sha256::new();
+    let mut size = 0;
+    let mut text = Vec::new();
     for (name, value) in fields {
+        text.clear();
+        // The bytes of `value.to_string()`, into a reused buffer; writing into a Vec
+        // cannot fail.
+        let _ = serde_json::to_writer(&mut text, value);
         hasher.update(name.as_bytes());
         hasher.update([0]);
-        hasher.update(value.to_string().as_bytes());
+        hasher.update(&text);
         hasher.update([0]);
+        size += name.len() + text.len() + 4;
     }
-    // One update for the whole vector: the same bytes, far fewer calls.
-    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-    hasher.update(&bytes);
-    hasher.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // The vector's little-endian bytes, a stack buffer at a time: the same bytes as one
+    // update over the whole vector, without allocating them.
+    let mut buffer = [0u8; 1024];
+    for floats in vector.chunks(buffer.len() / 4) {
+        for (bytes, x) in buffer.chunks_exact_mut(4).zip(floats) {
+            bytes.copy_from_slice(&x.to_le_bytes());
+        }
+        hasher.update(&buffer[..floats.len() * 4]);
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(32);
+    for b in &hasher.finalize()[..16] {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    (hex, size)
 }
 
 #[cfg(test)]

@@ -259,3 +259,39 @@ fn removed_labels_never_override_a_kept_label_nor_touch_relationships() {
     assert_eq!(writes.len(), 1);
     assert!(writes[0].is_tombstone() && writes[0].collection == "chunks");
 }
+
+/// The content hash is stored in every point (`cdc_hash`) and compared by the
+/// reconciler: its value must never change for the same content. Expected values
+/// computed independently (Python hashlib over name, 0, JSON text, 0 per field, then the
+/// vector's little-endian f32 bytes).
+#[test]
+fn content_hash_keeps_its_stored_values() {
+    let fields: BTreeMap<String, Value> = [
+        ("n".to_owned(), serde_json::json!(-42)),
+        ("tags".to_owned(), serde_json::json!(["a", 1.5, null, true])),
+        ("text".to_owned(), serde_json::json!("héllo \"q\"\n")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        content_hash(&fields, &[0.5, -1.25, 3.0]),
+        "0307d22d1763fbd7585469efe73068e7"
+    );
+    assert_eq!(
+        content_hash(&BTreeMap::new(), &[]),
+        "e3b0c44298fc1c149afbf4c8996fb924"
+    );
+    // A 384-d vector spans several of the hasher's buffer fills: same as one update.
+    let vector: Vec<f32> = (0..384).map(|i| i as f32 * 0.01 - 1.0).collect();
+    let mut one_update = Sha256::new();
+    for (name, value) in &fields {
+        one_update.update(format!("{name}\0{value}\0"));
+    }
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    one_update.update(&bytes);
+    let expected: String = one_update.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(content_hash(&fields, &vector), expected);
+}
