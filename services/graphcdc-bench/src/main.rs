@@ -6,9 +6,16 @@
 //! 2. the pipeline: events produced to a broker, consumed and applied by the processor
 //!    with manual commits, end to end, and its ratio to (1);
 //! 3. a naive baseline: one write and one synchronous commit per event;
-//! 4. freshness at a fixed rate;
-//! 5. the reconciler's full check of a large state with 0.1 % drift;
-//! 6. the processor's peak RSS during (2).
+//! 4. freshness at fixed rates (`--freshness-rates`);
+//! 5. CPU per 1,000 events during (2); the reconciler's full check of a large state
+//!    with 0.1 % drift;
+//! 6. the bench process's peak RSS during (2);
+//! 7. the processor's RSS at steady state during the fastest freshness run;
+//! 8. decode + map µs per event, apache-avro's generic values against the
+//!    schema-specific reader.
+//!
+//! The ceiling of (2) is the lower of the sink's bulk write rate and a bare consumer's
+//! read rate of the same topic from the same broker.
 //!
 //! With `--reconcile-scale` it measures only the reconciler at scale (`--entities`): the
 //! first full check, then the bucketed checks after 0.1 % drift, with their memory.
@@ -19,10 +26,14 @@
 //! The broker is librdkafka's in-process mock cluster unless `--bootstrap` names a real
 //! one.
 
+mod consumer;
+mod decode;
+mod freshness;
 mod pipeline;
 mod reconcile;
 mod reconcile_scale;
 mod relay;
+mod usage;
 
 use clap::Parser;
 use std::time::Duration;
@@ -39,9 +50,14 @@ pub struct Args {
     /// Seconds of the fixed-rate freshness run (0 skips it).
     #[arg(long, default_value_t = 30)]
     pub freshness_seconds: u64,
-    /// Rate of the freshness run, events/s.
-    #[arg(long, default_value_t = 1_000)]
-    pub freshness_rate: u64,
+    /// Rates of the freshness runs, events/s, comma-separated; one run of
+    /// `--freshness-seconds` each. The processor's steady-state RSS is taken in the
+    /// fastest.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub freshness_rates: Vec<u64>,
+    /// Encoded events decoded both ways for the decode figure (0 skips it).
+    #[arg(long, default_value_t = 5_000)]
+    pub decode_events: usize,
     /// Entities of the reconciler check (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub entities: usize,

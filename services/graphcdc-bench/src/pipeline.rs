@@ -1,5 +1,10 @@
-//! Ceiling, pipeline, naive baseline and freshness.
+//! Ceiling, pipeline and naive baseline, then freshness (`crate::freshness`).
+//!
+//! The ceiling is the lower of two rates measured in the same run: the embedded sink's
+//! fenced bulk write + flush of the pipeline's points, and a bare consumer reading the
+//! pipeline's topic from the same broker (`crate::consumer`).
 
+use crate::usage::CpuSnapshot;
 use crate::{per_s, rss_mib, Args, Figure};
 use anyhow::Context;
 use graphcdc_core::codec::{Codec, Format};
@@ -23,7 +28,7 @@ const DIM: usize = 384;
 const PARTITIONS: i32 = 32;
 
 /// A chunk upsert with a 384-d vector and about 1 KB of payload.
-fn chunk(i: usize, commit_time_ms: i64) -> ChangeEvent {
+pub fn chunk(i: usize, commit_time_ms: i64) -> ChangeEvent {
     let vector = (0..DIM)
         .map(|d| ((i * 31 + d * 7) % 97) as f32 / 97.0 - 0.5)
         .collect();
@@ -47,7 +52,7 @@ fn chunk(i: usize, commit_time_ms: i64) -> ChangeEvent {
 }
 
 /// Topics on the mock cluster (kept alive by the caller) or a real broker.
-struct Broker {
+pub struct Broker {
     mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
     bootstrap: String,
 }
@@ -71,7 +76,7 @@ impl Broker {
     }
 
     /// A config with its own topics and group, named after `run`.
-    async fn config(&self, run: &str, store: &std::path::Path) -> anyhow::Result<Config> {
+    pub async fn config(&self, run: &str, store: &std::path::Path) -> anyhow::Result<Config> {
         let mut config = demo_config(&self.bootstrap, store)?;
         let suffix = format!("{run}-{}", graphcdc_core::unix_ms());
         let k = &mut config.kafka;
@@ -100,7 +105,11 @@ impl Broker {
     }
 }
 
-async fn wait_caught_up(config: &Config, stats: &Stats, total: u64) -> anyhow::Result<Duration> {
+pub async fn wait_caught_up(
+    config: &Config,
+    stats: &Stats,
+    total: u64,
+) -> anyhow::Result<Duration> {
     let mut first: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -120,23 +129,13 @@ async fn wait_caught_up(config: &Config, stats: &Stats, total: u64) -> anyhow::R
     }
 }
 
-pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let broker = Broker::new(args)?;
-    let events: Vec<ChangeEvent> = (0..args.events)
-        .map(|i| chunk(i, graphcdc_core::unix_ms()))
-        .collect();
-
-    // 1. Ceiling: fenced bulk writes straight into the embedded sink.
-    let config = broker
-        .config("ceiling", &dir.path().join("ceiling"))
-        .await?;
-    let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
-    let writes: Vec<_> = events
-        .iter()
-        .map(|e| mapper.map(e).map(|mut w| w.remove(0)))
-        .collect::<Result<_, _>>()?;
-    let sink = EdgeSink::open(&dir.path().join("ceiling"))?;
+/// The sink's side of the ceiling: fenced bulk writes of `writes` straight into the
+/// embedded sink, per batch size; the best (batch, points/s).
+async fn sink_ceiling(
+    writes: &[graphcdc_core::mapping::PointWrite],
+    store: &std::path::Path,
+) -> anyhow::Result<(usize, f64)> {
+    let sink = EdgeSink::open(store)?;
     let mut best = (0usize, 0.0f64);
     for batch in [100, 500, 1_000, 2_000] {
         let spec = CollectionSpec {
@@ -156,15 +155,33 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
             best = (batch, rate);
         }
     }
-    figures.push(Figure {
-        name: "1. ceiling: embedded sink, fenced bulk write + flush".into(),
-        value: format!("{:.0} points/s", best.1),
-        note: format!(
-            "best batch {}; 384-d, ~1 KB payload, {} points",
-            best.0,
-            writes.len()
-        ),
-    });
+    Ok(best)
+}
+
+pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::new(args)?;
+    println!("broker: {}", broker_name(args));
+    let events: Vec<ChangeEvent> = (0..args.events)
+        .map(|i| chunk(i, graphcdc_core::unix_ms()))
+        .collect();
+    let config = broker
+        .config("ceiling", &dir.path().join("ceiling"))
+        .await?;
+    let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
+
+    // 8. Decode and map per event, before anything else runs.
+    if args.decode_events > 0 {
+        crate::decode::run(args.decode_events, &mapper, figures).await?;
+    }
+
+    // 1a. The sink's ceiling: fenced bulk writes straight into the embedded sink.
+    let writes: Vec<_> = events
+        .iter()
+        .map(|e| mapper.map(e).map(|mut w| w.remove(0)))
+        .collect::<Result<_, _>>()?;
+    let best = sink_ceiling(&writes, &dir.path().join("ceiling")).await?;
+    drop(writes);
 
     // 2. Pipeline: broker → processor → embedded sink, manual commits.
     let mut config = broker
@@ -176,6 +193,7 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         .await?;
     let sink: Arc<dyn VectorSink> = Arc::new(EdgeSink::open(&dir.path().join("pipeline"))?);
     let (rss_before, _) = rss_mib();
+    let cpu_before = CpuSnapshot::now();
     let stats = Arc::new(Stats::default());
     let processor = Processor::new(
         config.clone(),
@@ -187,42 +205,80 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(processor.run(shutdown.clone()));
     let elapsed = wait_caught_up(&config, &stats, events.len() as u64).await?;
+    let (cpu, cpu_threads) = CpuSnapshot::now().since(&cpu_before);
     shutdown.cancel();
     task.await??;
     let (_, hwm) = rss_mib();
     let pipeline_rate = per_s(events.len(), elapsed);
     println!("pipeline: {pipeline_rate:.0} events/s");
+
+    // 1b. The broker's ceiling: a bare consumer reading the pipeline's topic.
+    let consumer_rate = crate::consumer::bare_consumer_rate(&config, events.len()).await?;
+    let ceiling = best.1.min(consumer_rate);
+    let bound = if best.1 <= consumer_rate {
+        "the sink"
+    } else {
+        "the broker"
+    };
+    figures.push(Figure {
+        name: "1a. ceiling: embedded sink, fenced bulk write + flush".into(),
+        value: format!("{:.0} points/s", best.1),
+        note: format!(
+            "best batch {}; 384-d, ~1 KB payload, {} points",
+            best.0,
+            events.len()
+        ),
+    });
+    figures.push(Figure {
+        name: "1b. ceiling: bare consumer, same topic and broker (no decode, no sink)".into(),
+        value: format!("{consumer_rate:.0} records/s"),
+        note: broker_name(args),
+    });
+    figures.push(Figure {
+        name: "1. ceiling = min(1a, 1b)".into(),
+        value: format!("{ceiling:.0} events/s"),
+        note: format!("bound by {bound}"),
+    });
     figures.push(Figure {
         name: "2. pipeline: broker → processor → embedded sink".into(),
-        value: format!("{pipeline_rate:.0} events/s"),
+        value: format!(
+            "{pipeline_rate:.0} events/s = **{:.2} × ceiling**",
+            pipeline_rate / ceiling
+        ),
         note: format!(
-            "{:.2} × ceiling; {} events, batch {}, {}",
+            "{:.2} × sink, {:.2} × bare consumer; {} events, batch {}, {}",
             pipeline_rate / best.1,
+            pipeline_rate / consumer_rate,
             events.len(),
             best.0,
             broker_name(args)
         ),
     });
-
-    // 3. Naive baseline: one write and one synchronous commit per event.
-    let naive_rate = naive(&broker, args.naive_events, &dir.path().join("naive")).await?;
+    let mock_note = if args.bootstrap.is_none() {
+        " and the in-process mock broker"
+    } else {
+        ""
+    };
     figures.push(Figure {
-        name: "3. naive: one upsert + one commit per event".into(),
-        value: format!("{naive_rate:.0} events/s"),
-        note: format!("pipeline is {:.1} × faster", pipeline_rate / naive_rate),
+        name: "5. CPU per 1,000 events during (2)".into(),
+        value: format!(
+            "{:.0} ms",
+            cpu.as_secs_f64() * 1e6 / events.len() as f64
+        ),
+        note: format!(
+            "user + system time of the whole bench process{mock_note}, processor start to caught up ({:.1} s CPU over {:.1} s); threads: {cpu_threads}",
+            cpu.as_secs_f64(),
+            elapsed.as_secs_f64()
+        ),
     });
 
-    // 4. Freshness at a fixed rate.
-    if args.freshness_seconds > 0 {
-        let stats = freshness(&broker, args, &dir.path().join("fresh")).await?;
-        let q = |x| (stats.freshness.quantile(x).unwrap_or(0.0) * 1000.0).round();
+    // 3. Naive baseline: one write and one synchronous commit per event.
+    if args.naive_events > 0 {
+        let naive_rate = naive(&broker, args.naive_events, &dir.path().join("naive")).await?;
         figures.push(Figure {
-            name: "4. freshness (visible in sink − produced)".into(),
-            value: format!("p50 {} ms, p99 {} ms, max {} ms", q(0.5), q(0.99), q(1.0)),
-            note: format!(
-                "{} events/s for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms",
-                args.freshness_rate, args.freshness_seconds
-            ),
+            name: "3. naive: one upsert + one commit per event".into(),
+            value: format!("{naive_rate:.0} events/s"),
+            note: format!("pipeline is {:.1} × faster", pipeline_rate / naive_rate),
         });
     }
     figures.push(Figure {
@@ -233,14 +289,20 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
             events.len()
         ),
     });
+    drop(events);
+
+    // 4. Freshness at fixed rates, and 7. the processor's RSS at the fastest.
+    if args.freshness_seconds > 0 {
+        crate::freshness::run(&broker, args, &dir.path().join("fresh"), figures).await?;
+    }
     Ok(())
 }
 
-fn broker_name(args: &Args) -> &'static str {
-    if args.bootstrap.is_some() {
-        "real broker"
-    } else {
-        "in-process mock broker"
+/// Which broker a figure came from.
+pub fn broker_name(args: &Args) -> String {
+    match &args.bootstrap {
+        Some(bootstrap) => format!("broker {bootstrap} (--bootstrap)"),
+        None => "in-process mock broker".into(),
     }
 }
 
@@ -295,45 +357,4 @@ async fn naive(broker: &Broker, n: usize, store: &std::path::Path) -> anyhow::Re
     let rate = per_s(n, started.map_or(Duration::ZERO, |s| s.elapsed()));
     println!("naive: {rate:.0} events/s");
     Ok(rate)
-}
-
-async fn freshness(
-    broker: &Broker,
-    args: &Args,
-    store: &std::path::Path,
-) -> anyhow::Result<Arc<Stats>> {
-    let mut config = broker.config("fresh", store).await?;
-    config.processor.batch_max_wait_ms = 5;
-    for (key, value) in [("linger.ms", "1"), ("fetch.wait.max.ms", "10")] {
-        config
-            .kafka
-            .properties
-            .insert(key.into(), graphcdc_core::config::Secret::new(value));
-    }
-    let publisher = ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
-    let sink: Arc<dyn VectorSink> = Arc::new(EdgeSink::open(store)?);
-    let stats = Arc::new(Stats::default());
-    let health = Arc::new(Health::default());
-    let processor = Processor::new(config.clone(), sink, stats.clone(), health.clone()).await?;
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(processor.run(shutdown.clone()));
-    while health.assigned_partitions() == 0 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let per_tick = (args.freshness_rate / 100).max(1) as usize;
-    let ticks = args.freshness_seconds * 100;
-    let mut interval = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0usize;
-    for _ in 0..ticks {
-        interval.tick().await;
-        let batch: Vec<ChangeEvent> = (sent..sent + per_tick)
-            .map(|i| chunk(i, graphcdc_core::unix_ms()))
-            .collect();
-        sent += per_tick;
-        publisher.publish_changes(&batch).await?;
-    }
-    wait_caught_up(&config, &stats, sent as u64).await?;
-    shutdown.cancel();
-    task.await??;
-    Ok(stats)
 }

@@ -1,0 +1,140 @@
+//! Freshness at fixed rates (produced → visible in the sink), and the processor's
+//! resident memory at steady state during the fastest of those runs.
+//!
+//! Each rate gets its own topics and processor. Events are produced in 10 ms ticks with
+//! their commit time set when they are built, so a producer falling behind shows as
+//! staleness too; the rate actually reached is reported next to the asked one.
+
+use crate::pipeline::{broker_name, chunk, Broker};
+use crate::usage::{median_max, trim_heap};
+use crate::{proc_status_mib, Args, Figure};
+use graphcdc_core::codec::{Codec, Format};
+use graphcdc_core::config::Secret;
+use graphcdc_core::event::ChangeEvent;
+use graphcdc_core::kafka::ChangePublisher;
+use graphcdc_core::processor::Processor;
+use graphcdc_core::sink::edge::EdgeSink;
+use graphcdc_core::sink::VectorSink;
+use graphcdc_core::stats::{Health, Stats};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What one fixed-rate run measured.
+struct RateRun {
+    stats: Arc<Stats>,
+    /// Events per second actually produced.
+    reached: f64,
+    /// VmRSS (MiB) just before the processor was created, after trimming the heap.
+    rss_before: f64,
+    /// VmRSS (MiB) every 100 ms over the second half of the run.
+    rss_samples: Vec<f64>,
+}
+
+/// One freshness figure per `--freshness-rates` entry, then the steady-state RSS of the
+/// fastest run.
+pub async fn run(
+    broker: &Broker,
+    args: &Args,
+    store: &std::path::Path,
+    figures: &mut Vec<Figure>,
+) -> anyhow::Result<()> {
+    let mut fastest: Option<(u64, RateRun)> = None;
+    for &rate in &args.freshness_rates {
+        let run = at_rate(broker, args, rate, &store.join(format!("fresh-{rate}"))).await?;
+        let q = |x| (run.stats.freshness.quantile(x).unwrap_or(0.0) * 1000.0).round();
+        println!(
+            "freshness at {rate}/s (reached {:.0}/s): p50 {} ms, p99 {} ms",
+            run.reached,
+            q(0.5),
+            q(0.99)
+        );
+        figures.push(Figure {
+            name: format!("4. freshness at {rate} events/s (visible in sink − produced)"),
+            value: format!("p50 {} ms, p99 {} ms, max {} ms", q(0.5), q(0.99), q(1.0)),
+            note: format!(
+                "{:.0} events/s reached for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms; {}",
+                run.reached,
+                args.freshness_seconds,
+                broker_name(args)
+            ),
+        });
+        if fastest.as_ref().is_none_or(|(r, _)| rate > *r) {
+            fastest = Some((rate, run));
+        }
+    }
+    if let Some((rate, run)) = fastest {
+        let deltas: Vec<f64> = run.rss_samples.iter().map(|s| s - run.rss_before).collect();
+        let (median, max) = median_max(&deltas);
+        let (whole, _) = median_max(&run.rss_samples);
+        let broker_note = if args.bootstrap.is_some() {
+            "the broker is another process".to_owned()
+        } else {
+            "includes the in-process mock broker's growing log: use --bootstrap for the processor alone".to_owned()
+        };
+        figures.push(Figure {
+            name: format!("7. processor RSS at steady state, {rate} events/s, 384-d"),
+            value: format!("+{median:.0} MiB (max +{max:.0} MiB)"),
+            note: format!(
+                "VmRSS every 100 ms over the run's second half minus VmRSS before the processor started (after malloc_trim; producer and sink included); whole bench process {whole:.0} MiB; {broker_note}; MALLOC_ARENA_MAX={}",
+                std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn at_rate(
+    broker: &Broker,
+    args: &Args,
+    rate: u64,
+    store: &std::path::Path,
+) -> anyhow::Result<RateRun> {
+    let mut config = broker.config(&format!("fresh{rate}"), store).await?;
+    config.processor.batch_max_wait_ms = 5;
+    for (key, value) in [("linger.ms", "1"), ("fetch.wait.max.ms", "10")] {
+        config
+            .kafka
+            .properties
+            .insert(key.into(), Secret::new(value));
+    }
+    let publisher = ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
+    let sink: Arc<dyn VectorSink> = Arc::new(EdgeSink::open(store)?);
+    trim_heap();
+    let rss_before = proc_status_mib("VmRSS:");
+    let stats = Arc::new(Stats::default());
+    let health = Arc::new(Health::default());
+    let processor = Processor::new(config.clone(), sink, stats.clone(), health.clone()).await?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(processor.run(shutdown.clone()));
+    while health.assigned_partitions() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let per_tick = (rate / 100).max(1) as usize;
+    let ticks = args.freshness_seconds * 100;
+    let mut interval = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0usize;
+    let mut rss_samples = Vec::new();
+    let started = Instant::now();
+    for tick in 0..ticks {
+        interval.tick().await;
+        let batch: Vec<ChangeEvent> = (sent..sent + per_tick)
+            .map(|i| chunk(i, graphcdc_core::unix_ms()))
+            .collect();
+        sent += per_tick;
+        publisher.publish_changes(&batch).await?;
+        if tick >= ticks / 2 && tick % 10 == 0 {
+            rss_samples.push(proc_status_mib("VmRSS:"));
+        }
+    }
+    let reached = crate::per_s(sent, started.elapsed());
+    crate::pipeline::wait_caught_up(&config, &stats, sent as u64).await?;
+    shutdown.cancel();
+    task.await??;
+    Ok(RateRun {
+        stats,
+        reached,
+        rss_before,
+        rss_samples,
+    })
+}
