@@ -7,6 +7,8 @@
 //! update panics inside qdrant-edge). A shard stays *dirty* from an update until a flush
 //! succeeds: every later read of versions and every write flushes it first, so a retry
 //! that finds its points already applied in memory still waits for them to be durable.
+//! qdrant-edge replays no WAL: a shard the last process did not close has its payload
+//! indexes rebuilt when it is loaded (`recovery`).
 
 use super::{
     latest_per_point, tombstones, BucketCounts, CollectionSpec, Fence, ScanCursor, ScanPage,
@@ -14,16 +16,15 @@ use super::{
 };
 use crate::config::Distance;
 use crate::error::SinkError;
-use crate::mapping::{PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
+use crate::mapping::{PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, VERSION_FIELD};
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, ConditionalInsertOperation, CountRequest, CreateIndex, EdgeConfig,
-    EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FacetRequest, FacetValue, FieldCondition,
-    FieldIndexOperations, Filter, HasIdCondition, HasVectorCondition, IsEmptyCondition, JsonPath,
-    Match, NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointIdsList, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, Range,
-    ScrollRequest, SearchRequest, UpdateOperation, VectorInternal, VectorOperations,
+    Condition, ConditionalInsertOperation, CountRequest, EdgeConfig, EdgeOptimizersConfig,
+    EdgeShard, EdgeVectorParams, FacetRequest, FacetValue, FieldCondition, Filter, HasIdCondition,
+    HasVectorCondition, IsEmptyCondition, JsonPath, Match, NamedQuery, OperationError, Payload,
+    PointId, PointIdsList, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
+    Range, ScrollRequest, SearchRequest, UpdateOperation, VectorInternal, VectorOperations,
     VectorPersisted, VectorStructPersisted, WalOptions, WithPayloadInterface, WithVector,
 };
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ use uuid::Uuid;
 /// holds updates not flushed yet.
 struct Shard {
     shard: EdgeShard,
+    /// The collection directory.
+    dir: PathBuf,
     write_lock: Mutex<()>,
     dirty: AtomicBool,
     /// Flushes still to fail (tests inject I/O failures with it).
@@ -77,12 +80,12 @@ impl EdgeSink {
                 "collection {collection:?} does not exist"
             )));
         }
-        let shard = EdgeShard::load(&dir, None).map_err(classify)?;
-        create_indexes(&shard)?;
+        let shard = recovery::load(&dir)?;
         let shard = Arc::new(Shard {
             shard,
+            dir,
             write_lock: Mutex::new(()),
-            // Whatever a previous process left unflushed is flushed before the first use.
+            // The load's own updates (indexes) are flushed before the first use.
             dirty: AtomicBool::new(true),
             #[cfg(test)]
             failing_flushes: Default::default(),
@@ -271,6 +274,16 @@ impl Shard {
     }
 }
 
+impl Drop for Shard {
+    /// A clean close: flushed, so the next load need not repair anything.
+    fn drop(&mut self) {
+        let _guard = self.lock();
+        if !self.dirty.load(Ordering::SeqCst) || self.flush().is_ok() {
+            recovery::closed_cleanly(&self.dir);
+        }
+    }
+}
+
 fn rejected(e: impl std::fmt::Display) -> SinkError {
     SinkError::Rejected(e.to_string())
 }
@@ -291,25 +304,6 @@ fn classify(e: OperationError) -> SinkError {
 
 fn path(field: &str) -> JsonPath {
     field.parse().expect("valid payload field name")
-}
-
-fn create_indexes(shard: &EdgeShard) -> Result<(), SinkError> {
-    for (field, schema) in [
-        (VERSION_FIELD, PayloadSchemaType::Integer),
-        (KEY_FIELD, PayloadSchemaType::Keyword),
-        (DELETED_FIELD, PayloadSchemaType::Bool),
-        (BUCKET_FIELD, PayloadSchemaType::Integer),
-    ] {
-        shard
-            .update(UpdateOperation::FieldIndexOperation(
-                FieldIndexOperations::CreateIndex(CreateIndex {
-                    field_name: path(field),
-                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
-                }),
-            ))
-            .map_err(rejected)?;
-    }
-    Ok(())
 }
 
 /// Points per value of [`BUCKET_FIELD`] among those matching `filter`.
@@ -504,7 +498,7 @@ impl VectorSink for EdgeSink {
                 })
                 .build();
             let shard = EdgeShard::new(&dir, config).map_err(classify)?;
-            create_indexes(&shard)?;
+            recovery::create_indexes(&shard)?;
             shard.flush();
         }
         self.shard(&spec.name).map(|_| ())
@@ -771,3 +765,7 @@ impl VectorSink for EdgeSink {
         .await
     }
 }
+
+mod recovery;
+#[cfg(test)]
+mod tests;
