@@ -390,13 +390,6 @@ impl ExpectedState {
             .map(|w| (w.id, self.expected_point(w, record)))
             .collect();
         let at_ms = record.timestamp_ms.unwrap_or(0);
-        eprintln!(
-            "DBG apply {key} v{} p{} o{} held={:?}",
-            state.version,
-            record.partition,
-            record.offset,
-            self.store.held(&ids[0])
-        );
         if fold_state(&mut self.store, &ids, writes, state.version, at_ms)? {
             for (c, id) in ids.iter().enumerate() {
                 self.touch(id, c as u16);
