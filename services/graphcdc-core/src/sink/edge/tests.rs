@@ -54,7 +54,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Write `before` and close, then `after` in a process that is killed; returns a store with
+/// Write `before` and close, then `after` and never close (as a killed process); returns a store with
 /// the WAL, the payload indexes and the open marker of the second state and everything else
 /// of the first: what a kill between flushing the payload indexes and the payload storage
 /// of `after` leaves.
@@ -67,18 +67,16 @@ async fn killed_mid_flush(before: &[PointWrite], after: &[PointWrite]) -> tempfi
         sink.write(COLLECTION, before, Fence::Newer).await.unwrap();
     }
     copy_dir(live.path(), killed.path());
-    // Killed: no close (every write is flushed before it returns, though).
+    // Every write is flushed before it returns: the kill comes during a later flush.
     let sink = EdgeSink::open(live.path()).unwrap();
     sink.write(COLLECTION, after, Fence::Newer).await.unwrap();
     std::mem::forget(sink);
     let (live, killed_docs) = (live.path().join(COLLECTION), killed.path().join(COLLECTION));
-    if live.join(recovery::OPEN_MARKER).exists() {
-        std::fs::copy(
-            live.join(recovery::OPEN_MARKER),
-            killed_docs.join(recovery::OPEN_MARKER),
-        )
-        .unwrap();
-    }
+    std::fs::copy(
+        live.join(recovery::OPEN_MARKER),
+        killed_docs.join(recovery::OPEN_MARKER),
+    )
+    .expect("a process that was not closed leaves its open marker");
     std::fs::remove_dir_all(killed_docs.join("wal")).unwrap();
     copy_dir(&live.join("wal"), &killed_docs.join("wal"));
     for segment in std::fs::read_dir(live.join("segments")).unwrap() {
