@@ -68,6 +68,10 @@ pub struct Args {
     /// With --reconcile-scale: only the memory of the expected state (no broker, no sink).
     #[arg(long)]
     pub state_only: bool,
+    /// With --reconcile-scale: keep the reconciler's expected state in a file in this
+    /// directory (`reconcile --state-dir`) instead of memory.
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
     /// The bucketed checks' `--rescan-every` (every bucket rescanned at least every N
     /// checks).
     #[arg(long, default_value_t = 60)]

@@ -67,6 +67,9 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     )?;
     reconciler.allow_non_compacted_state(true);
     reconciler.rescan_every(args.rescan_every);
+    if let Some(dir) = &args.state_dir {
+        reconciler.state_dir(dir)?;
+    }
     let started = Instant::now();
     let first = reconciler.check(Duration::ZERO).await?;
     let first_took = started.elapsed();
@@ -141,7 +144,8 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         name: format!("7. reconciler first (full) check, {n} entities"),
         value: format!("{:.1} s", first_took.as_secs_f64()),
         note: format!(
-            "state read + full sink scan; RSS anon +{:.0} MiB after it ({:.0} B/entity), file-backed {file_first:.0} MiB, process peak {hwm_first:.0} MiB; load {:.0} s, sink directory {:.0} MiB",
+            "state {}; state read + full sink scan; RSS anon +{:.0} MiB after it ({:.0} B/entity), file-backed {file_first:.0} MiB, process peak {hwm_first:.0} MiB; load {:.0} s, sink directory {:.0} MiB",
+            where_state(args),
             anon_first - anon_before,
             (anon_first - anon_before) * 1048576.0 / n as f64,
             load.as_secs_f64(),
@@ -185,17 +189,29 @@ fn dir_size(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// `--reconcile-scale --state-only`: the memory of the reconciler's expected state for
-/// `--entities` points, without a broker or a sink (the load of a 10 M run takes longer
-/// than this machine's sessions): the map a full check holds (key, version, hash, record
-/// position and timestamp per point) and the set of ids its scan fills.
+fn where_state(args: &Args) -> String {
+    match &args.state_dir {
+        Some(dir) => format!("on disk ({})", dir.display()),
+        None => "in memory".into(),
+    }
+}
+
+/// `--reconcile-scale --state-only`: the reconciler's expected state for `--entities`
+/// points, without a broker or a sink (the load of a 10 M run takes longer than this
+/// machine's sessions), folded as the reader folds state records: its memory (and file,
+/// with `--state-dir`), and what reading it back costs: a 0.1 % sample of buckets, every
+/// bucket, and point lookups.
 pub fn state_only(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
-    use graphcdc_core::mapping::point_id;
-    use graphcdc_core::reconcile::expected::ExpectedPoint;
+    use graphcdc_core::mapping::{point_id, BUCKETS};
+    use graphcdc_core::reconcile::expected::{fold_upsert, ExpectedPoint};
+    use graphcdc_core::reconcile::store::StateStore;
     let n = args.entities;
     let (anon_before, _, _) = memory();
     let started = Instant::now();
-    let mut points = std::collections::HashMap::new();
+    let mut store = match &args.state_dir {
+        Some(dir) => StateStore::on_disk(dir, 1)?,
+        None => StateStore::memory(1),
+    };
     for i in 0..n {
         let key = format!("item-{i:08}");
         let id = point_id("items", &key);
@@ -208,30 +224,77 @@ pub fn state_only(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> 
             offset: (i / 667) as i64,
             timestamp_ms: 1_700_000_000_000,
         };
-        points.insert(id, point);
+        fold_upsert(&mut store, id, point)?;
+        if i > 0 && i % 10_000_000 == 0 {
+            let (anon, _, _) = memory();
+            println!(
+                "reconcile-scale: {i} points folded in {:.0} s, RSS anon +{:.0} MiB",
+                started.elapsed().as_secs_f64(),
+                anon - anon_before
+            );
+        }
     }
-    let (anon_map, _, _) = memory();
-    let seen: std::collections::HashSet<uuid::Uuid> = points.keys().copied().collect();
-    let (anon_seen, _, hwm) = memory();
+    store.flush()?;
+    let built = started.elapsed();
+    anyhow::ensure!(
+        store.len() == n as u64,
+        "{} points held of {n}",
+        store.len()
+    );
+    let (anon_built, _, hwm) = memory();
+    let file = store
+        .path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    // Read back: 65 buckets (0.1 %), every bucket, 100,000 lookups.
+    let started = Instant::now();
+    let mut sampled = 0;
+    for b in (0..BUCKETS).step_by(1_000) {
+        sampled += store.live_in(0, b as u16..=b as u16)?.len();
+    }
+    let sample_took = started.elapsed();
+    let started = Instant::now();
+    let mut all = 0u64;
+    store.each_live(0, 0..=u16::MAX, |_, _| all += 1)?;
+    let sweep_took = started.elapsed();
+    anyhow::ensure!(all == n as u64, "{all} points read back of {n}");
+    let started = Instant::now();
+    let lookups = 100_000.min(n.max(1));
+    for i in 0..lookups {
+        let key = format!("item-{:08}", (i * 7_919) % n.max(1));
+        store.get(&point_id("items", &key))?;
+    }
+    let lookup_took = started.elapsed();
+    let (anon_after, _, hwm_after) = memory();
     let per = |mib: f64| mib * 1048576.0 / n as f64;
     println!(
-        "reconcile-scale: expected state of {n} points: +{:.0} MiB ({:.0} B/point), with the scan's id set +{:.0} MiB ({:.0} B/point), built in {:.1} s",
-        anon_map - anon_before,
-        per(anon_map - anon_before),
-        anon_seen - anon_before,
-        per(anon_seen - anon_before),
-        started.elapsed().as_secs_f64()
+        "reconcile-scale: expected state of {n} points {}: RSS anon +{:.0} MiB ({:.0} B/point), file {:.0} MiB ({:.0} B/point), built in {:.1} s; 65 buckets ({sampled} points) read in {:.1} ms, all buckets in {:.1} s, {lookups} lookups in {:.2} s; process peak {:.0} MiB",
+        where_state(args),
+        anon_built - anon_before,
+        per(anon_built - anon_before),
+        file as f64 / 1048576.0,
+        file as f64 / n as f64,
+        built.as_secs_f64(),
+        sample_took.as_secs_f64() * 1e3,
+        sweep_took.as_secs_f64(),
+        lookup_took.as_secs_f64(),
+        hwm.max(hwm_after),
     );
     figures.push(Figure {
-        name: format!("9. reconciler expected state in memory, {n} points"),
-        value: format!("{:.0} MiB", anon_seen - anon_before),
+        name: format!("9. reconciler expected state, {n} points, {}", where_state(args)),
+        value: format!("+{:.0} MiB RSS", anon_after.max(anon_built) - anon_before),
         note: format!(
-            "{:.0} B/point: map {:.0} MiB + the full scan's id set {:.0} MiB; process peak {hwm:.0} MiB",
-            per(anon_seen - anon_before),
-            anon_map - anon_before,
-            anon_seen - anon_map
+            "{:.0} B/point in memory; file {:.0} MiB ({:.0} B/point); built in {:.0} s ({:.0} points/s); 0.1 % of the buckets read in {:.1} ms, all in {:.1} s; {:.1} µs per lookup; process peak {:.0} MiB",
+            per(anon_built - anon_before),
+            file as f64 / 1048576.0,
+            file as f64 / n as f64,
+            built.as_secs_f64(),
+            n as f64 / built.as_secs_f64(),
+            sample_took.as_secs_f64() * 1e3,
+            sweep_took.as_secs_f64(),
+            lookup_took.as_secs_f64() * 1e6 / lookups as f64,
+            hwm.max(hwm_after),
         ),
     });
-    drop((seen, points));
     Ok(())
 }
