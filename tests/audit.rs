@@ -202,8 +202,15 @@ async fn lost_and_uncaptured_nodes_are_found_per_label_and_repaired_through_the_
     create(&graph, "Doc", &keys("d", 100..103), 1, false).await;
     create(&graph, "Note", &keys("n", 50..52), 1, false).await;
 
+    // graph.state's entries, the keys met in Neo4j and the sink check's state on disk
+    // (the other tests audit in memory).
+    let state_dir = tempfile::tempdir().unwrap();
     let mut auditor = Auditor::new(h.config.clone(), Some(sink.clone())).unwrap();
+    auditor.state_dir(state_dir.path()).unwrap();
     let found = auditor.check(&options(40, None)).await.unwrap();
+    for file in ["audit-state.redb", "audit-seen.redb", "expected-state.redb"] {
+        assert!(state_dir.path().join(file).exists(), "{file}");
+    }
     let counts = per_label(&found);
     let count = |label: &str, class: &str| counts[&(label.to_owned(), class)];
     assert_eq!(

@@ -26,6 +26,7 @@
 //! The broker is librdkafka's in-process mock cluster unless `--bootstrap` names a real
 //! one.
 
+mod audit_state;
 mod consumer;
 mod decode;
 mod freshness;
@@ -68,6 +69,10 @@ pub struct Args {
     /// With --reconcile-scale: only the memory of the expected state (no broker, no sink).
     #[arg(long)]
     pub state_only: bool,
+    /// With --reconcile-scale --state-only: what `graphcdc audit` holds per key instead
+    /// (graph.state's entries and the keys met in Neo4j).
+    #[arg(long, requires = "state_only")]
+    pub audit_state: bool,
     /// With --reconcile-scale: keep the reconciler's expected state in a file in this
     /// directory (`reconcile --state-dir`) instead of memory.
     #[arg(long)]
@@ -140,6 +145,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         if args.relay_backlog > 0 {
             return relay::run(&args, &mut figures).await;
+        }
+        if args.reconcile_scale && args.audit_state {
+            return audit_state::run(&args, &mut figures);
         }
         if args.reconcile_scale && args.state_only {
             return reconcile_scale::state_only(&args, &mut figures);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Memory of this process (Linux): resident anonymous and file-backed pages, and the
 /// peak resident set, in MiB.
-fn memory() -> (f64, f64, f64) {
+pub(crate) fn memory() -> (f64, f64, f64) {
     let field = crate::proc_status_mib;
     (field("RssAnon:"), field("RssFile:"), field("VmHWM:"))
 }

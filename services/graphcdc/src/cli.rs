@@ -231,6 +231,11 @@ pub(crate) struct AuditArgs {
     /// Check the sink even if the state topic is not verified to keep every key.
     #[arg(long)]
     pub(crate) allow_non_compacted_state: bool,
+    /// Keep graph.state's entries (version, hash per key), the keys met in Neo4j and the
+    /// sink check's expected state in files in DIR instead of memory, so memory stays
+    /// flat whatever the size of the graph; the files are made anew at start.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub(crate) format: OutputFormat,

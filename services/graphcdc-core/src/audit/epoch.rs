@@ -59,7 +59,7 @@ pub async fn bump(
     state: &LogState,
     page_size: usize,
 ) -> anyhow::Result<EpochOutcome> {
-    let state_max = state.entries.values().map(|e| e.version).max().unwrap_or(0);
+    let state_max = state.max_version;
     let epoch = next_epoch(state_max);
     anyhow::ensure!(
         epoch < MAX_VERSION - EPOCH_SIZE,
@@ -93,24 +93,32 @@ pub async fn bump(
         outcome.moved += row.get::<i64>("moved").unwrap_or(0) as u64;
         after = last;
     }
-    let rows: Vec<HashMap<String, BoltType>> = state
-        .entries
-        .iter()
-        .filter_map(|(key, entry)| {
-            let kind = ctx.targets.list()[Targets::primary(entry.targets)?].kind();
-            Some(HashMap::from([
-                ("key".to_owned(), BoltType::from(format!("{kind}:{key}"))),
-                ("floor".to_owned(), epoch.into()),
-                ("step".to_owned(), 0i64.into()),
-            ]))
-        })
-        .collect();
-    for chunk in rows.chunks(500) {
-        ctx.graph
-            .run(query(RAISE).param("rows", chunk.to_vec()))
-            .await
-            .context("creating the counters of graph.state's keys in the new epoch")?;
-        outcome.state_keys += chunk.len() as u64;
+    // graph.state's keys a page at a time (they may be on disk).
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.entries.page(after.as_deref(), 500)?;
+        let rows: Vec<HashMap<String, BoltType>> = page
+            .iter()
+            .filter_map(|(key, entry)| {
+                let kind = ctx.targets.list()[Targets::primary(entry.targets)?].kind();
+                Some(HashMap::from([
+                    ("key".to_owned(), BoltType::from(format!("{kind}:{key}"))),
+                    ("floor".to_owned(), epoch.into()),
+                    ("step".to_owned(), 0i64.into()),
+                ]))
+            })
+            .collect();
+        if !rows.is_empty() {
+            outcome.state_keys += rows.len() as u64;
+            ctx.graph
+                .run(query(RAISE).param("rows", rows))
+                .await
+                .context("creating the counters of graph.state's keys in the new epoch")?;
+        }
+        match page.into_iter().last() {
+            Some((last, _)) => after = Some(last),
+            None => break,
+        }
     }
     Ok(outcome)
 }

@@ -4,9 +4,11 @@
 //! graph.state; then a second look at what differs (nodes read again by key,
 //! relationships by page).
 //!
-//! Memory: one page of entities at a time, plus the keys of graph.state (held by
-//! [`super::state::LogState`]) and the findings.
+//! Memory: one page of entities at a time and the findings, plus graph.state's entries
+//! (held by [`super::state::LogState`]) and the keys met in Neo4j, both in memory or, with
+//! `--state-dir`, in files on disk ([`super::keyed`]).
 
+use super::keyed::Keyed;
 use super::state::LogState;
 use super::targets::Targets;
 use super::{classify, entity_hash, AuditClass, AuditReport, Finding, TargetCounts};
@@ -27,6 +29,9 @@ const VERSIONS: &str = include_str!("../../../../deploy/neo4j/queries/audit-vers
 
 /// Keys per lookup query of the second look.
 const LOOKUP_CHUNK: usize = 500;
+
+/// File of the keys met in Neo4j, beside graph.state's entries when those are on disk.
+const SEEN_FILE: &str = "audit-seen.redb";
 
 /// What the Neo4j side reads with.
 pub struct Context<'a> {
@@ -87,7 +92,7 @@ pub async fn pass(
             .collect(),
         ..AuditReport::default()
     };
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen: Keyed<()> = state.entries.beside(SEEN_FILE)?;
     for (index, target) in targets.iter().enumerate() {
         let mut after: Option<serde_json::Value> = None;
         loop {
@@ -95,7 +100,7 @@ pub async fn pass(
             let counts = &mut report.targets[index];
             counts.unreadable += page.failed.len() as u64;
             for failed in &page.failed {
-                seen.insert(failed.key.clone());
+                seen.insert(&failed.key, ())?;
                 tracing::warn!(target = %target.name(), key = %failed.key, error = %failed.error, "entity cannot become an event; not audited");
             }
             for event in &page.events {
@@ -103,12 +108,12 @@ pub async fn pass(
                     continue;
                 }
                 counts.neo4j += 1;
-                let held = state.entries.get(&event.key);
+                let held = state.entries.get(&event.key)?;
                 if held.is_some() {
-                    seen.insert(event.key.clone());
+                    seen.insert(&event.key, ())?;
                 }
                 let (version, hash) = observed(event);
-                match classify(Some((version, hash)), held) {
+                match classify(Some((version, hash)), held.as_ref()) {
                     None => counts.in_sync += 1,
                     Some(class) => report.findings.push(Finding {
                         class,
@@ -128,27 +133,32 @@ pub async fn pass(
             }
         }
     }
-    for (key, entry) in &state.entries {
+    seen.flush()?;
+    let mut lookup = Ok(());
+    state.entries.each(|key, entry| {
         let Some(index) = Targets::primary(entry.targets) else {
-            continue;
+            return;
         };
-        if entry.hash.is_none() {
-            continue;
+        if entry.hash.is_none() || lookup.is_err() {
+            return;
         }
         report.targets[index].state_live += 1;
-        if !seen.contains(key) {
-            report.findings.push(Finding {
+        match seen.contains(key) {
+            Ok(true) => {}
+            Ok(false) => report.findings.push(Finding {
                 class: AuditClass::Lost,
                 target: index,
-                key: key.clone(),
+                key: key.to_owned(),
                 neo4j_version: None,
                 neo4j_hash: None,
                 state_version: Some(entry.version),
                 bits: entry.targets,
                 page_after: None,
-            });
+            }),
+            Err(e) => lookup = Err(e),
         }
-    }
+    })?;
+    lookup?;
     report
         .findings
         .sort_by(|a, b| (a.target, a.class, &a.key).cmp(&(b.target, b.class, &b.key)));
@@ -212,8 +222,8 @@ pub async fn second_look(
         if neo4j.is_some_and(|(v, _)| v == i64::MAX) {
             continue;
         }
-        let held = state.entries.get(&f.key);
-        match classify(neo4j, held) {
+        let held = state.entries.get(&f.key)?;
+        match classify(neo4j, held.as_ref()) {
             None => {
                 if neo4j.is_some() {
                     report.targets[f.target].in_sync += 1;

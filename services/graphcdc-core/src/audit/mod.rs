@@ -28,6 +28,7 @@
 
 pub mod epoch;
 pub mod graph;
+pub mod keyed;
 pub mod repair;
 pub mod report;
 pub mod state;
@@ -320,6 +321,20 @@ impl Auditor {
         if let Some(r) = &mut self.reconciler {
             r.allow_non_compacted_state(allow);
         }
+    }
+
+    /// Keep graph.state's entries, and the keys a pass meets in Neo4j, in files in `dir`
+    /// instead of memory (and the sink check's expected state too): memory then stays
+    /// flat whatever the size of the graph. Before the first audit.
+    ///
+    /// # Errors
+    /// When the files cannot be created.
+    pub fn state_dir(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        self.state.keep_on_disk(dir)?;
+        if let Some(r) = &mut self.reconciler {
+            r.state_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// The audited targets.

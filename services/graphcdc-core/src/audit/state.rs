@@ -7,7 +7,11 @@
 //! Neo4j, including those that map to no point. The folding rules are the same: the
 //! highest version wins whatever the order of the records, and a tombstone's version is
 //! its [`STATE_VERSION_HEADER`] (without one, the version it removes).
+//!
+//! The entries are in memory, or with [`LogState::keep_on_disk`] in a file on local disk
+//! ([`super::keyed`]): memory then stays flat whatever the number of keys.
 
+use super::keyed::{Keyed, Value};
 use super::targets::Targets;
 use crate::codec::Codec;
 use crate::config::KafkaConfig;
@@ -30,13 +34,46 @@ pub struct LogEntry {
     pub targets: u64,
 }
 
+/// Tag, version, hash, targets.
+const ENTRY_BYTES: usize = 1 + 8 + 16 + 8;
+
+impl Value for LogEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(u8::from(self.hash.is_some()));
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.hash.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.targets.to_le_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            bytes.len() == ENTRY_BYTES,
+            "graph.state entry of {} bytes",
+            bytes.len()
+        );
+        let field = |at: usize, len: usize| &bytes[at..at + len];
+        let hash = u128::from_le_bytes(field(9, 16).try_into()?);
+        Ok(LogEntry {
+            version: i64::from_le_bytes(field(1, 8).try_into()?),
+            hash: (bytes[0] == 1).then_some(hash),
+            targets: u64::from_le_bytes(field(25, 8).try_into()?),
+        })
+    }
+}
+
+/// Name of the entries' file in the state directory.
+pub const FILE_NAME: &str = "audit-state.redb";
+
 /// graph.state read to its end, per key; kept current by [`LogState::catch_up`].
 pub struct LogState {
     consumer: BaseConsumer,
     topic: String,
     next_offsets: HashMap<i32, i64>,
-    /// Every key read so far.
-    pub entries: HashMap<String, LogEntry>,
+    /// Every key read so far (flushed after each [`LogState::catch_up`]).
+    pub entries: Keyed<LogEntry>,
+    /// The highest version of any record read.
+    pub max_version: i64,
     /// Records that could not be decoded (counted, not audited).
     pub undecodable: u64,
 }
@@ -70,9 +107,20 @@ impl LogState {
             consumer,
             topic,
             next_offsets: HashMap::new(),
-            entries: HashMap::new(),
+            entries: Keyed::memory(),
+            max_version: 0,
             undecodable: 0,
         })
+    }
+
+    /// Keep the entries in a file in `dir` instead of memory. Before the first read.
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub fn keep_on_disk(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::ensure!(self.next_offsets.is_empty(), "graph.state was read already");
+        self.entries = Keyed::on_disk(dir, FILE_NAME)?;
+        Ok(())
     }
 
     /// Partitions with records not read yet: partition → high watermark.
@@ -119,7 +167,7 @@ impl LogState {
             }
             self.apply(&record, codec, targets).await?;
         }
-        Ok(())
+        self.entries.flush()
     }
 
     async fn apply(
@@ -134,7 +182,7 @@ impl LogState {
         };
         let Some(payload) = &record.payload else {
             let header = tombstone_version(record);
-            fold(&mut self.entries, &key, |held| {
+            return self.fold(&key, |held| {
                 let version = header.or(held.map(|h| h.version))?;
                 Some(LogEntry {
                     version,
@@ -142,7 +190,6 @@ impl LogState {
                     targets: held.map_or(0, |h| h.targets),
                 })
             });
-            return Ok(());
         };
         let Some(state) = decode_state_record(codec, &key, payload).await? else {
             self.undecodable += 1;
@@ -158,30 +205,42 @@ impl LogState {
             )),
             targets: targets.of_state(&state),
         };
-        fold(&mut self.entries, &key, |_| Some(entry));
+        self.fold(&key, |_| Some(entry))
+    }
+
+    fn fold(
+        &mut self,
+        key: &str,
+        make: impl FnOnce(Option<&LogEntry>) -> Option<LogEntry>,
+    ) -> anyhow::Result<()> {
+        if let Some(version) = fold(&mut self.entries, key, make)? {
+            self.max_version = self.max_version.max(version);
+        }
         Ok(())
     }
 }
 
 /// Fold a record into `entries`: `make` gets what is held and returns the new entry,
 /// which wins when its version is higher, or equal unless it would bring a tombstone's
-/// key back.
+/// key back. Returns the version written, if any.
 fn fold(
-    entries: &mut HashMap<String, LogEntry>,
+    entries: &mut Keyed<LogEntry>,
     key: &str,
     make: impl FnOnce(Option<&LogEntry>) -> Option<LogEntry>,
-) {
-    let held = entries.get(key);
-    let Some(new) = make(held) else {
-        return;
+) -> anyhow::Result<Option<i64>> {
+    let held = entries.get(key)?;
+    let Some(new) = make(held.as_ref()) else {
+        return Ok(None);
     };
     let wins = held.is_none_or(|h| {
         new.version > h.version
             || (new.version == h.version && (new.hash.is_none() || h.hash.is_some()))
     });
-    if wins {
-        entries.insert(key.to_owned(), new);
+    if !wins {
+        return Ok(None);
     }
+    entries.insert(key, new)?;
+    Ok(Some(new.version))
 }
 
 #[cfg(test)]
@@ -196,35 +255,70 @@ mod tests {
         }
     }
 
+    /// The folding rules, on the entries in memory and in a file alike.
     #[test]
     fn the_highest_version_wins_and_a_tombstone_keeps_the_targets() {
-        let mut entries = HashMap::new();
-        fold(&mut entries, "k", |_| Some(live(5)));
-        fold(&mut entries, "k", |_| Some(live(3)));
-        assert_eq!(entries["k"].version, 5, "an older upsert read later");
-        // A tombstone without a header deletes the version it removes.
-        fold(&mut entries, "k", |held| {
-            Some(LogEntry {
-                version: held?.version,
-                hash: None,
-                targets: held?.targets,
-            })
-        });
-        assert_eq!(
-            entries["k"],
+        let dir = tempfile::tempdir().unwrap();
+        for mut entries in [
+            Keyed::memory(),
+            Keyed::on_disk(dir.path(), FILE_NAME).unwrap(),
+        ] {
+            let mut fold = |key: &str, make: &dyn Fn(Option<&LogEntry>) -> Option<LogEntry>| {
+                fold(&mut entries, key, make).unwrap();
+                entries.flush().unwrap();
+                entries.get(key).unwrap()
+            };
+            fold("k", &|_| Some(live(5)));
+            let held = fold("k", &|_| Some(live(3)));
+            assert_eq!(held.unwrap().version, 5, "an older upsert read later");
+            // A tombstone without a header deletes the version it removes.
+            let held = fold("k", &|held| {
+                Some(LogEntry {
+                    version: held?.version,
+                    hash: None,
+                    targets: held?.targets,
+                })
+            });
+            assert_eq!(
+                held,
+                Some(LogEntry {
+                    version: 5,
+                    hash: None,
+                    targets: 1
+                })
+            );
+            fold("k", &|_| Some(live(4)));
+            let held = fold("k", &|_| Some(live(5)));
+            assert_eq!(
+                held.unwrap().hash,
+                None,
+                "no resurrection by an older state"
+            );
+            assert_eq!(fold("k", &|_| Some(live(6))), Some(live(6)), "re-created");
+            // A headerless tombstone of an unknown key is nothing to hold against.
+            assert_eq!(fold("x", &|held| held.copied()), None);
+        }
+    }
+
+    #[test]
+    fn an_entry_reads_back_from_its_bytes() {
+        let mut bytes = Vec::new();
+        for entry in [
+            live(7),
             LogEntry {
-                version: 5,
+                version: i64::MIN,
                 hash: None,
-                targets: 1
-            }
-        );
-        fold(&mut entries, "k", |_| Some(live(4)));
-        fold(&mut entries, "k", |_| Some(live(5)));
-        assert_eq!(entries["k"].hash, None, "no resurrection by an older state");
-        fold(&mut entries, "k", |_| Some(live(6)));
-        assert_eq!(entries["k"], live(6), "re-created");
-        // A headerless tombstone of an unknown key is nothing to hold against.
-        fold(&mut entries, "x", |held| held.copied());
-        assert!(!entries.contains_key("x"));
+                targets: u64::MAX,
+            },
+            LogEntry {
+                version: -1,
+                hash: Some(u128::MAX),
+                targets: 0,
+            },
+        ] {
+            entry.encode(&mut bytes);
+            assert_eq!(LogEntry::decode(&bytes).unwrap(), entry);
+        }
+        assert!(LogEntry::decode(&bytes[1..]).is_err());
     }
 }

@@ -34,6 +34,9 @@ pub(crate) async fn run(config: Config, args: AuditArgs) -> anyhow::Result<ExitC
     };
     let mut auditor = Auditor::new(config, sink)?;
     auditor.allow_non_compacted_state(args.allow_non_compacted_state);
+    if let Some(dir) = &args.state_dir {
+        auditor.state_dir(dir)?;
+    }
     let epoch = match args.bump_epoch {
         true => Some(auditor.bump_epoch(options.page_size).await?),
         false => None,
