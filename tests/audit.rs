@@ -152,6 +152,7 @@ fn options(page_size: usize, repair: Option<AuditRepairOptions>) -> AuditOptions
         grace: Duration::from_millis(200),
         repair,
         settle_timeout: Duration::from_secs(60),
+        ..AuditOptions::default()
     }
 }
 
@@ -342,6 +343,22 @@ async fn a_loss_above_the_delete_ratio_is_refused_unless_forced() {
     );
     assert!(
         text.contains("refused, nothing published") && text.contains("tombstones=10"),
+        "{text}"
+    );
+    // Holding only 2 of the 10 findings, the guard still judges the whole loss.
+    let capped = h.cli([
+        "audit",
+        "--repair",
+        "--no-sink",
+        "--grace",
+        "0s",
+        "--max-findings",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&capped.stdout);
+    assert_eq!(capped.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("8 more findings counted, not held") && text.contains("tombstones=2"),
         "{text}"
     );
     let after: Vec<i64> = topics.iter().map(|t| end_of(&h, t)).collect();

@@ -211,6 +211,10 @@ pub(crate) struct AuditArgs {
     /// Entities per Neo4j page.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) page_size: usize,
+    /// Findings held (listed, looked at again and repaired) per run, about 200 B each;
+    /// more are counted only, and a run after the repair finds them.
+    #[arg(long, default_value_t = graphcdc_core::audit::MAX_FINDINGS)]
+    pub(crate) max_findings: usize,
     /// Wait before the second look at what differs (the relay may be publishing it), and
     /// the sink check's grace (e.g. 5s, 0s).
     #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]

@@ -11,7 +11,7 @@
 use super::keyed::Keyed;
 use super::state::LogState;
 use super::targets::Targets;
-use super::{classify, entity_hash, AuditClass, AuditReport, Finding, TargetCounts};
+use super::{classify, entity_hash, AuditClass, AuditOptions, AuditReport, Finding, TargetCounts};
 use crate::capture::backfill::page::{self, Target};
 use crate::capture::context;
 use crate::config::Config;
@@ -72,15 +72,17 @@ pub async fn observe(
     Ok(observed)
 }
 
-/// Page every target and compare with `state` (read to its end by the caller).
+/// Page every target and compare with `state` (read to its end by the caller), holding
+/// at most `options.max_findings` findings (the rest counted).
 ///
 /// # Errors
 /// When Neo4j cannot be read.
 pub async fn pass(
     ctx: &Context<'_>,
     state: &LogState,
-    page_size: usize,
+    options: &AuditOptions,
 ) -> anyhow::Result<AuditReport> {
+    let (page_size, max) = (options.page_size, options.max_findings);
     let targets = ctx.targets.list();
     let mut report = AuditReport {
         targets: targets
@@ -97,8 +99,7 @@ pub async fn pass(
         let mut after: Option<serde_json::Value> = None;
         loop {
             let page = observe(ctx, target, after.as_ref(), page_size).await?;
-            let counts = &mut report.targets[index];
-            counts.unreadable += page.failed.len() as u64;
+            report.targets[index].unreadable += page.failed.len() as u64;
             for failed in &page.failed {
                 seen.insert(&failed.key, ())?;
                 tracing::warn!(target = %target.name(), key = %failed.key, error = %failed.error, "entity cannot become an event; not audited");
@@ -107,24 +108,27 @@ pub async fn pass(
                 if counted_before(ctx.targets, index, event) {
                     continue;
                 }
-                counts.neo4j += 1;
+                report.targets[index].neo4j += 1;
                 let held = state.entries.get(&event.key)?;
                 if held.is_some() {
                     seen.insert(&event.key, ())?;
                 }
                 let (version, hash) = observed(event);
                 match classify(Some((version, hash)), held.as_ref()) {
-                    None => counts.in_sync += 1,
-                    Some(class) => report.findings.push(Finding {
-                        class,
-                        target: index,
-                        key: event.key.clone(),
-                        neo4j_version: Some(version),
-                        neo4j_hash: Some(hash),
-                        state_version: held.map(|h| h.version),
-                        bits: held.map_or(0, |h| h.targets),
-                        page_after: after.clone(),
-                    }),
+                    None => report.targets[index].in_sync += 1,
+                    Some(class) => {
+                        let finding = Finding {
+                            class,
+                            target: index,
+                            key: event.key.clone(),
+                            neo4j_version: Some(version),
+                            neo4j_hash: Some(hash),
+                            state_version: held.map(|h| h.version),
+                            bits: held.map_or(0, |h| h.targets),
+                            page_after: after.clone(),
+                        };
+                        report.add(finding, max);
+                    }
                 }
             }
             match page.last {
@@ -145,16 +149,19 @@ pub async fn pass(
         report.targets[index].state_live += 1;
         match seen.contains(key) {
             Ok(true) => {}
-            Ok(false) => report.findings.push(Finding {
-                class: AuditClass::Lost,
-                target: index,
-                key: key.to_owned(),
-                neo4j_version: None,
-                neo4j_hash: None,
-                state_version: Some(entry.version),
-                bits: entry.targets,
-                page_after: None,
-            }),
+            Ok(false) => report.add(
+                Finding {
+                    class: AuditClass::Lost,
+                    target: index,
+                    key: key.to_owned(),
+                    neo4j_version: None,
+                    neo4j_hash: None,
+                    state_version: Some(entry.version),
+                    bits: entry.targets,
+                    page_after: None,
+                },
+                max,
+            ),
             Err(e) => lookup = Err(e),
         }
     })?;

@@ -176,8 +176,13 @@ pub struct TargetCounts {
 pub struct AuditReport {
     /// Per target, in config order.
     pub targets: Vec<TargetCounts>,
-    /// Every entity that differs, after the second look.
+    /// The entities that differ, after the second look: at most
+    /// [`AuditOptions::max_findings`] of them.
     pub findings: Vec<Finding>,
+    /// Entities that differ beyond [`AuditOptions::max_findings`], per (target, class):
+    /// counted, not held (memory stays bounded when most of a graph differs, as after a
+    /// restore); a run after the repair finds them.
+    pub unheld: BTreeMap<(usize, AuditClass), u64>,
     /// The reconciler's check of the sink against graph.state (`None`: not checked).
     pub sink: Option<DriftReport>,
     pub duration: Duration,
@@ -191,22 +196,50 @@ impl AuditReport {
             .iter()
             .map(|_| AuditClass::ALL.iter().map(|c| (*c, 0)).collect())
             .collect();
-        for f in &self.findings {
-            if let Some(c) = counts.get_mut(f.target) {
-                *c.entry(f.class).or_default() += 1;
+        let held = self.findings.iter().map(|f| ((f.target, f.class), 1));
+        let unheld = self.unheld.iter().map(|(at, n)| (*at, *n));
+        for ((target, class), n) in held.chain(unheld) {
+            if let Some(c) = counts.get_mut(target) {
+                *c.entry(class).or_default() += n;
             }
         }
         counts
     }
 
-    /// Findings of `class`, all targets.
+    /// Findings of `class`, all targets (held or not).
     pub fn count(&self, class: AuditClass) -> u64 {
-        self.findings.iter().filter(|f| f.class == class).count() as u64
+        let held = self.findings.iter().filter(|f| f.class == class).count() as u64;
+        let unheld: u64 = self
+            .unheld
+            .iter()
+            .filter(|((_, c), _)| *c == class)
+            .map(|(_, n)| n)
+            .sum();
+        held + unheld
+    }
+
+    /// Findings counted beyond the ones held.
+    pub fn unheld_total(&self) -> u64 {
+        self.unheld.values().sum()
+    }
+
+    /// Hold `finding`, or only count it once `max` are held.
+    pub fn add(&mut self, finding: Finding, max: usize) {
+        if self.findings.len() < max {
+            self.findings.push(finding);
+        } else {
+            *self
+                .unheld
+                .entry((finding.target, finding.class))
+                .or_default() += 1;
+        }
     }
 
     /// Neither Neo4j against graph.state nor the sink against graph.state differ.
     pub fn is_clean(&self) -> bool {
-        self.findings.is_empty() && self.sink.as_ref().is_none_or(DriftReport::is_clean)
+        self.findings.is_empty()
+            && self.unheld.is_empty()
+            && self.sink.as_ref().is_none_or(DriftReport::is_clean)
     }
 }
 
@@ -222,7 +255,12 @@ pub struct AuditOptions {
     pub repair: Option<repair::AuditRepairOptions>,
     /// After a repair: how long to wait for graph.state and the sink to converge.
     pub settle_timeout: Duration,
+    /// Findings held (and so repaired) per run; more are counted only.
+    pub max_findings: usize,
 }
+
+/// Default of [`AuditOptions::max_findings`]: about 200 MB of findings.
+pub const MAX_FINDINGS: usize = 1_000_000;
 
 impl Default for AuditOptions {
     fn default() -> Self {
@@ -231,6 +269,7 @@ impl Default for AuditOptions {
             grace: Duration::from_secs(5),
             repair: None,
             settle_timeout: Duration::from_secs(60),
+            max_findings: MAX_FINDINGS,
         }
     }
 }
@@ -350,7 +389,7 @@ impl Auditor {
         let started = Instant::now();
         self.state.catch_up(&self.codec, &self.targets).await?;
         let ctx = self.graph_context();
-        let mut report = graph::pass(&ctx, &self.state, options.page_size).await?;
+        let mut report = graph::pass(&ctx, &self.state, options).await?;
         if !report.findings.is_empty() {
             tokio::time::sleep(options.grace).await;
             self.state.catch_up(&self.codec, &self.targets).await?;
@@ -518,6 +557,47 @@ mod tests {
         for (neo4j, log, class) in cases {
             assert_eq!(classify(neo4j, log.as_ref()), class, "{neo4j:?} {log:?}");
         }
+    }
+
+    /// Beyond the cap findings are counted, not held, and still make the audit unclean.
+    #[test]
+    fn findings_beyond_the_cap_are_counted() {
+        let mut report = AuditReport {
+            targets: vec![TargetCounts::default(), TargetCounts::default()],
+            ..AuditReport::default()
+        };
+        let finding = |target, class, key: &str| Finding {
+            class,
+            target,
+            key: key.into(),
+            neo4j_version: None,
+            neo4j_hash: None,
+            state_version: None,
+            bits: 0,
+            page_after: None,
+        };
+        for (i, (target, class)) in [
+            (0, AuditClass::Lost),
+            (1, AuditClass::Uncaptured),
+            (0, AuditClass::Lost),
+            (1, AuditClass::Lost),
+            (1, AuditClass::Uncaptured),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            report.add(finding(target, class, &i.to_string()), 2);
+        }
+        assert_eq!(report.findings.len(), 2);
+        assert_eq!(report.unheld_total(), 3);
+        assert_eq!(report.count(AuditClass::Lost), 3);
+        assert_eq!(report.count(AuditClass::Uncaptured), 2);
+        let counts = report.counts();
+        assert_eq!(counts[0][&AuditClass::Lost], 2);
+        assert_eq!(counts[1][&AuditClass::Lost], 1);
+        assert_eq!(counts[1][&AuditClass::Uncaptured], 2);
+        report.findings.clear();
+        assert!(!report.is_clean(), "counted findings are drift too");
     }
 
     #[test]

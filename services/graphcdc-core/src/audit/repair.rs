@@ -134,12 +134,14 @@ pub async fn repair(
             .insert(targets[*index].name(), found.len() as u64);
     }
     let now = Instant::now();
+    // The guard judges the whole loss found, held or only counted.
+    let counts = report.counts();
     if !options.force {
-        for (index, found) in &deletes {
+        for index in deletes.keys() {
             let name = targets[*index].name();
             let live = report.targets[*index].state_live;
             let (ratio, window) = (options.max_delete_ratio, options.budget_window);
-            let planned = found.len() as u64;
+            let planned = counts[*index][&AuditClass::Lost];
             if let Err(refusal) =
                 budget.check(&name, Spend::Delete, planned, live, ratio, window, now)
             {

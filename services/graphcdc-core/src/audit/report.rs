@@ -57,6 +57,7 @@ fn audit_json(report: &AuditReport) -> serde_json::Value {
             "count": report.count(*c),
             "sample": samples(report, *c),
         }))).collect::<serde_json::Map<_, _>>(),
+        "not_held": report.unheld_total(),
         "restored_neo4j": report.count(AuditClass::Behind) > 0,
         "runbook": (report.count(AuditClass::Behind) > 0).then_some(RESTORE_RUNBOOK),
         "sink": sink,
@@ -153,6 +154,12 @@ pub fn table(result: &AuditResult) -> String {
         found.duration.as_millis()
     ));
     out.push_str(&audit_table(found));
+    if found.unheld_total() > 0 {
+        out.push_str(&format!(
+            "{} more findings counted, not held (--max-findings): run the audit again after the repair\n",
+            found.unheld_total()
+        ));
+    }
     if let Some(once) = sink_once(found) {
         out.push_str("sink against graph.state (the reconciler's check):\n");
         out.push_str(&sink_report::table(&once));

@@ -27,6 +27,7 @@ pub(crate) async fn run(config: Config, args: AuditArgs) -> anyhow::Result<ExitC
             rate_per_s: args.rate,
         }),
         settle_timeout: args.settle_timeout,
+        max_findings: args.max_findings.max(1),
     };
     let sink = match args.no_sink {
         true => None,
