@@ -425,6 +425,14 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
         )
         .await
         .unwrap();
+    // And one node changed behind the trigger's back, its counter untouched: same
+    // version, other content.
+    graph
+        .run(query(
+            "MATCH (n:Doc {uuid: 'd-019'}) SET n.text = 'd-019 changed behind the back'",
+        ))
+        .await
+        .unwrap();
 
     let out = h.cli(["audit", "--json", "--no-sink", "--grace", "0s"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -432,7 +440,8 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let found = &report["found"];
     assert_eq!(found["classes"]["behind"]["count"], 4, "{found}");
-    assert_eq!(found["targets"][0]["in_sync"], 16);
+    assert_eq!(found["classes"]["differs"]["count"], 1, "{found}");
+    assert_eq!(found["targets"][0]["in_sync"], 15);
     assert_eq!(found["restored_neo4j"], true);
     assert!(found["runbook"].as_str().unwrap().contains("runbooks.md"));
     let table = h.cli(["audit", "--no-sink", "--grace", "0s"]);
@@ -453,13 +462,19 @@ async fn a_node_below_the_version_of_graph_state_is_behind_a_restored_neo4j() {
         "{:?}",
         result.found
     );
+    assert_eq!(result.found.count(AuditClass::Differs), 1);
     assert!(result.remaining.is_clean(), "{:?}", result.remaining);
     assert_eq!(counter(&graph, "node:d-000").await, Some(6));
     h.process_to_end(sink.clone()).await;
-    let id = graphcdc_core::mapping::point_id(support::COLLECTION, "d-000");
-    let point = sink.get(support::COLLECTION, id).await.unwrap().unwrap();
-    assert_eq!(point.version, 6);
-    assert_eq!(point.payload.unwrap()["text"], text, "Neo4j's content won");
+    for (key, version, text) in [
+        ("d-000", 6, text),
+        ("d-019", 6, "d-019 changed behind the back"),
+    ] {
+        let id = graphcdc_core::mapping::point_id(support::COLLECTION, key);
+        let point = sink.get(support::COLLECTION, id).await.unwrap().unwrap();
+        assert_eq!(point.version, version, "{key}");
+        assert_eq!(point.payload.unwrap()["text"], text, "Neo4j's content won");
+    }
 
     // Another restore, from an older backup: every counter back to 1, d-010 as it was in
     // the backup, d-011 (created after it) gone with its counter. The way out: an epoch.
