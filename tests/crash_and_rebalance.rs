@@ -194,6 +194,8 @@ async fn a_rebalance_error_during_retries_leaves_no_partition_paused() {
         revoked: Mutex::new(Vec::new()),
         revoked_during_batch: Mutex::new(Vec::new()),
         retrying: AtomicBool::new(true),
+        unsynced: Mutex::new(Default::default()),
+        sink: h.open_sink(),
         stats: Arc::new(Stats::default()),
         health: Arc::new(graphcdc_core::stats::Health::default()),
     };

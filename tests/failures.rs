@@ -1,8 +1,9 @@
 //! How the processor fails, against a real broker and the embedded Qdrant: a collection
 //! that does not match its mapping stops it at start; one event that keeps causing an
 //! internal sink error is narrowed down and sent to the DLQ while the rest of the stream
-//! goes on; a record too large for the DLQ is truncated, never dropped; a DLQ that
-//! refuses records for good stops the process with the reason.
+//! goes on; offsets wait for a sync that made the writes durable, through a crash too; a
+//! record too large for the DLQ is truncated, never dropped; a DLQ that refuses records
+//! for good stops the process with the reason.
 
 mod support;
 
@@ -14,7 +15,7 @@ use graphcdc_core::processor::dlq::headers;
 use graphcdc_core::processor::Processor;
 use graphcdc_core::sink::CollectionSpec;
 use graphcdc_core::stats::{Health, Stats};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{doc, read_topic, Call, FaultySink, Harness, Model, COLLECTION};
@@ -82,6 +83,64 @@ async fn one_event_that_keeps_failing_inside_the_sink_goes_to_the_dlq_and_the_st
     assert!(cmp.is_exact(), "{cmp:?}");
     let attempts = internal_errors.load(Ordering::SeqCst);
     assert!(attempts >= 3, "retried before isolating: {attempts}");
+}
+
+/// Writes are visible once the sink applied them, and committed only once a sync made
+/// them durable: while every sync fails nothing is committed, not after a crash either
+/// (the processor dropped mid-run, its revoke commit included); the first sync that
+/// succeeds lets everything be committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_wait_for_a_sync_that_made_the_writes_durable() {
+    let mut h = Harness::new("unsynced").await;
+    // A sync after every batch: the tightest schedule, and no interval to wait for.
+    h.config.processor.commit_interval_ms = 0;
+    let events = support::churn(50, 300, 17);
+    let model = Model::of(&events);
+    h.publisher(Format::Avro)
+        .publish_all(&events)
+        .await
+        .unwrap();
+    let flush_fails = Arc::new(AtomicBool::new(true));
+    let failed_syncs = Arc::new(AtomicU64::new(0));
+    let (fails, failed) = (flush_fails.clone(), failed_syncs.clone());
+    let sink = Arc::new(FaultySink::new(h.open_sink(), move |call| {
+        let fail = matches!(call, Call::Sync) && fails.load(Ordering::SeqCst);
+        fail.then(|| {
+            failed.fetch_add(1, Ordering::SeqCst);
+            SinkError::Unavailable("injected: flush failed".into())
+        })
+    }));
+
+    let running = h.start_processor(sink.clone()).await;
+    let deadline = Instant::now() + CATCH_UP;
+    while !model.compare(sink.as_ref()).await.is_exact() {
+        assert!(Instant::now() < deadline, "the writes never became visible");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every write is visible; syncs after the last one fail too.
+    let seen = failed_syncs.load(Ordering::SeqCst);
+    while failed_syncs.load(Ordering::SeqCst) < seen + 3 {
+        assert!(Instant::now() < deadline, "no sync after the last write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lag = tokio::task::block_in_place(|| h.lag());
+    assert_eq!(
+        lag, 300,
+        "offsets committed past writes no sync made durable"
+    );
+
+    // A crash: the processor is dropped where it stands (its consumer closes, the revoke
+    // syncs and fails).
+    running.task.abort();
+    let _ = running.task.await;
+    let lag = tokio::task::block_in_place(|| h.lag());
+    assert_eq!(lag, 300, "a crash committed offsets of writes not durable");
+
+    flush_fails.store(false, Ordering::SeqCst);
+    let stats = h.process_to_end(sink.clone()).await;
+    assert_eq!(Stats::get(&stats.dlq), 0);
+    let cmp = model.compare(sink.as_ref()).await;
+    assert!(cmp.is_exact(), "{cmp:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -415,6 +415,7 @@ pub enum Call<'a> {
     Write(&'a [PointWrite]),
     Purge,
     Scan,
+    Sync,
 }
 
 /// The real embedded sink, with a fault injected wherever `fault` returns an error.
@@ -455,6 +456,10 @@ impl VectorSink for FaultySink {
     async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
         self.check(Call::Write(points))?;
         self.inner.write(c, points, fence).await
+    }
+    async fn sync(&self) -> Result<(), SinkError> {
+        self.check(Call::Sync)?;
+        self.inner.sync().await
     }
     async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
         self.check(Call::Purge)?;

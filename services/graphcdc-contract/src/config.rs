@@ -137,6 +137,10 @@ pub struct ProcessorConfig {
     /// error), after which the batch is split and the events that keep failing go to
     /// the DLQ. Sink-wide failures (unavailable, misconfigured) are never split.
     pub isolate_after_retries: u32,
+    /// How often the sink is made durable (`VectorSink::sync`: the embedded sink flushes)
+    /// and the offsets of what it holds are committed; 0: after every batch. Writes are
+    /// visible in the sink as soon as they are applied; a crash redoes at most this much.
+    pub commit_interval_ms: u64,
 }
 
 impl Default for ProcessorConfig {
@@ -149,6 +153,7 @@ impl Default for ProcessorConfig {
             retry_max_ms: 10_000,
             breaker_threshold: 5,
             isolate_after_retries: 5,
+            commit_interval_ms: 1_000,
         }
     }
 }

@@ -2,20 +2,25 @@
 //!
 //! Guarantees, in the order the loop keeps them:
 //! - offsets are stored and committed only after the sink acknowledged the batch and the
-//!   DLQ acknowledged its poison records, and only up to the highest contiguous handled
-//!   offset of each partition ([`offsets::OffsetTracker`]);
+//!   DLQ acknowledged its poison records, only up to the highest contiguous handled
+//!   offset of each partition ([`offsets::OffsetTracker`]), and only after a
+//!   [`VectorSink::sync`] made those writes durable ([`durable`]): the sink is synced
+//!   and the offsets committed at most every `processor.commit_interval_ms`, while
+//!   writes are visible in the sink as soon as it applied them;
 //! - batches reach the sink one after the other: batch n+1 is received, decoded and
 //!   mapped while batch n is being written, and written only after batch n succeeded;
 //! - a transient failure pauses the partitions and retries the same batch with backoff;
 //!   nothing is committed meanwhile and the consumer keeps polling so rebalances are
 //!   served; after `breaker_threshold` failures the circuit opens (not ready);
-//! - on revoke, stored offsets are committed synchronously and records of revoked
-//!   partitions are dropped (the next owner reads them again);
-//! - on shutdown the in-flight batch is finished, offsets are committed, the group is left.
+//! - on revoke, the sink is synced, stored offsets are committed synchronously and
+//!   records of revoked partitions are dropped (the next owner reads them again);
+//! - on shutdown the in-flight batch is finished, the sink synced, offsets committed and
+//!   the group left.
 
 mod attempt;
 pub mod batch;
 pub mod dlq;
+pub mod durable;
 pub mod offsets;
 pub mod rebalance;
 pub mod retry;
@@ -32,9 +37,9 @@ use attempt::{apply_once, AttemptError, InFlight, JoinResult};
 use batch::PreparedBatch;
 use batch::{BatchApplier, BatchOutcome};
 use dlq::DeadLetterQueue;
+use durable::Unsynced;
 use offsets::OffsetTracker;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
 use rebalance::{commit_stored, ProcessorContext};
 use retry::{Backoff, CircuitBreaker};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +66,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub struct Processor {
     config: Config,
     applier: Arc<BatchApplier>,
+    /// The applier's sink, synced before offsets are committed.
+    sink: Arc<dyn VectorSink>,
     dlq: Arc<DeadLetterQueue>,
     stats: Arc<Stats>,
     health: Arc<Health>,
@@ -97,7 +104,8 @@ impl Processor {
         stats.bind(&config.kafka.group_id, &config.kafka.changes_topic);
         health.bind(&config.kafka.group_id, &config.kafka.changes_topic);
         Ok(Processor {
-            applier: Arc::new(BatchApplier::new(codec, mapper, sink)),
+            applier: Arc::new(BatchApplier::new(codec, mapper, sink.clone())),
+            sink,
             dlq: Arc::new(dlq),
             config,
             stats,
@@ -130,6 +138,8 @@ impl Processor {
             revoked: Mutex::new(Vec::new()),
             revoked_during_batch: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
+            unsynced: Mutex::new(Unsynced::default()),
+            sink: self.sink.clone(),
             stats: self.stats.clone(),
             health: self.health.clone(),
         };
@@ -207,7 +217,7 @@ impl Processor {
                 if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || retried {
                     prepared = None;
                 }
-                self.commit(&consumer, &mut tracker, CommitMode::Async);
+                acknowledge(&consumer, &mut tracker);
             }
             if !next.is_empty() {
                 consumer
@@ -222,6 +232,8 @@ impl Processor {
                 // batch does not yield.
                 tokio::task::yield_now().await;
             }
+            self.sync_and_commit(&consumer, CommitMode::Async, false)
+                .await;
             if stopping {
                 break;
             }
@@ -249,7 +261,9 @@ impl Processor {
         if interrupted {
             tracing::warn!("shutdown during retries: the failing batch is left uncommitted");
         }
-        self.commit(&consumer, &mut tracker, CommitMode::Sync);
+        acknowledge(&consumer, &mut tracker);
+        self.sync_and_commit(&consumer, CommitMode::Sync, true)
+            .await;
         commit_stored(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
         self.health.set_running(false);
@@ -275,12 +289,21 @@ impl Processor {
     ) -> bool {
         let max_wait = Duration::from_millis(self.config.processor.batch_max_wait_ms);
         let mut deadline = (!batch.is_empty()).then(|| Instant::now() + max_wait);
+        // An idle consumer still syncs and commits what the sink acknowledged.
+        let sync_at = consumer
+            .context()
+            .unsynced
+            .lock()
+            .unwrap()
+            .due(self.commit_interval());
         while batch.len() < self.config.processor.batch_max_events {
             let until = deadline.unwrap_or_else(|| Instant::now() + IDLE_POLL);
             let watch_task = batch.is_empty() && in_flight.is_some();
+            let watch_sync = batch.is_empty() && sync_at.is_some();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return true,
+                _ = tokio::time::sleep_until(sync_at.unwrap_or(until)), if watch_sync => return false,
                 result = async { in_flight.as_mut().expect("watched").await }, if watch_task => {
                     *in_flight = None;
                     *finished = Some(result);
@@ -453,28 +476,46 @@ impl Processor {
             .record_all(outcome.freshness_ms.iter().map(|ms| *ms as f64 / 1000.0));
     }
 
-    /// Store the committable offsets and commit them.
-    fn commit(
+    fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.config.processor.commit_interval_ms)
+    }
+
+    /// Once the commit interval is up (`now`: at once), sync the sink and commit the
+    /// offsets of every write acknowledged before the sync.
+    async fn sync_and_commit(
         &self,
         consumer: &StreamConsumer<ProcessorContext>,
-        tracker: &mut OffsetTracker,
         mode: CommitMode,
+        now: bool,
     ) {
-        let committable = tracker.take_committable();
-        if committable.is_empty() {
-            return;
+        let context = consumer.context();
+        let due = context.unsynced.lock().unwrap().due(self.commit_interval());
+        match due {
+            Some(due) if now || Instant::now() >= due => {}
+            _ => return,
         }
-        let mut offsets = TopicPartitionList::new();
-        for (topic, partition, offset) in &committable {
-            if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            {
-                tracing::warn!(error = %e, "bad offset");
-            }
+        let retry_in = self.commit_interval().max(Duration::from_millis(
+            self.config.processor.retry_initial_ms,
+        ));
+        if !durable::sync_and_store(self.sink.as_ref(), &context.unsynced, consumer, retry_in).await
+        {
+            self.stats.sink_unavailable.add(1);
         }
-        if let Err(e) = consumer.store_offsets(&offsets) {
-            tracing::warn!(error = %e, "storing offsets failed (partition revoked?)");
-        }
+        // Only offsets of durable writes are ever stored.
         commit_stored(consumer, mode);
+    }
+}
+
+/// Hand the offsets the sink acknowledged to those waiting for a sync.
+fn acknowledge(consumer: &StreamConsumer<ProcessorContext>, tracker: &mut OffsetTracker) {
+    let acknowledged = tracker.take_committable();
+    if !acknowledged.is_empty() {
+        consumer
+            .context()
+            .unsynced
+            .lock()
+            .unwrap()
+            .acknowledged(acknowledged);
     }
 }
 
@@ -489,6 +530,12 @@ fn drop_revoked(
     let any = !revoked.is_empty();
     for (topic, partition) in revoked {
         tracker.forget(&topic, partition);
+        consumer
+            .context()
+            .unsynced
+            .lock()
+            .unwrap()
+            .forget(&topic, partition);
         for batch in batches.iter_mut() {
             batch.retain(|r| !(r.topic == topic && r.partition == partition));
         }

@@ -1,6 +1,9 @@
-//! Rebalance hooks of the processor's consumer: commit on revoke, remember revoked
-//! partitions, track the assignment, keep new partitions paused during retries.
+//! Rebalance hooks of the processor's consumer: sync the sink and commit on revoke,
+//! remember revoked partitions, track the assignment, keep new partitions paused during
+//! retries.
 
+use super::durable::{self, Unsynced};
+use crate::sink::VectorSink;
 use crate::stats::{Health, Stats};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -18,6 +21,10 @@ pub struct ProcessorContext {
     pub revoked_during_batch: Mutex<Vec<(String, i32)>>,
     /// A batch is being retried: every assigned partition must stay paused.
     pub retrying: AtomicBool,
+    /// Offsets of writes the sink acknowledged but has not made durable yet.
+    pub unsynced: Mutex<Unsynced>,
+    /// The processor's sink, synced before a revoke's commit.
+    pub sink: Arc<dyn VectorSink>,
     pub stats: Arc<Stats>,
     pub health: Arc<Health>,
 }
@@ -43,13 +50,36 @@ impl ClientContext for ProcessorContext {
     }
 }
 
+impl ProcessorContext {
+    /// Sync the sink and store the offsets that waited for it, from inside a rebalance
+    /// callback (librdkafka calls it while the processor's task polls, on a runtime
+    /// thread; the embedded sink's flush runs on the blocking pool).
+    fn sync(&self, consumer: &BaseConsumer<Self>) {
+        if self.unsynced.lock().unwrap().is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::warn!("revoke outside the runtime: acknowledged writes not synced, their offsets left uncommitted");
+            return;
+        }
+        futures::executor::block_on(durable::sync_and_store(
+            self.sink.as_ref(),
+            &self.unsynced,
+            consumer,
+            std::time::Duration::ZERO,
+        ));
+    }
+}
+
 impl ConsumerContext for ProcessorContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let revoked_now = match rebalance {
             Rebalance::Revoke(partitions) => {
-                // Only acknowledged offsets are ever stored, so committing them is safe
-                // (unless the assignment is already lost to another member).
+                // Only offsets of durable writes are ever stored, so committing them is
+                // safe (unless the assignment is already lost to another member); the
+                // sink is synced first so that everything it acknowledged goes with them.
                 if !consumer.assignment_lost() {
+                    self.sync(consumer);
                     commit_stored(consumer, CommitMode::Sync);
                 }
                 // librdkafka keeps a partition's pause flag across revoke/assign.

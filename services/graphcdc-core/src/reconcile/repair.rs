@@ -299,7 +299,8 @@ pub async fn repair(
     Ok(outcome)
 }
 
-/// Map repair events and write each point to its own collection with the repair fence.
+/// Map repair events, write each point to its own collection with the repair fence and
+/// sync the sink.
 async fn write_to_sink(
     sink: &dyn VectorSink,
     mapper: &Mapper,
@@ -316,6 +317,8 @@ async fn write_to_sink(
     for (collection, writes) in by_collection {
         sink.write(collection, &writes, Fence::NewerOrEqual).await?;
     }
+    // Counted as repaired once durable (the embedded sink flushes here).
+    sink.sync().await?;
     Ok(())
 }
 

@@ -2,13 +2,18 @@
 //!
 //! For the demo, tests and small setups: qdrant-edge 0.7.2 never truncates its WAL, so
 //! the directory grows with every write. The server sink is the production path.
-//! Shard calls block, so they run on the blocking pool; every write is flushed before it
-//! is acknowledged, and writes and flushes of a shard are serialised (a flush racing an
-//! update panics inside qdrant-edge). A shard stays *dirty* from an update until a flush
-//! succeeds: every later read of versions and every write flushes it first, so a retry
-//! that finds its points already applied in memory still waits for them to be durable.
-//! qdrant-edge replays no WAL: a shard the last process did not close has its payload
-//! indexes rebuilt when it is loaded (`recovery`).
+//! Shard calls block, so they run on the blocking pool. A pipeline write is acknowledged
+//! once the shard applied it (visible to reads and searches) and made durable by the next
+//! [`VectorSink::sync`], which flushes every shard updated since its last flush: one
+//! flush took most of a small batch's write time (docs/benchmarks.md), so the processor
+//! syncs once per commit instead of once per batch. Writes and flushes of a shard are
+//! serialised (a flush racing an update panics inside qdrant-edge). A shard stays *dirty*
+//! from an update until a flush succeeds, so a sync after a failed flush flushes again;
+//! reads (the version pre-read included) answer from the shard's in-memory state, which
+//! is what a fenced write compares against. Repairs outside the pipeline (purge, foreign
+//! points, optimize) flush before they return. qdrant-edge replays no WAL: what was not
+//! flushed is lost with the process, and a shard the last process did not close has its
+//! payload indexes rebuilt when it is loaded (`recovery`).
 
 use super::{
     latest_per_point, tombstones, BucketCounts, CollectionSpec, Fence, ScanCursor, ScanPage,
@@ -242,7 +247,7 @@ impl Shard {
     }
 
     /// Flush when an earlier update is not durable yet.
-    fn sync_if_dirty(&self) -> Result<(), SinkError> {
+    fn flush_if_dirty(&self) -> Result<(), SinkError> {
         if !self.dirty.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -255,13 +260,14 @@ impl Shard {
 
     /// Apply `ops` in order and flush, so the writes survive a crash once this returns.
     fn update_durably(&self, ops: Vec<UpdateOperation>) -> Result<(), SinkError> {
-        self.update_durably_with(|_| Ok(ops))
+        self.update_with(true, |_| Ok(ops))
     }
 
-    /// As [`Shard::update_durably`], with the operations planned under the write lock (so
-    /// what `plan` reads cannot change before they are applied).
-    fn update_durably_with(
+    /// Apply the operations `plan` returns, planned under the write lock (so what `plan`
+    /// reads cannot change before they are applied), and flush when `durably`.
+    fn update_with(
         &self,
+        durably: bool,
         plan: impl FnOnce(&EdgeShard) -> Result<Vec<UpdateOperation>, SinkError>,
     ) -> Result<(), SinkError> {
         let _guard = self.lock();
@@ -270,7 +276,10 @@ impl Shard {
             self.dirty.store(true, Ordering::SeqCst);
             self.shard.update(op).map_err(classify)?;
         }
-        self.flush()
+        match durably {
+            true => self.flush(),
+            false => Ok(()),
+        }
     }
 }
 
@@ -511,8 +520,8 @@ impl VectorSink for EdgeSink {
     ) -> Result<HashMap<Uuid, i64>, SinkError> {
         let ids: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(*id)).collect();
         self.with_shard(collection, move |s| {
-            // A version read here may skip a write: it must be durable first.
-            s.sync_if_dirty()?;
+            // From memory, not flushed first: a write this read lets the processor skip
+            // is acknowledged, and its offset committed only after a sync flushed it.
             let records = s
                 .shard
                 .retrieve(
@@ -540,13 +549,13 @@ impl VectorSink for EdgeSink {
     ) -> Result<(), SinkError> {
         let points = latest_per_point(points);
         let Some(vector_name) = points.first().map(|p| p.vector_name.clone()) else {
-            return self.with_shard(collection, |s| s.sync_if_dirty()).await;
+            return Ok(());
         };
         let condition = fence_filter(points.iter().map(|p| (p.id, p.version)), fence);
         let tombstones = tombstones(&points);
         let points: Vec<PointStructPersisted> = points.into_iter().map(to_point).collect();
         self.with_shard(collection, move |s| {
-            s.update_durably_with(|shard| {
+            s.update_with(false, |shard| {
                 // Under the write lock nothing else writes this shard: the tombstones the
                 // fence lets through (or that are already stored at their version) are
                 // known before the upsert, and their vectors are deleted by id after it.
@@ -571,6 +580,24 @@ impl VectorSink for EdgeSink {
             })
         })
         .await
+    }
+
+    /// Flush every shard updated since its last flush.
+    async fn sync(&self) -> Result<(), SinkError> {
+        let dirty: Vec<Arc<Shard>> = self
+            .shards
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.dirty.load(Ordering::SeqCst))
+            .cloned()
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || dirty.iter().try_for_each(|s| s.flush_if_dirty()))
+            .await
+            .map_err(|e| SinkError::Unavailable(format!("embedded flush task failed: {e}")))?
     }
 
     async fn purge(&self, collection: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
@@ -616,7 +643,7 @@ impl VectorSink for EdgeSink {
 
     async fn bucket_counts(&self, collection: &str) -> Result<Option<BucketCounts>, SinkError> {
         self.with_shard(collection, |s| {
-            s.sync_if_dirty()?;
+            s.flush_if_dirty()?;
             let mut live = facet_buckets(&s.shard, None)?;
             let deleted = Filter {
                 must: Some(vec![is_deleted()]),

@@ -211,6 +211,11 @@ impl VectorSink for JsonlSink {
             .collect())
     }
 
+    /// Every write is synced to disk before it is acknowledged.
+    async fn sync(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     async fn write(
         &self,
         collection: &str,

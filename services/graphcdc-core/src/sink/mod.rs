@@ -302,13 +302,26 @@ pub trait VectorSink: Send + Sync {
     ) -> Result<HashMap<Uuid, i64>, SinkError>;
 
     /// Write `points` (all of `collection`) with the version `fence`; returns once the
-    /// write is durable (server: `wait=true`; embedded: flushed).
+    /// write is applied and visible to reads and searches. It is durable once a later
+    /// [`VectorSink::sync`] returned (at once for the server with `wait=true` and for
+    /// JSON Lines; the embedded sink flushes in `sync`).
     async fn write(
         &self,
         collection: &str,
         points: &[PointWrite],
         fence: Fence,
     ) -> Result<(), SinkError>;
+
+    /// Make every write acknowledged before this call durable: it survives a crash of
+    /// this process once this returns. The processor commits offsets only after it.
+    ///
+    /// Required, not defaulted: a sink that wraps another must pass it on, or the
+    /// processor would commit offsets past writes that are only in memory.
+    ///
+    /// # Errors
+    /// [`SinkError::Unavailable`] when the sink cannot make them durable now (nothing may
+    /// be committed; a later call tries again).
+    async fn sync(&self) -> Result<(), SinkError>;
 
     /// Remove points for good (no tombstone) when their stored version is at most the
     /// given one.

@@ -546,6 +546,12 @@ impl VectorSink for QdrantSink {
             .collect())
     }
 
+    /// Every write uses `wait=true`: the server has it in its WAL when it is
+    /// acknowledged.
+    async fn sync(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     async fn write(
         &self,
         collection: &str,

@@ -134,6 +134,10 @@ impl VectorSink for ShadowCollections {
             .await
     }
 
+    async fn sync(&self) -> Result<(), SinkError> {
+        self.inner.sync().await
+    }
+
     async fn purge(&self, collection: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
         self.inner.purge(&self.shadow(collection), points).await
     }

@@ -1,6 +1,6 @@
 //! Batches against the real embedded engine, with faults injected where a unit test can
-//! reach them: a flush that fails after the update was applied, a collection whose
-//! schema differs from the mapping, a version pre-read the sink refuses.
+//! reach them: a flush that fails after the update was applied (the sync fails), a
+//! collection whose schema differs from the mapping, a version pre-read the sink refuses.
 
 use super::*;
 use crate::codec::Format;
@@ -61,27 +61,31 @@ async fn applier(
     BatchApplier::new(Arc::new(Codec::local()), mapper, sink)
 }
 
+/// A batch is acknowledged once the shard applied it, without a flush; the sync that
+/// makes it durable fails as long as its flush does, and a later sync flushes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_counts_as_done_only_after_a_durable_flush() {
+async fn a_batch_is_acknowledged_when_visible_and_durable_only_after_a_sync_that_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
     let applier = applier(sink.clone(), 4, 4).await;
     let batch = records(&Codec::local(), 4, &["a", "b", "c"]).await;
 
-    // A freshly opened shard is flushed before its first use.
-    sink.versions(COLLECTION, &[]).await.unwrap();
-    // The update reaches memory and the WAL, then the flush fails twice.
+    // Every flush fails for a while: the write does not flush, so it succeeds.
     sink.fail_flushes(COLLECTION, 2);
-    let first = applier.apply(&batch).await;
-    assert!(matches!(first, Err(SinkError::Unavailable(_))), "{first:?}");
-    // The retry finds every point at its version: it may not succeed before a flush.
-    let second = applier.apply(&batch).await;
-    assert!(
-        matches!(second, Err(SinkError::Unavailable(_))),
-        "a retry succeeded without a durable flush: {second:?}"
-    );
-    let third = applier.apply(&batch).await.unwrap();
-    assert_eq!((third.applied, third.skipped_stale), (0, 3));
+    let first = applier.apply(&batch).await.unwrap();
+    assert_eq!(first.applied, 3);
+    assert_eq!(sink.count_live(COLLECTION).await.unwrap(), 3, "visible");
+    for attempt in 0..2 {
+        let synced = sink.sync().await;
+        assert!(
+            matches!(synced, Err(SinkError::Unavailable(_))),
+            "sync {attempt} succeeded although its flush failed: {synced:?}"
+        );
+    }
+    sink.sync().await.unwrap();
+    // The retry after the failed syncs finds every point at its version (from memory).
+    let again = applier.apply(&batch).await.unwrap();
+    assert_eq!((again.applied, again.skipped_stale), (0, 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,6 +155,9 @@ impl VectorSink for Faulty {
             return Err(SinkError::Internal("injected: disk full".into()));
         }
         self.inner.write(c, points, fence).await
+    }
+    async fn sync(&self) -> Result<(), SinkError> {
+        self.inner.sync().await
     }
     async fn purge(&self, c: &str, points: &[(Uuid, i64)]) -> Result<(), SinkError> {
         self.inner.purge(c, points).await

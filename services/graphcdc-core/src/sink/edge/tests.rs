@@ -67,9 +67,10 @@ async fn killed_mid_flush(before: &[PointWrite], after: &[PointWrite]) -> tempfi
         sink.write(COLLECTION, before, Fence::Newer).await.unwrap();
     }
     copy_dir(live.path(), killed.path());
-    // Every write is flushed before it returns: the kill comes during a later flush.
+    // The sync flushes the second state: the kill comes during a later flush.
     let sink = EdgeSink::open(live.path()).unwrap();
     sink.write(COLLECTION, after, Fence::Newer).await.unwrap();
+    sink.sync().await.unwrap();
     std::mem::forget(sink);
     let (live, killed_docs) = (live.path().join(COLLECTION), killed.path().join(COLLECTION));
     std::fs::copy(
