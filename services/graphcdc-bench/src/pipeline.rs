@@ -135,7 +135,7 @@ pub async fn wait_caught_up(
 }
 
 /// The sink's side of the ceiling: fenced bulk writes of `writes` straight into the
-/// embedded sink, per batch size; the best (batch, points/s).
+/// embedded sink, per batch size, then a flush; the best (batch, points/s).
 async fn sink_ceiling(
     writes: &[graphcdc_core::mapping::PointWrite],
     store: &std::path::Path,
@@ -154,6 +154,9 @@ async fn sink_ceiling(
         for chunk in writes.chunks(batch) {
             sink.write(&spec.name, chunk, Fence::Newer).await?;
         }
+        // Durable, as the pipeline's commits are: one flush at the end (the pipeline
+        // flushes once per `processor.commit_interval_ms`).
+        sink.sync().await?;
         let rate = per_s(writes.len(), started.elapsed());
         println!("ceiling: batch {batch:>5}: {rate:>9.0} points/s");
         if rate > best.1 {
