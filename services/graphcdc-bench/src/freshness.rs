@@ -71,9 +71,10 @@ pub async fn run(
             name: format!("4. freshness at {rate} events/s (visible in sink − produced)"),
             value: format!("p50 {} ms, p99 {} ms, max {} ms{kept_up}", q(0.5), q(0.99), q(1.0)),
             note: format!(
-                "{:.0} events/s reached for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms; {}",
+                "{:.0} events/s reached for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms, commit interval {} ms; {}",
                 run.reached,
                 args.freshness_seconds,
+                args.commit_interval_ms,
                 broker_name(args)
             ),
         });
@@ -110,6 +111,7 @@ async fn at_rate(
 ) -> anyhow::Result<RateRun> {
     let mut config = broker.config(&format!("fresh{rate}"), store).await?;
     config.processor.batch_max_wait_ms = 5;
+    config.processor.commit_interval_ms = args.commit_interval_ms;
     for (key, value) in [("linger.ms", "1"), ("fetch.wait.max.ms", "10")] {
         config
             .kafka
