@@ -195,7 +195,6 @@ async fn a_rebalance_error_during_retries_leaves_no_partition_paused() {
         revoked_during_batch: Mutex::new(Vec::new()),
         retrying: AtomicBool::new(true),
         unsynced: Mutex::new(Default::default()),
-        sink: h.open_sink(),
         stats: Arc::new(Stats::default()),
         health: Arc::new(graphcdc_core::stats::Health::default()),
     };

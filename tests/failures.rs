@@ -129,8 +129,8 @@ async fn offsets_wait_for_a_sync_that_made_the_writes_durable() {
         "offsets committed past writes no sync made durable"
     );
 
-    // A crash: the processor is dropped where it stands (its consumer closes, the revoke
-    // syncs and fails).
+    // A crash: the processor is dropped where it stands (its consumer closes; the revoke
+    // commits only offsets a sync covered: none).
     running.task.abort();
     let _ = running.task.await;
     let lag = tokio::task::block_in_place(|| h.lag());

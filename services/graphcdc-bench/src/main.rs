@@ -59,7 +59,7 @@ pub struct Args {
     /// `processor.commit_interval_ms` of the freshness runs: how often the sink is
     /// synced (flushed) and offsets committed; 0 syncs after every batch, as every
     /// write flushed before it was acknowledged until #15.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 0)]
     pub commit_interval_ms: u64,
     /// Encoded events decoded both ways for the decode figure (0 skips it).
     #[arg(long, default_value_t = 5_000)]

@@ -3,8 +3,8 @@
 //! were acknowledged.
 //!
 //! The processor acknowledges a batch as soon as the sink applied it, and syncs the sink
-//! at most every `processor.commit_interval_ms`, before a revoke's commit and before the
-//! last commit of a shutdown. Offsets are taken *before* the sync starts, so every one of
+//! at most every `processor.commit_interval_ms` and before the last commit of a shutdown
+//! (not on revoke: see [`super::rebalance`]). Offsets are taken *before* the sync starts, so every one of
 //! them belongs to a write the sync covers; writes acknowledged while it runs wait for the
 //! next one. A failed sync puts them back: nothing is committed past a write that may
 //! still be only in memory.

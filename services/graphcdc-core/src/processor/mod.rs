@@ -12,8 +12,9 @@
 //! - a transient failure pauses the partitions and retries the same batch with backoff;
 //!   nothing is committed meanwhile and the consumer keeps polling so rebalances are
 //!   served; after `breaker_threshold` failures the circuit opens (not ready);
-//! - on revoke, the sink is synced, stored offsets are committed synchronously and
-//!   records of revoked partitions are dropped (the next owner reads them again);
+//! - on revoke, stored (durable) offsets are committed synchronously and records of
+//!   revoked partitions are dropped (the next owner reads them again, from the last
+//!   offset a sync covered: the sink is not synced inside the rebalance callback);
 //! - on shutdown the in-flight batch is finished, the sink synced, offsets committed and
 //!   the group left.
 
@@ -139,7 +140,6 @@ impl Processor {
             revoked_during_batch: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
             unsynced: Mutex::new(Unsynced::default()),
-            sink: self.sink.clone(),
             stats: self.stats.clone(),
             health: self.health.clone(),
         };

@@ -1,9 +1,15 @@
-//! Rebalance hooks of the processor's consumer: sync the sink and commit on revoke,
+//! Rebalance hooks of the processor's consumer: commit what is durable on revoke,
 //! remember revoked partitions, track the assignment, keep new partitions paused during
 //! retries.
+//!
+//! The revoke does not sync the sink: librdkafka calls these hooks from inside the
+//! processor task's poll, and blocking a runtime thread there on an async sink (whose
+//! flush runs on tokio's blocking pool) would stall the rebalance and risks hanging the
+//! task. Offsets of writes acknowledged since the last sync stay uncommitted; the next
+//! owner reads those events again (at most `processor.commit_interval_ms` of them; none
+//! with the default 0) and the version fence skips what is already in the sink.
 
-use super::durable::{self, Unsynced};
-use crate::sink::VectorSink;
+use super::durable::Unsynced;
 use crate::stats::{Health, Stats};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -23,8 +29,6 @@ pub struct ProcessorContext {
     pub retrying: AtomicBool,
     /// Offsets of writes the sink acknowledged but has not made durable yet.
     pub unsynced: Mutex<Unsynced>,
-    /// The processor's sink, synced before a revoke's commit.
-    pub sink: Arc<dyn VectorSink>,
     pub stats: Arc<Stats>,
     pub health: Arc<Health>,
 }
@@ -50,36 +54,13 @@ impl ClientContext for ProcessorContext {
     }
 }
 
-impl ProcessorContext {
-    /// Sync the sink and store the offsets that waited for it, from inside a rebalance
-    /// callback (librdkafka calls it while the processor's task polls, on a runtime
-    /// thread; the embedded sink's flush runs on the blocking pool).
-    fn sync(&self, consumer: &BaseConsumer<Self>) {
-        if self.unsynced.lock().unwrap().is_empty() {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_err() {
-            tracing::warn!("revoke outside the runtime: acknowledged writes not synced, their offsets left uncommitted");
-            return;
-        }
-        futures::executor::block_on(durable::sync_and_store(
-            self.sink.as_ref(),
-            &self.unsynced,
-            consumer,
-            std::time::Duration::ZERO,
-        ));
-    }
-}
-
 impl ConsumerContext for ProcessorContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let revoked_now = match rebalance {
             Rebalance::Revoke(partitions) => {
                 // Only offsets of durable writes are ever stored, so committing them is
-                // safe (unless the assignment is already lost to another member); the
-                // sink is synced first so that everything it acknowledged goes with them.
+                // safe (unless the assignment is already lost to another member).
                 if !consumer.assignment_lost() {
-                    self.sync(consumer);
                     commit_stored(consumer, CommitMode::Sync);
                 }
                 // librdkafka keeps a partition's pause flag across revoke/assign.

@@ -5,8 +5,9 @@
 //! Shard calls block, so they run on the blocking pool. A pipeline write is acknowledged
 //! once the shard applied it (visible to reads and searches) and made durable by the next
 //! [`VectorSink::sync`], which flushes every shard updated since its last flush: one
-//! flush took most of a small batch's write time (docs/benchmarks.md), so the processor
-//! syncs once per commit instead of once per batch. Writes and flushes of a shard are
+//! flush took most of a small batch's write time (docs/benchmarks.md), so with
+//! `processor.commit_interval_ms` above 0 the processor syncs once per interval instead of
+//! once per batch. Writes and flushes of a shard are
 //! serialised (a flush racing an update panics inside qdrant-edge). A shard stays *dirty*
 //! from an update until a flush succeeds, so a sync after a failed flush flushes again;
 //! reads (the version pre-read included) answer from the shard's in-memory state, which
