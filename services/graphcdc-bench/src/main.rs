@@ -56,9 +56,9 @@ pub struct Args {
     /// fastest.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     pub freshness_rates: Vec<u64>,
-    /// `processor.commit_interval_ms` of the freshness runs: how often the sink is
-    /// synced (flushed) and offsets committed; 0 syncs after every batch, as every
-    /// write flushed before it was acknowledged until #15.
+    /// `processor.commit_interval_ms` of the pipeline and freshness runs: how often the
+    /// sink is synced (flushed) and offsets committed; 0 syncs after every batch, as
+    /// every write flushed before it was acknowledged until #15.
     #[arg(long, default_value_t = 0)]
     pub commit_interval_ms: u64,
     /// Encoded events decoded both ways for the decode figure (0 skips it).

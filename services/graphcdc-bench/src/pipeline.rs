@@ -154,8 +154,9 @@ async fn sink_ceiling(
         for chunk in writes.chunks(batch) {
             sink.write(&spec.name, chunk, Fence::Newer).await?;
         }
-        // Durable, as the pipeline's commits are: one flush at the end (the pipeline
-        // flushes once per `processor.commit_interval_ms`).
+        // Durable, as the pipeline's commits are: one flush at the end, the fewest the
+        // sink can do (the pipeline flushes after every batch, or once per
+        // `--commit-interval-ms`).
         sink.sync().await?;
         let rate = per_s(writes.len(), started.elapsed());
         println!("ceiling: batch {batch:>5}: {rate:>9.0} points/s");
@@ -196,6 +197,7 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         .config("pipeline", &dir.path().join("pipeline"))
         .await?;
     config.processor.batch_max_events = best.0;
+    config.processor.commit_interval_ms = args.commit_interval_ms;
     ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?
         .publish_changes(&events)
         .await?;

@@ -4,9 +4,9 @@
 //!
 //! The processor acknowledges a batch as soon as the sink applied it, and syncs the sink
 //! at most every `processor.commit_interval_ms` and before the last commit of a shutdown
-//! (not on revoke: see [`super::rebalance`]). Offsets are taken *before* the sync starts, so every one of
-//! them belongs to a write the sync covers; writes acknowledged while it runs wait for the
-//! next one. A failed sync puts them back: nothing is committed past a write that may
+//! (not on revoke: see [`super::rebalance`]). Offsets are taken *before* the sync starts,
+//! so every one of them belongs to a write the sync covers; writes acknowledged while it
+//! runs wait for the next one. A failed sync puts them back: nothing is committed past a write that may
 //! still be only in memory.
 
 use crate::sink::VectorSink;
@@ -67,15 +67,10 @@ impl Unsynced {
             self.since = None;
         }
     }
-
-    /// Whether no offset waits for a sync.
-    pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
 }
 
 /// Store `offsets` in `consumer` for its next commit.
-pub fn store<C: ConsumerContext, K: Consumer<C>>(consumer: &K, offsets: &[(String, i32, i64)]) {
+fn store<C: ConsumerContext, K: Consumer<C>>(consumer: &K, offsets: &[(String, i32, i64)]) {
     if offsets.is_empty() {
         return;
     }
@@ -129,7 +124,7 @@ mod tests {
         let mut taken = u.take();
         taken.sort();
         assert_eq!(taken, vec![("t".into(), 0, 9), ("t".into(), 1, 3)]);
-        assert!(u.is_empty() && u.due(Duration::ZERO).is_none());
+        assert!(u.due(Duration::ZERO).is_none() && u.take().is_empty());
         // Acknowledged while the sync ran, then the sync failed: the highest wins.
         u.acknowledged(vec![("t".into(), 0, 12)]);
         u.put_back(taken, Duration::from_secs(60));

@@ -232,8 +232,9 @@ impl Processor {
                 // batch does not yield.
                 tokio::task::yield_now().await;
             }
-            self.sync_and_commit(&consumer, CommitMode::Async, false)
-                .await;
+            if self.sync_if_due(&consumer, false).await {
+                commit_stored(&consumer, CommitMode::Async);
+            }
             if stopping {
                 break;
             }
@@ -262,8 +263,7 @@ impl Processor {
             tracing::warn!("shutdown during retries: the failing batch is left uncommitted");
         }
         acknowledge(&consumer, &mut tracker);
-        self.sync_and_commit(&consumer, CommitMode::Sync, true)
-            .await;
+        self.sync_if_due(&consumer, true).await;
         commit_stored(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
         self.health.set_running(false);
@@ -480,19 +480,15 @@ impl Processor {
         Duration::from_millis(self.config.processor.commit_interval_ms)
     }
 
-    /// Once the commit interval is up (`now`: at once), sync the sink and commit the
-    /// offsets of every write acknowledged before the sync.
-    async fn sync_and_commit(
-        &self,
-        consumer: &StreamConsumer<ProcessorContext>,
-        mode: CommitMode,
-        now: bool,
-    ) {
+    /// Once the commit interval is up (`now`: at once), sync the sink and store the
+    /// offsets of every write acknowledged before the sync, for the caller to commit
+    /// (only offsets of durable writes are ever stored); `true` when a sync was due.
+    async fn sync_if_due(&self, consumer: &StreamConsumer<ProcessorContext>, now: bool) -> bool {
         let context = consumer.context();
         let due = context.unsynced.lock().unwrap().due(self.commit_interval());
         match due {
             Some(due) if now || Instant::now() >= due => {}
-            _ => return,
+            _ => return false,
         }
         let retry_in = self.commit_interval().max(Duration::from_millis(
             self.config.processor.retry_initial_ms,
@@ -501,8 +497,7 @@ impl Processor {
         {
             self.stats.sink_unavailable.add(1);
         }
-        // Only offsets of durable writes are ever stored.
-        commit_stored(consumer, mode);
+        true
     }
 }
 

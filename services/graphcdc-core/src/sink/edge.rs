@@ -277,9 +277,10 @@ impl Shard {
             self.dirty.store(true, Ordering::SeqCst);
             self.shard.update(op).map_err(classify)?;
         }
-        match durably {
-            true => self.flush(),
-            false => Ok(()),
+        if durably {
+            self.flush()
+        } else {
+            Ok(())
         }
     }
 }
