@@ -336,7 +336,7 @@ fn command_line(text: &str) -> Option<(Vec<String>, Vec<String>)> {
         ("offsets", &["show", "reset"]),
         ("dlq", &["list", "show", "redrive"]),
     ];
-    const TOP: [&str; 9] = [
+    const TOP: [&str; 10] = [
         "process",
         "reconcile",
         "relay",
@@ -346,6 +346,7 @@ fn command_line(text: &str) -> Option<(Vec<String>, Vec<String>)> {
         "offsets",
         "dlq",
         "demo",
+        "search",
     ];
     let rest = [
         "graphcdc ",

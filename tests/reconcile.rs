@@ -54,6 +54,7 @@ async fn revectorize_tombstones(sink: &dyn VectorSink, keys: &[(String, i64)]) {
                 hash: String::new(),
                 vector_name: "embedding".into(),
                 vector: Some(vec![1.0, *version as f32, 0.5, -0.5]),
+                text: None,
                 payload,
             }
         })
@@ -147,6 +148,8 @@ fn expected_counts(
         ("content_mismatch", mismatch),
         ("ahead", ahead),
         ("tombstone_vector", 0),
+        ("stale_vector", 0),
+        ("missing_vector", 0),
     ])
 }
 

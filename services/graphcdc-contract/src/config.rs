@@ -13,7 +13,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod capture;
+mod embedding;
 pub use capture::{CaptureConfig, CaptureSetting};
+pub use embedding::{
+    parse_template, EmbeddingConfig, EmbeddingProvider, TemplatePart, LOCAL_MODEL,
+};
 
 /// The whole configuration of a graphcdc process.
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +259,9 @@ pub struct MappingConfig {
     /// Graph context denormalised into the payload by the relay and the backfill.
     #[serde(default)]
     pub context: Vec<ContextConfig>,
+    /// Vectors computed on the way for upserts that carry none.
+    #[serde(default)]
+    pub embedding: Option<EmbeddingConfig>,
 }
 
 /// Properties of related nodes copied into a node's payload, e.g. a chunk's mentioned
@@ -550,6 +557,9 @@ impl MappingConfig {
         }
         if self.vector_name.is_empty() {
             return Err(invalid(format!("{at}.vector_name"), "must not be empty"));
+        }
+        if let Some(embedding) = &self.embedding {
+            embedding.validate(at, self.dimension)?;
         }
         for (i, c) in self.context.iter().enumerate() {
             let names = std::iter::once(&c.field)

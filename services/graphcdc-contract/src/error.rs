@@ -32,6 +32,10 @@ pub enum PoisonKind {
     PayloadTooLarge,
     /// The sink refused this single event even after the batch was split.
     SinkRejected,
+    /// No vector, and the mapping's embedding template gives no text.
+    MissingText,
+    /// The embedding model refused this event's text (a 4xx about the input).
+    EmbeddingRejected,
 }
 
 impl PoisonKind {
@@ -51,6 +55,8 @@ impl PoisonKind {
             PoisonKind::NonFiniteVector => "graphcdc.NonFiniteVector",
             PoisonKind::PayloadTooLarge => "graphcdc.PayloadTooLarge",
             PoisonKind::SinkRejected => "graphcdc.SinkRejected",
+            PoisonKind::MissingText => "graphcdc.MissingText",
+            PoisonKind::EmbeddingRejected => "graphcdc.EmbeddingRejected",
         }
     }
 }

@@ -5,8 +5,13 @@
 //! tombstone flag. A delete becomes a tombstone: a point with no vector (so vector search
 //! never returns it) that keeps the deleted version, so an older upsert arriving later
 //! cannot bring the entity back.
+//!
+//! An upsert without a vector of a mapping with `[mappings.embedding]` leaves here with
+//! its text instead ([`PointWrite::text`]); the processor embeds it before the write. Its
+//! content hash covers the text's hash instead of the vector, so the reconciler compares
+//! it without a model call.
 
-use crate::config::MappingConfig;
+use crate::config::{parse_template, MappingConfig, TemplatePart};
 use crate::error::{PoisonError, PoisonKind};
 use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue, MAX_VERSION};
 use serde_json::{Map, Value};
@@ -24,6 +29,9 @@ pub const VERSION_FIELD: &str = "cdc_version";
 pub const HASH_FIELD: &str = "cdc_hash";
 /// Payload field: `true` on tombstones.
 pub const DELETED_FIELD: &str = "cdc_deleted";
+/// Payload field: hash of the text the vector was embedded from ([`text_hash`]); only on
+/// points of mappings with `[mappings.embedding]` whose vector came from a model.
+pub const TEXT_HASH_FIELD: &str = "cdc_text_hash";
 /// Payload field: source commit time in ms.
 pub const COMMIT_TIME_FIELD: &str = "cdc_commit_ms";
 /// Payload field (integer index): the point's reconcile bucket, [`bucket_of`] its id, so
@@ -65,16 +73,32 @@ pub struct PointWrite {
     pub hash: String,
     /// Name of the dense vector in the collection.
     pub vector_name: String,
-    /// `None` for a tombstone.
+    /// `None` for a tombstone, and for a write still waiting for its embedding.
     pub vector: Option<Vec<f32>>,
+    /// The text to embed into `vector`, for mappings with `[mappings.embedding]`; kept
+    /// after the vector was filled in.
+    pub text: Option<EmbeddingText>,
     /// Full payload including the reserved `cdc_` fields.
     pub payload: Map<String, Value>,
+}
+
+/// The text of a point whose vector comes from a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingText {
+    pub text: String,
+    /// [`text_hash`] of the model and the text: stored as [`TEXT_HASH_FIELD`].
+    pub hash: String,
 }
 
 impl PointWrite {
     /// Whether this write is a tombstone.
     pub fn is_tombstone(&self) -> bool {
-        self.vector.is_none()
+        self.vector.is_none() && self.text.is_none()
+    }
+
+    /// Whether this write still needs its vector from a model.
+    pub fn needs_embedding(&self) -> bool {
+        self.vector.is_none() && self.text.is_some()
     }
 }
 
@@ -152,12 +176,34 @@ impl Mapper {
                 hash: String::new(),
                 vector_name: m.vector_name.clone(),
                 vector: None,
+                text: None,
                 payload,
             });
         }
-        let vector = vector(m, event)?;
+        let (vector, text) = match m.embedding.as_ref().filter(|_| !has_vector(m, event)) {
+            Some(embedding) => {
+                let Some(text) = render_template(&embedding.template, &event.properties) else {
+                    return Err(PoisonError::new(
+                        PoisonKind::MissingText,
+                        format!(
+                            "no vector, and the template {:?} gives no text",
+                            embedding.template
+                        ),
+                    ));
+                };
+                let hash = text_hash(&embedding.model, &text);
+                (None, Some(EmbeddingText { text, hash }))
+            }
+            None => (Some(vector(m, event)?), None),
+        };
         let fields = payload_fields(m, &event.properties);
-        let (hash, size) = hash_and_size(&fields, &vector);
+        let (hash, size) = match &text {
+            Some(text) => {
+                let (content, size) = hash_and_size(&fields, &[], text.hash.as_bytes());
+                (embedded_hash(&content, &text.hash), size)
+            }
+            None => hash_and_size(&fields, vector.as_deref().unwrap_or_default(), &[]),
+        };
         if size > self.max_payload_bytes {
             return Err(PoisonError::new(
                 PoisonKind::PayloadTooLarge,
@@ -169,6 +215,9 @@ impl Mapper {
         }
         payload.insert(DELETED_FIELD.into(), Value::Bool(false));
         payload.insert(HASH_FIELD.into(), Value::String(hash.clone()));
+        if let Some(text) = &text {
+            payload.insert(TEXT_HASH_FIELD.into(), Value::String(text.hash.clone()));
+        }
         payload.extend(fields);
         Ok(PointWrite {
             collection: m.collection.clone(),
@@ -178,7 +227,8 @@ impl Mapper {
             commit_time_ms: event.commit_time_ms,
             hash,
             vector_name: m.vector_name.clone(),
-            vector: Some(vector),
+            vector,
+            text,
             payload,
         })
     }
@@ -219,6 +269,100 @@ fn entity_key(m: &MappingConfig, event: &ChangeEvent) -> Result<String, PoisonEr
             format!("empty key and no property {:?}", m.key_property),
         )),
     }
+}
+
+/// Whether the event carries its own vector (which wins over embedding).
+fn has_vector(m: &MappingConfig, event: &ChangeEvent) -> bool {
+    event.vector.is_some()
+        || m.vector_property
+            .as_ref()
+            .is_some_and(|p| event.properties.contains_key(p))
+}
+
+/// The text of `template` over `properties`: a string as is, a list joined by `", "`,
+/// a missing or null property as nothing; `None` when no property gives any text (the
+/// template's literals alone are no text).
+pub fn render_template(
+    template: &str,
+    properties: &BTreeMap<String, PropertyValue>,
+) -> Option<String> {
+    fn write_value(out: &mut String, value: &PropertyValue) {
+        match value {
+            PropertyValue::Null => {}
+            PropertyValue::String(s) => out.push_str(s),
+            PropertyValue::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_value(out, item);
+                }
+            }
+            other => out.push_str(&to_json(other).to_string()),
+        }
+    }
+    let mut out = String::new();
+    let mut from_properties = false;
+    // Validated at start: a template that does not parse never gets here.
+    for part in parse_template(template).unwrap_or_default() {
+        match part {
+            TemplatePart::Literal(s) => out.push_str(s),
+            TemplatePart::Brace(c) => out.push(c),
+            TemplatePart::Property(name) => {
+                if let Some(value) = properties.get(name) {
+                    let start = out.len();
+                    write_value(&mut out, value);
+                    from_properties |= !out[start..].trim().is_empty();
+                }
+            }
+        }
+    }
+    from_properties.then_some(out)
+}
+
+/// Bits of an embedded point's content hash that are its text hash: the last
+/// [`TEXT_HASH_BITS`] bits of `cdc_hash` are the first of `cdc_text_hash`, so the
+/// reconciler can tell a changed text (the vector must be embedded again) from another
+/// payload change.
+pub const TEXT_HASH_BITS: u32 = 32;
+
+/// The content hash of an embedded point: the first 96 bits of its content digest (over
+/// the fields and the text hash), then the first [`TEXT_HASH_BITS`] of its text hash.
+pub fn embedded_hash(content: &str, text_hash: &str) -> String {
+    format!("{}{}", &content[..24], &text_hash[..8])
+}
+
+/// The text-hash bits of an embedded point's content hash (as a number).
+pub fn text_part_of(content_hash: u128) -> u32 {
+    content_hash as u32
+}
+
+/// The first [`TEXT_HASH_BITS`] of a text hash, as [`text_part_of`] gives them.
+pub fn text_hash_prefix(text_hash: &str) -> u32 {
+    text_hash
+        .get(..8)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256 (first 16 bytes) of the model name and the text: equal hashes mean the
+/// stored vector is still the text's embedding.
+pub fn text_hash(model: &str, text: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(model.as_bytes());
+    hasher.update([0]);
+    hasher.update(text.as_bytes());
+    hex16(&hasher.finalize())
+}
+
+fn hex16(digest: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(32);
+    for b in &digest[..16] {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 fn vector(m: &MappingConfig, event: &ChangeEvent) -> Result<Vec<f32>, PoisonError> {
@@ -303,12 +447,17 @@ fn to_json(value: &PropertyValue) -> Value {
 
 /// Hex SHA-256 (first 16 bytes) of the mapped fields in key order and the vector bits.
 pub fn content_hash(fields: &BTreeMap<String, Value>, vector: &[f32]) -> String {
-    hash_and_size(fields, vector).0
+    hash_and_size(fields, vector, &[]).0
 }
 
 /// [`content_hash`], and the payload size the mapper checks against `max_payload_bytes`
-/// (name + JSON text + 4 per field), from the same JSON text of each field.
-fn hash_and_size(fields: &BTreeMap<String, Value>, vector: &[f32]) -> (String, usize) {
+/// (name + JSON text + 4 per field), from the same JSON text of each field. `text_hash`
+/// (empty unless the vector comes from a model, then `vector` is empty) is hashed last.
+fn hash_and_size(
+    fields: &BTreeMap<String, Value>,
+    vector: &[f32],
+    text_hash: &[u8],
+) -> (String, usize) {
     let mut hasher = Sha256::new();
     let mut size = 0;
     let mut text = Vec::new();
@@ -332,13 +481,11 @@ fn hash_and_size(fields: &BTreeMap<String, Value>, vector: &[f32]) -> (String, u
         }
         hasher.update(&buffer[..floats.len() * 4]);
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(32);
-    for b in &hasher.finalize()[..16] {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    if !text_hash.is_empty() {
+        hasher.update(b"text\0");
+        hasher.update(text_hash);
     }
-    (hex, size)
+    (hex16(&hasher.finalize()), size)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`capture`]: the Neo4j outbox relay and the backfill.
 //! - [`sink`]: the [`sink::VectorSink`] trait, Qdrant server and embedded Qdrant.
 //! - [`processor`]: the consumer group member applying the change topic to a sink.
+//! - [`embed`]: vectors computed on the way for entities that carry text only.
 //! - [`reconcile`]: drift detection and repair against the compacted state topic.
 //! - [`audit`]: the three-way audit, Neo4j ↔ graph.state ↔ sink, and its repair.
 //! - [`inspect`]: entity history and consumer-group offsets.
@@ -21,6 +22,7 @@ pub use graphcdc_contract::{codec, config, error, event, mapping};
 pub mod audit;
 pub mod capture;
 pub mod demo;
+pub mod embed;
 pub mod inspect;
 pub mod kafka;
 pub mod ops;

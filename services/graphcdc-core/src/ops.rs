@@ -42,6 +42,10 @@ pub fn install_recorder() -> PrometheusHandle {
             for (name, buckets) in [
                 ("graphcdc_freshness_seconds", &SECONDS_BUCKETS[..]),
                 ("graphcdc_apply_duration_seconds", &SECONDS_BUCKETS[..]),
+                (
+                    "graphcdc_embedding_call_duration_seconds",
+                    &SECONDS_BUCKETS[..],
+                ),
                 ("graphcdc_batch_size_events", &BATCH_SIZE_BUCKETS[..]),
             ] {
                 builder = builder
@@ -127,6 +131,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "graphcdc_relay_context_fanout_overflow_total",
         "Related-node changes whose context fan-out exceeded max_fanout (nodes beyond it not re-emitted).",
     ),
+    (
+        "graphcdc_embedding_model_calls_total",
+        "Calls to the embedding model (one per batch of texts), per collection.",
+    ),
+    (
+        "graphcdc_embedding_texts_total",
+        "Texts that needed a vector, per collection and source: model (embedded) or cache (the stored vector of the same text kept, no model call).",
+    ),
+    (
+        "graphcdc_embedding_rejected_total",
+        "Texts the embedding model refused (their events went to the DLQ), per collection.",
+    ),
 ];
 
 /// Gauges the services record: name, unit and help text.
@@ -210,6 +226,11 @@ const HISTOGRAMS: &[(&str, Unit, &str)] = &[
         "graphcdc_batch_size_events",
         Unit::Count,
         "Records per applied batch.",
+    ),
+    (
+        "graphcdc_embedding_call_duration_seconds",
+        Unit::Seconds,
+        "Time of one call to the embedding model, per collection.",
     ),
 ];
 

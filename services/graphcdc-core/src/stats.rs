@@ -151,6 +151,46 @@ impl Distribution {
     }
 }
 
+/// What the embedding step of one collection did (label `collection`).
+#[derive(Debug, Default)]
+pub struct EmbeddingStats {
+    /// Calls to the model, one per batch of texts.
+    pub model_calls: Counter,
+    /// Texts the model embedded.
+    pub embedded: Counter,
+    /// Texts whose stored vector was kept (same text hash): no model call.
+    pub cache_hits: Counter,
+    /// Texts the model refused; their events went to the DLQ.
+    pub rejected: Counter,
+    /// Seconds per model call.
+    pub call_duration: Distribution,
+}
+
+impl EmbeddingStats {
+    /// Counters bound to `collection`.
+    pub fn for_collection(collection: &str) -> Self {
+        let stats = EmbeddingStats::default();
+        let labels = labels_with(&[], &[("collection", collection)]);
+        let by_source = |source| labels_with(&labels, &[("source", source)]);
+        stats
+            .model_calls
+            .bind("graphcdc_embedding_model_calls_total", &labels);
+        stats
+            .embedded
+            .bind("graphcdc_embedding_texts_total", &by_source("model"));
+        stats
+            .cache_hits
+            .bind("graphcdc_embedding_texts_total", &by_source("cache"));
+        stats
+            .rejected
+            .bind("graphcdc_embedding_rejected_total", &labels);
+        stats
+            .call_duration
+            .bind("graphcdc_embedding_call_duration_seconds", &labels);
+        stats
+    }
+}
+
 /// Counters of a processor (labels `group`, `topic`, bound by the processor).
 #[derive(Debug, Default)]
 pub struct Stats {

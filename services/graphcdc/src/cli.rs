@@ -181,6 +181,25 @@ pub(crate) enum Command {
         /// After the stream, damage the store, reconcile, repair and check again.
         #[arg(long)]
         inject_drift: bool,
+        /// Chunks carry their own random vectors instead of text embedded on the way by
+        /// the local model (faster; no search step).
+        #[arg(long)]
+        no_embedding: bool,
+    },
+    /// Semantic search: embed a query with a collection's own model
+    /// ([mappings.embedding]) and print the nearest points the pipeline wrote.
+    Search {
+        /// The query text.
+        query: String,
+        /// Collection to search (default: the first mapping with [mappings.embedding]).
+        #[arg(long)]
+        collection: Option<String>,
+        /// Number of points to print.
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
 }
 

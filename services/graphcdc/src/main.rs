@@ -213,10 +213,20 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Search {
+            query,
+            collection,
+            limit,
+            format,
+        } => {
+            commands::search::run(&load()?, &query, collection, limit, format).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo {
             chunks,
             data_dir,
             inject_drift,
+            no_embedding,
         } => {
             let temp = tempfile::tempdir().context("creating a temporary directory")?;
             let dir = data_dir.unwrap_or_else(|| temp.path().join("qdrant"));
@@ -225,6 +235,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
                 files: (chunks / 20).max(1),
                 entities: (chunks / 5).max(1),
                 mentions: chunks * 3 / 4,
+                embed_chunks: !no_embedding,
                 ..StreamShape::default()
             };
             let report = demo::run(shape, &dir, inject_drift).await?;

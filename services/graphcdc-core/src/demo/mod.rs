@@ -4,13 +4,15 @@
 //! and a synthetic GraphRAG change stream go through the real processor code path; the
 //! final store is compared with the state computed from the generated stream alone.
 
+pub mod corpus;
 pub mod drift;
 mod progress;
 pub mod stream;
 pub mod verify;
 
 use crate::codec::{Codec, Format};
-use crate::config::Config;
+use crate::config::{Config, EmbeddingConfig, EmbeddingProvider, LOCAL_MODEL};
+use crate::embed::Embeddings;
 use crate::event::ChangeEvent;
 use crate::kafka::{self, ChangePublisher};
 use crate::processor::Processor;
@@ -64,6 +66,50 @@ pub fn demo_config(bootstrap: &str, data_dir: &Path) -> anyhow::Result<Config> {
     Ok(Config::from_toml(&text)?)
 }
 
+/// The embedding the demo's chunk mapping gets when chunks carry text only: the local
+/// model over the chunk's `text`.
+pub fn demo_embedding() -> EmbeddingConfig {
+    EmbeddingConfig {
+        template: "{text}".into(),
+        provider: EmbeddingProvider::Local,
+        model: LOCAL_MODEL.into(),
+        model_dir: None,
+        url: None,
+        api_key: None,
+        batch_size: 64,
+        concurrency: 1,
+        timeout_ms: 120_000,
+    }
+}
+
+/// What the embedding step did for the chunks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbeddingFigures {
+    pub model_calls: u64,
+    pub embedded: u64,
+    pub cache_hits: u64,
+}
+
+/// One demo query and the chunks nearest to it.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub query: &'static str,
+    /// The topic its nearest chunk must be on.
+    pub topic: &'static str,
+    /// (key, text), nearest first.
+    pub hits: Vec<(String, String)>,
+}
+
+impl QueryResult {
+    /// Whether the nearest chunk is on the query's topic.
+    pub fn on_topic(&self) -> bool {
+        self.hits
+            .first()
+            .and_then(|(_, text)| corpus::topic_of(text))
+            == Some(self.topic)
+    }
+}
+
 /// What the reconciler did after drift was injected.
 #[derive(Debug, Clone, Copy)]
 pub struct DriftFigures {
@@ -78,6 +124,10 @@ pub struct DriftFigures {
 pub struct DemoReport {
     /// Set when drift was injected.
     pub drift: Option<DriftFigures>,
+    /// Set when chunks were embedded on the way.
+    pub embedding: Option<EmbeddingFigures>,
+    /// The demo queries, when chunks were embedded.
+    pub search: Vec<QueryResult>,
     pub stats: Arc<Stats>,
     pub comparison: verify::Comparison,
     pub records: usize,
@@ -92,6 +142,7 @@ impl DemoReport {
         self.comparison.is_exact()
             && Stats::get(&self.stats.dlq) == self.expected_dlq as u64
             && self.drift.is_none_or(|d| d.remaining == 0)
+            && self.search.iter().all(QueryResult::on_topic)
     }
 
     /// `reconcile: …` line when drift was injected.
@@ -130,6 +181,16 @@ impl DemoReport {
         for (reason, n) in s.dlq_by_reason() {
             rows.push((format!("  {reason}"), n.to_string()));
         }
+        if let Some(e) = self.embedding {
+            rows.push((
+                "chunk texts embedded / model calls".to_owned(),
+                format!("{} / {}", e.embedded, e.model_calls),
+            ));
+            rows.push((
+                "chunk updates with unchanged text (vector kept)".to_owned(),
+                e.cache_hits.to_string(),
+            ));
+        }
         if let Some(d) = self.drift {
             rows.push((
                 "drift found / repaired / left".to_owned(),
@@ -145,6 +206,17 @@ impl DemoReport {
         let mut table = String::new();
         for (key, value) in rows {
             table.push_str(&format!("  {key:<width$}  {value:>9}\n"));
+        }
+        for result in &self.search {
+            let mark = if result.on_topic() {
+                ""
+            } else {
+                "  (off topic!)"
+            };
+            table.push_str(&format!("search {:?}{mark}\n", result.query));
+            for (key, text) in &result.hits {
+                table.push_str(&format!("  {key:<12} {text}\n"));
+            }
         }
         table
     }
@@ -200,7 +272,11 @@ pub async fn run(
 ) -> anyhow::Result<DemoReport> {
     let mock = MockCluster::new(1).context("starting the in-process Kafka broker")?;
     let bootstrap = mock.bootstrap_servers();
-    let config = demo_config(&bootstrap, data_dir)?;
+    let mut config = demo_config(&bootstrap, data_dir)?;
+    if shape.embed_chunks {
+        config.mappings[0].embedding = Some(demo_embedding());
+    }
+    let embeddings = Arc::new(Embeddings::from_mappings(&config.mappings).await?);
     let k = &config.kafka;
     for topic in [&k.changes_topic, &k.state_topic, &k.dlq_topic] {
         mock.create_topic(topic, PARTITIONS, 1)
@@ -217,8 +293,14 @@ pub async fn run(
     let sink: Arc<dyn VectorSink> = sink::open(&config.sink)?;
     let stats = Arc::new(Stats::default());
     let health = Arc::new(Health::default());
-    let processor =
-        Processor::new(config.clone(), sink.clone(), stats.clone(), health.clone()).await?;
+    let processor = Processor::with_embeddings(
+        config.clone(),
+        sink.clone(),
+        stats.clone(),
+        health.clone(),
+        embeddings.clone(),
+    )
+    .await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(processor.run(shutdown.clone()));
 
@@ -252,6 +334,14 @@ pub async fn run(
     let elapsed = first_consumed.map_or(started.elapsed(), |t| t.elapsed());
     shutdown.cancel();
     task.await.context("processor task")??;
+    let chunks = &config.mappings[0];
+    let embedding = embeddings
+        .stats(&chunks.collection)
+        .map(|s| EmbeddingFigures {
+            model_calls: s.model_calls.get(),
+            embedded: s.embedded.get(),
+            cache_hits: s.cache_hits.get(),
+        });
 
     let drift = if inject_drift {
         Some(damage_and_reconcile(&config, sink.clone(), &generated.expected).await?)
@@ -259,9 +349,50 @@ pub async fn run(
         None
     };
     let comparison = verify::compare(sink.as_ref(), &generated.expected).await?;
+    let mut search = Vec::new();
+    if embedding.is_some() {
+        // Only topics with a live chunk in the independent model: a small stream may
+        // have deleted every chunk of one.
+        let live_topics: std::collections::BTreeSet<&str> = generated
+            .expected
+            .iter()
+            .filter(|((collection, _), _)| collection == &chunks.collection)
+            .filter_map(|(_, e)| e.text.as_deref().and_then(corpus::topic_of))
+            .collect();
+        for (query, topic) in corpus::QUERIES
+            .into_iter()
+            .filter(|(_, topic)| live_topics.contains(topic))
+        {
+            let hits = crate::embed::search::nearest(
+                sink.as_ref(),
+                &embeddings,
+                &chunks.collection,
+                &chunks.vector_name,
+                query,
+                3,
+            )
+            .await?;
+            let hits = hits
+                .into_iter()
+                .map(|p| {
+                    let text = p
+                        .payload
+                        .as_ref()
+                        .and_then(|p| p.get("text"))
+                        .and_then(|t| t.as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    (p.key, text)
+                })
+                .collect();
+            search.push(QueryResult { query, topic, hits });
+        }
+    }
     drop(mock);
     Ok(DemoReport {
         drift,
+        embedding,
+        search,
         stats,
         comparison,
         records: generated.records.len(),

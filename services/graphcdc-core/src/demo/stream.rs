@@ -2,6 +2,9 @@
 //! MENTIONS relationships) with updates, deletes, re-creates, duplicates, out-of-order
 //! versions and poison records, plus the final state it must leave, computed from the
 //! generated events alone (not through the processor's mapping).
+//!
+//! With [`StreamShape::embed_chunks`] the chunks carry text only ([`super::corpus`]),
+//! to be embedded on the way, and some of their updates change metadata only.
 
 use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue, RelationshipEnds};
 use rand::rngs::StdRng;
@@ -19,6 +22,8 @@ pub struct StreamShape {
     pub entities: usize,
     pub mentions: usize,
     pub seed: u64,
+    /// Chunks carry text and no vector (the demo embeds them on the way).
+    pub embed_chunks: bool,
 }
 
 impl Default for StreamShape {
@@ -29,6 +34,7 @@ impl Default for StreamShape {
             entities: 400,
             mentions: 1_500,
             seed: 7,
+            embed_chunks: false,
         }
     }
 }
@@ -60,7 +66,10 @@ pub struct DemoStream {
 
 struct Generator {
     rng: StdRng,
+    embed_chunks: bool,
     versions: BTreeMap<String, i64>,
+    /// The newest text sent per key.
+    texts: BTreeMap<String, String>,
     time_ms: i64,
     records: Vec<DemoRecord>,
     stale_sent: usize,
@@ -87,7 +96,8 @@ impl Generator {
             event = event
                 .with_property("uuid", PropertyValue::String(key.to_owned()))
                 .with_property("text", PropertyValue::String(text.to_owned()));
-            if label != "File" {
+            self.texts.insert(key.to_owned(), text.to_owned());
+            if label != "File" && !(label == "Chunk" && self.embed_chunks) {
                 event = event.with_vector(self.vector());
             }
         }
@@ -103,7 +113,9 @@ impl Generator {
 pub fn generate(shape: StreamShape) -> DemoStream {
     let mut g = Generator {
         rng: StdRng::seed_from_u64(shape.seed),
+        embed_chunks: shape.embed_chunks,
         versions: BTreeMap::new(),
+        texts: BTreeMap::new(),
         time_ms: 1_700_000_000_000,
         records: Vec::new(),
         stale_sent: 0,
@@ -118,12 +130,12 @@ pub fn generate(shape: StreamShape) -> DemoStream {
         g.push(e);
     }
     for c in 0..shape.chunks {
-        let e = g.node(
-            &format!("chunk-{c}"),
-            "Chunk",
-            Op::Upsert,
-            &format!("chunk {c} of file {}", c % shape.files.max(1)),
-        );
+        let file = c % shape.files.max(1);
+        let text = match shape.embed_chunks {
+            true => super::corpus::chunk_text(c, file).1,
+            false => format!("chunk {c} of file {file}"),
+        };
+        let e = g.node(&format!("chunk-{c}"), "Chunk", Op::Upsert, &text);
         g.push(e);
     }
     for n in 0..shape.entities {
@@ -149,16 +161,34 @@ pub fn generate(shape: StreamShape) -> DemoStream {
         });
         g.push(e);
     }
+    // A changed chunk's text: with embedding, its topic sentence stays first, so a search
+    // still finds it by meaning.
+    let files = shape.files.max(1);
+    let churn_text = |key: &str, note: &str| match shape.embed_chunks {
+        true => {
+            let c: usize = key.trim_start_matches("chunk-").parse().unwrap_or(0);
+            format!("{} ({note})", super::corpus::chunk_text(c, c % files).1)
+        }
+        false => format!("{key} {note}"),
+    };
     // Churn: re-embeddings, deletes, re-creates, duplicates, out-of-order pairs.
     for round in 0..shape.chunks {
         let key = format!("chunk-{}", g.rng.random_range(0..shape.chunks));
         match round % 10 {
+            3 | 4 if shape.embed_chunks && g.texts.contains_key(&key) => {
+                // Metadata only: the text stays, so its vector is kept (no model call).
+                let text = g.texts[&key].clone();
+                let e = g
+                    .node(&key, "Chunk", Op::Upsert, &text)
+                    .with_property("reviewed", PropertyValue::Long(round as i64));
+                g.push(e);
+            }
             0..=4 => {
                 let e = g.node(
                     &key,
                     "Chunk",
                     Op::Upsert,
-                    &format!("{key} re-embedded in round {round}"),
+                    &churn_text(&key, &format!("re-embedded in round {round}")),
                 );
                 g.push(e);
             }
@@ -168,22 +198,27 @@ pub fn generate(shape: StreamShape) -> DemoStream {
             }
             6 => {
                 // Duplicate delivery of the same event.
-                let e = g.node(&key, "Chunk", Op::Upsert, &format!("{key} sent twice"));
+                let e = g.node(&key, "Chunk", Op::Upsert, &churn_text(&key, "sent twice"));
                 g.push(e.clone());
                 g.push(e);
                 g.stale_sent += 1;
             }
             7 => {
                 // Out of order: the newer version arrives first.
-                let older = g.node(&key, "Chunk", Op::Upsert, &format!("{key} older"));
-                let newer = g.node(&key, "Chunk", Op::Upsert, &format!("{key} newer"));
+                let older = g.node(&key, "Chunk", Op::Upsert, &churn_text(&key, "older"));
+                let newer = g.node(&key, "Chunk", Op::Upsert, &churn_text(&key, "newer"));
                 g.push(newer);
                 g.push(older);
                 g.stale_sent += 1;
             }
             8 => {
                 // A delete overtaken by an older upsert: must not resurrect the chunk.
-                let older = g.node(&key, "Chunk", Op::Upsert, &format!("{key} before delete"));
+                let older = g.node(
+                    &key,
+                    "Chunk",
+                    Op::Upsert,
+                    &churn_text(&key, "before delete"),
+                );
                 let delete = g.node(&key, "Chunk", Op::Delete, "");
                 g.push(delete);
                 g.push(older);
@@ -202,13 +237,14 @@ pub fn generate(shape: StreamShape) -> DemoStream {
         }
     }
     push_poison(&mut g);
-    let expected = expected_state(&g.records);
+    let embed = shape.embed_chunks;
+    let expected = expected_state(&g.records, embed);
     let expected_dlq = g
         .records
         .iter()
         .filter(|r| match r {
             DemoRecord::Poison { .. } => true,
-            DemoRecord::Event(e) => demo_collection(e).is_some() && !is_valid(e),
+            DemoRecord::Event(e) => demo_collection(e).is_some() && !is_valid(e, embed),
         })
         .count();
     DemoStream {
@@ -237,11 +273,18 @@ fn push_poison(g: &mut Generator) {
     let mut short = g.node("poison-dimension", "Chunk", Op::Upsert, "short vector");
     short.vector = Some(vec![0.5; 3]);
     g.push(short);
+    // A given vector wins over the text, also when it is broken.
     let mut nan = g.node("poison-nan", "Chunk", Op::Upsert, "NaN vector");
-    if let Some(v) = nan.vector.as_mut() {
-        v[0] = f32::NAN;
-    }
+    let mut vector = nan.vector.take().unwrap_or_else(|| vec![0.5; DIMENSION]);
+    vector[0] = f32::NAN;
+    nan.vector = Some(vector);
     g.push(nan);
+    if g.embed_chunks {
+        // No vector and nothing for the template to embed.
+        let mut textless = g.node("poison-textless", "Chunk", Op::Upsert, "");
+        textless.properties.remove("text");
+        g.push(textless);
+    }
     let mut keyless = g.node("poison-keyless", "Entity", Op::Upsert, "no key");
     keyless.key.clear();
     keyless.properties.remove("uuid");
@@ -257,17 +300,20 @@ fn demo_collection(event: &ChangeEvent) -> Option<&'static str> {
     }
 }
 
-fn is_valid(event: &ChangeEvent) -> bool {
+/// Whether the demo's mappings can apply `event`; with `embed`, a chunk without a
+/// vector is applied when it has text.
+fn is_valid(event: &ChangeEvent, embed: bool) -> bool {
+    let has_text = || matches!(event.properties.get("text"), Some(PropertyValue::String(t)) if !t.trim().is_empty());
     !event.key.is_empty()
         && (event.op == Op::Delete
-            || event
-                .vector
-                .as_ref()
-                .is_some_and(|v| v.len() == DIMENSION && v.iter().all(|x| x.is_finite())))
+            || match &event.vector {
+                Some(v) => v.len() == DIMENSION && v.iter().all(|x| x.is_finite()),
+                None => embed && demo_collection(event) == Some("chunks") && has_text(),
+            })
 }
 
 /// Highest version per key wins; a delete leaves a tombstone.
-fn expected_state(records: &[DemoRecord]) -> BTreeMap<(String, String), Expected> {
+fn expected_state(records: &[DemoRecord], embed: bool) -> BTreeMap<(String, String), Expected> {
     let mut expected: BTreeMap<(String, String), Expected> = BTreeMap::new();
     for record in records {
         let DemoRecord::Event(event) = record else {
@@ -276,7 +322,7 @@ fn expected_state(records: &[DemoRecord]) -> BTreeMap<(String, String), Expected
         let Some(collection) = demo_collection(event) else {
             continue;
         };
-        if !is_valid(event) {
+        if !is_valid(event, embed) {
             continue;
         }
         let text = match (&event.op, event.properties.get("text")) {

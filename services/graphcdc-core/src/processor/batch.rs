@@ -1,7 +1,8 @@
 //! Applying one batch of records to the sink: decode, map, collapse per point (highest
-//! version wins), drop what the sink already holds at an equal or newer version, write
-//! the rest with the version fence, and split the batch when the sink rejects it so that
-//! only the offending events go to the DLQ.
+//! version wins), drop what the sink already holds at an equal or newer version, embed
+//! the texts of what is left that has no vector ([`crate::embed`]), write it with the
+//! version fence, and split the batch when the sink rejects it so that only the
+//! offending events go to the DLQ.
 //!
 //! What may go to the DLQ is decided here: a sink-wide failure (unavailable,
 //! misconfigured) never sends an event there; when any point of a split is refused, the
@@ -10,6 +11,7 @@
 //! fail inside the sink are the sink's fault, not their events'.
 
 use crate::codec::{Codec, DecodeError};
+use crate::embed::Embeddings;
 use crate::error::{PoisonError, PoisonKind, SinkError};
 use crate::event::CaptureMode;
 use crate::kafka::Record;
@@ -47,6 +49,8 @@ pub struct BatchApplier {
     codec: Arc<Codec>,
     mapper: Mapper,
     sink: Arc<dyn VectorSink>,
+    /// Vectors for writes that carry text instead.
+    embeddings: Arc<Embeddings>,
     /// What each mapped collection must look like.
     specs: HashMap<String, CollectionSpec>,
 }
@@ -85,8 +89,14 @@ struct Pending {
 }
 
 impl BatchApplier {
-    /// An applier decoding with `codec`, mapping with `mapper`, writing to `sink`.
-    pub fn new(codec: Arc<Codec>, mapper: Mapper, sink: Arc<dyn VectorSink>) -> Self {
+    /// An applier decoding with `codec`, mapping with `mapper`, embedding with
+    /// `embeddings`, writing to `sink`.
+    pub fn new(
+        codec: Arc<Codec>,
+        mapper: Mapper,
+        embeddings: Arc<Embeddings>,
+        sink: Arc<dyn VectorSink>,
+    ) -> Self {
         let specs = mapper
             .mappings()
             .iter()
@@ -96,6 +106,7 @@ impl BatchApplier {
             codec,
             mapper,
             sink,
+            embeddings,
             specs,
         }
     }
@@ -318,10 +329,39 @@ impl BatchApplier {
         if pending.is_empty() {
             return Ok(());
         }
-        let (writes, origins): (Vec<PointWrite>, Vec<(usize, Vec<usize>)>) = pending
+        let (mut writes, mut origins): (Vec<PointWrite>, Vec<(usize, Vec<usize>)>) = pending
             .into_iter()
             .map(|p| (p.write, (p.record, p.superseded)))
             .unzip();
+        let refused = self
+            .embeddings
+            .complete(self.sink.as_ref(), collection, &mut writes)
+            .instrument(tracing::info_span!("embed", %collection))
+            .await?;
+        if !refused.is_empty() {
+            // The model refused these texts: their records (and the older writes of the
+            // same point folded into them) go to the DLQ, the rest is written.
+            let mut refused: HashMap<usize, PoisonError> = refused.into_iter().collect();
+            let mut kept = Vec::with_capacity(writes.len());
+            for (i, (write, (record, superseded))) in writes
+                .into_iter()
+                .zip(std::mem::take(&mut origins))
+                .enumerate()
+            {
+                match refused.remove(&i) {
+                    Some(poison) => {
+                        for record in std::iter::once(record).chain(superseded) {
+                            outcome.poisoned.push((record, poison.clone()));
+                        }
+                    }
+                    None => kept.push((write, (record, superseded))),
+                }
+            }
+            (writes, origins) = kept.into_iter().unzip();
+            if writes.is_empty() {
+                return Ok(());
+            }
+        }
         let written = self
             .sink
             .write(collection, &writes, fence)

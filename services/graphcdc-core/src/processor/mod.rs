@@ -28,6 +28,7 @@ pub mod retry;
 
 use crate::codec::{Codec, SchemaRegistry};
 use crate::config::Config;
+use crate::embed::Embeddings;
 use crate::kafka::{self, Record};
 use crate::mapping::Mapper;
 use crate::sink::VectorSink;
@@ -78,13 +79,29 @@ impl Processor {
     /// Build the processor and create missing collections (with their version index).
     ///
     /// # Errors
-    /// When the registry config is bad, the DLQ producer cannot be created, or a
-    /// collection cannot be created.
+    /// When the registry config is bad, the DLQ producer cannot be created, a
+    /// collection cannot be created, or an embedding model cannot be set up.
     pub async fn new(
         config: Config,
         sink: Arc<dyn VectorSink>,
         stats: Arc<Stats>,
         health: Arc<Health>,
+    ) -> anyhow::Result<Self> {
+        let embeddings = Arc::new(Embeddings::from_mappings(&config.mappings).await?);
+        Self::with_embeddings(config, sink, stats, health, embeddings).await
+    }
+
+    /// [`Processor::new`] with embedding steps set up by the caller (who can then read
+    /// their counts, or embed queries with the same model).
+    ///
+    /// # Errors
+    /// As [`Processor::new`].
+    pub async fn with_embeddings(
+        config: Config,
+        sink: Arc<dyn VectorSink>,
+        stats: Arc<Stats>,
+        health: Arc<Health>,
+        embeddings: Arc<Embeddings>,
     ) -> anyhow::Result<Self> {
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         crate::sink::ensure_collections(sink.as_ref(), &config.mappings).await?;
@@ -105,7 +122,7 @@ impl Processor {
         stats.bind(&config.kafka.group_id, &config.kafka.changes_topic);
         health.bind(&config.kafka.group_id, &config.kafka.changes_topic);
         Ok(Processor {
-            applier: Arc::new(BatchApplier::new(codec, mapper, sink.clone())),
+            applier: Arc::new(BatchApplier::new(codec, mapper, embeddings, sink.clone())),
             sink,
             dlq: Arc::new(dlq),
             config,

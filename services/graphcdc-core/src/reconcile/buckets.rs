@@ -48,7 +48,7 @@
 //! local disk ([`super::store`]); then a full check is this scan of every bucket
 //! ([`Pick::All`]), and memory does not grow with the number of points.
 
-use super::classify::{judge, tombstone_drift, DriftReport};
+use super::classify::{judge, presence_drift, vector_presence, DriftReport};
 use super::expected::{ExpectedPoint, ExpectedState, Lookup};
 use crate::mapping::{bucket_of, BUCKETS};
 use crate::sink::{ScanCursor, StoredPoint, VectorSink};
@@ -445,7 +445,8 @@ async fn scroll_run(
     Ok((points, foreign))
 }
 
-/// Tombstones that kept their vector, in every collection (one filtered query each).
+/// Tombstones that kept their vector and live points without one, in every collection
+/// (filtered queries).
 async fn tombstone_vectors(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
@@ -456,19 +457,19 @@ async fn tombstone_vectors(
         let Some(vector_name) = vector_names.get(collection) else {
             continue;
         };
-        let with_vector = sink.tombstones_with_vector(collection, vector_name).await?;
-        if with_vector.is_empty() {
+        let found = vector_presence(sink, collection, vector_name).await?;
+        if found.is_empty() {
             continue;
         }
         let drifted: HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
-        for stored in with_vector {
+        for (class, stored) in found {
             if drifted.contains(&stored.id) {
                 continue;
             }
             let lookup = expected.lookup(&stored.id)?;
             report
                 .drifts
-                .push(tombstone_drift(collection, &stored, &lookup));
+                .push(presence_drift(class, collection, &stored, &lookup));
         }
     }
     Ok(())

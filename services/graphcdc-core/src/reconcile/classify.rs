@@ -4,6 +4,7 @@
 //! candidate, looked at again before it is reported ([`super::recheck`]).
 
 use super::expected::{parse_hash, ExpectedPoint, ExpectedState, Lookup};
+use crate::error::SinkError;
 use crate::sink::{StoredPoint, VectorSink};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,17 +31,25 @@ pub enum DriftClass {
     /// A tombstone that still carries its vector, so vector search returns the deleted
     /// entity (Qdrant copies the vectors of a point moved out of an optimized segment).
     TombstoneVector,
+    /// Same version, but the vector was embedded from another text than the state's:
+    /// the text changed and the vector was not recomputed (`[mappings.embedding]`).
+    StaleVector,
+    /// A live point without its vector: an entity that should have a vector and has
+    /// none, so vector search never finds it.
+    MissingVector,
 }
 
 impl DriftClass {
     /// Every class, in report order.
-    pub const ALL: [DriftClass; 6] = [
+    pub const ALL: [DriftClass; 8] = [
         DriftClass::Missing,
         DriftClass::Orphan,
         DriftClass::Stale,
         DriftClass::ContentMismatch,
         DriftClass::Ahead,
         DriftClass::TombstoneVector,
+        DriftClass::StaleVector,
+        DriftClass::MissingVector,
     ];
 
     /// Name used in reports and metrics.
@@ -52,7 +61,18 @@ impl DriftClass {
             DriftClass::ContentMismatch => "content_mismatch",
             DriftClass::Ahead => "ahead",
             DriftClass::TombstoneVector => "tombstone_vector",
+            DriftClass::StaleVector => "stale_vector",
+            DriftClass::MissingVector => "missing_vector",
         }
+    }
+
+    /// Whether this class is found by asking the sink which points have or lack their
+    /// vector ([`vector_presence`]) rather than by comparing versions and hashes.
+    pub fn is_vector_presence(self) -> bool {
+        matches!(
+            self,
+            DriftClass::TombstoneVector | DriftClass::MissingVector
+        )
     }
 }
 
@@ -141,10 +161,21 @@ pub fn classify_point(
         DriftClass::Stale
     } else if stored.version > e.version {
         DriftClass::Ahead
+    } else if !stored.deleted && embedded_from_another_text(stored, e) {
+        DriftClass::StaleVector
     } else if stored.deleted || parse_hash(&stored.hash) != e.hash {
         DriftClass::ContentMismatch
     } else {
         return None;
+    })
+}
+
+/// Whether `stored`'s vector was embedded from another text than the one `e` expects: the
+/// last 32 bits of an embedded point's content hash are its text hash's first 32
+/// ([`crate::mapping::TEXT_HASH_BITS`]), and only embedded points store a text hash.
+fn embedded_from_another_text(stored: &StoredPoint, e: &ExpectedPoint) -> bool {
+    stored.text_hash.as_deref().is_some_and(|text_hash| {
+        crate::mapping::text_hash_prefix(text_hash) != crate::mapping::text_part_of(e.hash)
     })
 }
 
@@ -180,11 +211,37 @@ pub fn judge(
     })
 }
 
-/// The drift of a point the sink holds that carries no vector but should not
-/// (a tombstone that kept its vector).
-pub fn tombstone_drift(collection: &str, stored: &StoredPoint, expected: &Lookup) -> Drift {
+/// Points whose vector contradicts what they are: tombstones that kept their vector
+/// ([`DriftClass::TombstoneVector`]) and live points without one
+/// ([`DriftClass::MissingVector`]); one filtered query each, usually empty.
+///
+/// # Errors
+/// When the sink cannot be asked.
+pub async fn vector_presence(
+    sink: &dyn VectorSink,
+    collection: &str,
+    vector_name: &str,
+) -> Result<Vec<(DriftClass, StoredPoint)>, SinkError> {
+    let mut found: Vec<_> = sink
+        .tombstones_with_vector(collection, vector_name)
+        .await?
+        .into_iter()
+        .map(|p| (DriftClass::TombstoneVector, p))
+        .collect();
+    let without = sink.live_without_vector(collection, vector_name).await?;
+    found.extend(without.into_iter().map(|p| (DriftClass::MissingVector, p)));
+    Ok(found)
+}
+
+/// The drift of a point whose vector contradicts what it is ([`vector_presence`]).
+pub fn presence_drift(
+    class: DriftClass,
+    collection: &str,
+    stored: &StoredPoint,
+    expected: &Lookup,
+) -> Drift {
     Drift {
-        class: DriftClass::TombstoneVector,
+        class,
         collection: collection.to_owned(),
         id: stored.id,
         key: stored.key.clone(),
@@ -247,19 +304,19 @@ pub async fn scan(
             continue;
         };
         // Usually none: the set of points already judged is built only when needed.
-        let with_vector = sink.tombstones_with_vector(collection, vector_name).await?;
-        if with_vector.is_empty() {
+        let found = vector_presence(sink, collection, vector_name).await?;
+        if found.is_empty() {
             continue;
         }
         let drifted: std::collections::HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
-        for stored in with_vector {
+        for (class, stored) in found {
             if drifted.contains(&stored.id) {
                 continue;
             }
             let lookup = expected.lookup(&stored.id)?;
             report
                 .drifts
-                .push(tombstone_drift(collection, &stored, &lookup));
+                .push(presence_drift(class, collection, &stored, &lookup));
         }
     }
     for (c, collection) in expected.collections().iter().enumerate() {
@@ -301,6 +358,7 @@ mod tests {
             version,
             hash: hash.into(),
             deleted,
+            text_hash: None,
             payload: None,
         }
     }
@@ -360,6 +418,44 @@ mod tests {
             classify_point(&stored(7, h, false), None, Some(6)),
             Some(DriftClass::Ahead),
             "live after the state's delete: the state is behind, never deleted"
+        );
+    }
+
+    #[test]
+    fn an_embedded_point_of_another_text_is_a_stale_vector() {
+        // An embedded point's content hash ends with its text hash's first 32 bits.
+        let e = expected(5, 0xabcd_0000_0000_0000_0000_0000_1122_3344);
+        let h = format!("{:032x}", e.hash);
+        let with_text = |hash: &str, text_hash: &str| StoredPoint {
+            text_hash: Some(text_hash.into()),
+            ..stored(5, hash, false)
+        };
+        let same_text = "11223344aaaaaaaaaaaaaaaaaaaaaaaa";
+        let other_text = "99887766aaaaaaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(
+            classify_point(&with_text(&h, same_text), Some(&e), None),
+            None
+        );
+        assert_eq!(
+            classify_point(&with_text(&h, other_text), Some(&e), None),
+            Some(DriftClass::StaleVector)
+        );
+        assert_eq!(
+            classify_point(&with_text("ff", same_text), Some(&e), None),
+            Some(DriftClass::ContentMismatch),
+            "the same text, another payload"
+        );
+        assert_eq!(
+            classify_point(
+                &StoredPoint {
+                    version: 4,
+                    ..with_text(&h, other_text)
+                },
+                Some(&e),
+                None
+            ),
+            Some(DriftClass::Stale),
+            "an older version is stale whatever its text"
         );
     }
 }

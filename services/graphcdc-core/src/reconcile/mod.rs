@@ -79,6 +79,8 @@ pub struct Reconciler {
     sink: Arc<dyn VectorSink>,
     codec: Arc<Codec>,
     mapper: Mapper,
+    /// Vectors for repairs of entities that carry text only, set up at the first repair.
+    embeddings: tokio::sync::OnceCell<crate::embed::Embeddings>,
     /// Each mapped collection's vector, for tombstones that still carry it.
     vector_names: BTreeMap<String, String>,
     expected: ExpectedState,
@@ -129,6 +131,7 @@ impl Reconciler {
             sink,
             codec,
             mapper,
+            embeddings: tokio::sync::OnceCell::new(),
             expected,
             gauges,
             position,
@@ -339,6 +342,11 @@ impl Reconciler {
     ) -> anyhow::Result<RepairOutcome> {
         options.validate()?;
         let confirmed = self.confirmed_orphans(report);
+        let mappings = &self.config.mappings;
+        let embeddings = self
+            .embeddings
+            .get_or_try_init(|| crate::embed::Embeddings::from_mappings(mappings))
+            .await?;
         let outcome = repair::repair(
             &repair::Context {
                 config: &self.config,
@@ -346,6 +354,7 @@ impl Reconciler {
                 expected: &self.expected,
                 codec: &self.codec,
                 mapper: &self.mapper,
+                embeddings,
             },
             report,
             &confirmed,
@@ -463,6 +472,8 @@ impl Reconciler {
             content_mismatch = counts[&DriftClass::ContentMismatch],
             ahead = counts[&DriftClass::Ahead],
             tombstone_vector = counts[&DriftClass::TombstoneVector],
+            stale_vector = counts[&DriftClass::StaleVector],
+            missing_vector = counts[&DriftClass::MissingVector],
             foreign = report.foreign_count(),
             not_yet_judged = report.in_grace,
             rechecked = report.rechecked,

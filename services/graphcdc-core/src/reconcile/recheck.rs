@@ -35,7 +35,7 @@
 //! batch, so every entity is judged in every check. `--grace 0s` judges at once: no wait
 //! for the processor, and every state the sink lacks is drift.
 
-use super::classify::{judge, Drift, DriftClass, DriftReport};
+use super::classify::{judge, vector_presence, Drift, DriftClass, DriftReport};
 use super::Reconciler;
 use crate::config::KafkaConfig;
 use crate::kafka;
@@ -225,7 +225,7 @@ impl Reconciler {
         let reads: Vec<_> = futures::stream::iter(
             candidates
                 .iter()
-                .filter(|c| c.drift.class != DriftClass::TombstoneVector),
+                .filter(|c| !c.drift.class.is_vector_presence()),
         )
         .map(|c| {
             let sink = sink.clone();
@@ -238,16 +238,16 @@ impl Reconciler {
         .try_collect()
         .await?;
         let reads: HashMap<Uuid, _> = reads.into_iter().collect();
-        let mut with_vector: HashSet<Uuid> = HashSet::new();
+        let mut presence: HashSet<(Uuid, DriftClass)> = HashSet::new();
         let collections: HashSet<&str> = candidates
             .iter()
-            .filter(|c| c.drift.class == DriftClass::TombstoneVector)
+            .filter(|c| c.drift.class.is_vector_presence())
             .map(|c| c.drift.collection.as_str())
             .collect();
         for collection in collections {
             if let Some(vector_name) = self.vector_names.get(collection) {
-                let found = sink.tombstones_with_vector(collection, vector_name).await?;
-                with_vector.extend(found.iter().map(|p| p.id));
+                let found = vector_presence(sink.as_ref(), collection, vector_name).await?;
+                presence.extend(found.iter().map(|(class, p)| (p.id, *class)));
             }
         }
         self.catch_up().await?;
@@ -255,8 +255,8 @@ impl Reconciler {
         let mut looked = Looked::default();
         for c in candidates {
             let d = &c.drift;
-            if d.class == DriftClass::TombstoneVector {
-                if with_vector.contains(&d.id) {
+            if d.class.is_vector_presence() {
+                if presence.contains(&(d.id, d.class)) {
                     looked.drifts.push(c);
                 }
                 continue;

@@ -15,6 +15,7 @@ pub use super::guard::SafetyRefusal;
 use super::guard::{validate_ratio, Budget, Spend};
 use crate::codec::{Codec, Format};
 use crate::config::{Config, MappingConfig};
+use crate::embed::Embeddings;
 use crate::event::{ChangeEvent, EntityKind, Op, RelationshipEnds};
 use crate::kafka::ChangePublisher;
 use crate::mapping::{Mapper, PointWrite};
@@ -114,6 +115,7 @@ pub struct Context<'a> {
     pub expected: &'a ExpectedState,
     pub codec: &'a Arc<Codec>,
     pub mapper: &'a Mapper,
+    pub embeddings: &'a Embeddings,
 }
 
 /// The corrective event for an orphan: a delete at its own version, labelled so the
@@ -152,6 +154,7 @@ pub async fn repair(
         expected,
         codec,
         mapper,
+        embeddings,
     } = *ctx;
     let upserts: HashSet<_> = report
         .drifts
@@ -159,7 +162,11 @@ pub async fn repair(
         .filter(|d| {
             matches!(
                 d.class,
-                DriftClass::Missing | DriftClass::Stale | DriftClass::ContentMismatch
+                DriftClass::Missing
+                    | DriftClass::Stale
+                    | DriftClass::ContentMismatch
+                    | DriftClass::StaleVector
+                    | DriftClass::MissingVector
             )
         })
         .map(|d| d.id)
@@ -187,11 +194,13 @@ pub async fn repair(
     for (collection, ids) in &foreign {
         *spends.entry((collection, Spend::Delete)).or_default() += ids.len() as u64;
     }
-    for d in report
-        .drifts
-        .iter()
-        .filter(|d| d.class == DriftClass::ContentMismatch)
-    {
+    // Rewritten at their own version (the text is embedded again on the way).
+    for d in report.drifts.iter().filter(|d| {
+        matches!(
+            d.class,
+            DriftClass::ContentMismatch | DriftClass::StaleVector | DriftClass::MissingVector
+        )
+    }) {
         *spends.entry((&d.collection, Spend::Rewrite)).or_default() += 1;
     }
     let mut outcome = RepairOutcome {
@@ -292,7 +301,7 @@ pub async fn repair(
                 );
                 publisher.publish_changes(&chunk).instrument(span).await?;
             }
-            None => write_to_sink(sink, mapper, chunk).await?,
+            None => write_to_sink(sink, mapper, embeddings, chunk).await?,
         }
         outcome.repaired += chunk.len();
     }
@@ -304,6 +313,7 @@ pub async fn repair(
 async fn write_to_sink(
     sink: &dyn VectorSink,
     mapper: &Mapper,
+    embeddings: &Embeddings,
     events: &[(String, ChangeEvent)],
 ) -> anyhow::Result<()> {
     let mut by_collection: BTreeMap<&str, Vec<PointWrite>> = BTreeMap::new();
@@ -314,7 +324,14 @@ async fn write_to_sink(
             .or_default()
             .extend(writes.into_iter().filter(|w| &w.collection == collection));
     }
-    for (collection, writes) in by_collection {
+    for (collection, mut writes) in by_collection {
+        // A text the model refuses stays unrepaired (reported again by the next check).
+        let mut refused = embeddings.complete(sink, collection, &mut writes).await?;
+        refused.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, poison) in refused {
+            tracing::warn!(%collection, key = %writes[i].key, error = %poison, "repair skipped: the model refused the text");
+            writes.remove(i);
+        }
         sink.write(collection, &writes, Fence::NewerOrEqual).await?;
     }
     // Counted as repaired once durable (the embedded sink flushes here).

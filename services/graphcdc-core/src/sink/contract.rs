@@ -32,6 +32,7 @@ fn write(collection: &str, key: &str, version: i64, text: &str) -> PointWrite {
         hash: format!("h-{text}"),
         vector_name: "embedding".into(),
         vector: Some(vec![1.0, version as f32, 0.5, 0.25]),
+        text: None,
         payload,
     }
 }

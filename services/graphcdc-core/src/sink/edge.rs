@@ -18,11 +18,13 @@
 
 use super::{
     latest_per_point, tombstones, BucketCounts, CollectionSpec, Fence, ScanCursor, ScanPage,
-    StoredPoint, VectorSink, SCAN_FIELDS,
+    StoredEmbedding, StoredPoint, VectorSink, SCAN_FIELDS,
 };
 use crate::config::Distance;
 use crate::error::SinkError;
-use crate::mapping::{PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, VERSION_FIELD};
+use crate::mapping::{
+    PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, TEXT_HASH_FIELD, VERSION_FIELD,
+};
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
@@ -31,7 +33,8 @@ use qdrant_edge::{
     HasVectorCondition, IsEmptyCondition, JsonPath, Match, NamedQuery, OperationError, Payload,
     PointId, PointIdsList, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
     Range, ScrollRequest, SearchRequest, UpdateOperation, VectorInternal, VectorOperations,
-    VectorPersisted, VectorStructPersisted, WalOptions, WithPayloadInterface, WithVector,
+    VectorPersisted, VectorStructInternal, VectorStructPersisted, WalOptions, WithPayloadInterface,
+    WithVector,
 };
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -165,6 +168,27 @@ impl EdgeSink {
             s.update_durably(vec![UpdateOperation::PointOperation(
                 PointOperations::UpsertPoints(PointInsertOperations::PointsList(vec![point])),
             )])
+        })
+        .await
+    }
+
+    /// Every point of `collection` matching `filter`, with the fields a scan reads.
+    async fn scroll_all(
+        &self,
+        collection: &str,
+        filter: Filter,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        self.with_shard(collection, move |s| {
+            let mut found = Vec::new();
+            let mut offset = None;
+            loop {
+                let page = s.scroll_page(Some(filter.clone()), offset, 1_000)?;
+                found.extend(page.points);
+                match page.next {
+                    Some(next) => offset = Some(point_id(next)),
+                    None => return Ok(found),
+                }
+            }
         })
         .await
     }
@@ -543,6 +567,48 @@ impl VectorSink for EdgeSink {
         .await
     }
 
+    async fn stored_embeddings(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, StoredEmbedding>, SinkError> {
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(*id)).collect();
+        let vector_name = vector_name.to_owned();
+        self.with_shard(collection, move |s| {
+            let records = s
+                .shard
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Fields(vec![path(TEXT_HASH_FIELD)])),
+                    Some(WithVector::Selector(vec![vector_name.clone()])),
+                )
+                .map_err(classify)?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| {
+                    let text_hash = r.payload.as_ref()?.0.get(TEXT_HASH_FIELD)?.as_str()?;
+                    let vector = match r.vector? {
+                        VectorStructInternal::Named(mut named) => {
+                            match named.remove(&vector_name)? {
+                                VectorInternal::Dense(v) => v,
+                                _ => return None,
+                            }
+                        }
+                        VectorStructInternal::Single(v) => v,
+                        VectorStructInternal::MultiDense(_) => return None,
+                    };
+                    let embedding = StoredEmbedding {
+                        text_hash: text_hash.to_owned(),
+                        vector,
+                    };
+                    Some((point_uuid(r.id)?, embedding))
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn write(
         &self,
         collection: &str,
@@ -749,19 +815,25 @@ impl VectorSink for EdgeSink {
             must: Some(vec![is_deleted(), has_vector]),
             ..Default::default()
         };
-        self.with_shard(collection, move |s| {
-            let mut found = Vec::new();
-            let mut offset = None;
-            loop {
-                let page = s.scroll_page(Some(filter.clone()), offset, 1_000)?;
-                found.extend(page.points);
-                match page.next {
-                    Some(next) => offset = Some(point_id(next)),
-                    None => return Ok(found),
-                }
-            }
-        })
-        .await
+        self.scroll_all(collection, filter).await
+    }
+
+    async fn live_without_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let live = Condition::Field(FieldCondition::new_match(
+            path(DELETED_FIELD),
+            Match::from(false),
+        ));
+        let has_vector = Condition::HasVector(HasVectorCondition::from(vector_name.to_owned()));
+        let filter = Filter {
+            must: Some(vec![live]),
+            must_not: Some(vec![has_vector]),
+            ..Default::default()
+        };
+        self.scroll_all(collection, filter).await
     }
 
     async fn nearest(

@@ -128,6 +128,11 @@ fn index_line(index: &mut BTreeMap<Uuid, StoredPoint>, line: Line) {
         index.remove(&line.id);
         return;
     }
+    let text_hash = line
+        .payload
+        .get(crate::mapping::TEXT_HASH_FIELD)
+        .and_then(|h| h.as_str())
+        .map(str::to_owned);
     let payload = line
         .payload
         .into_iter()
@@ -141,6 +146,7 @@ fn index_line(index: &mut BTreeMap<Uuid, StoredPoint>, line: Line) {
             version: line.version,
             hash: line.hash,
             deleted: line.deleted,
+            text_hash,
             payload: Some(payload),
         },
     );

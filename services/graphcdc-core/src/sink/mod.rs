@@ -191,8 +191,17 @@ pub struct StoredPoint {
     pub hash: String,
     /// A tombstone: the entity was deleted at `version`.
     pub deleted: bool,
+    /// The hash of the text its vector was embedded from (`[mappings.embedding]` only).
+    pub text_hash: Option<String>,
     /// Mapped payload fields (only from [`VectorSink::get`]).
     pub payload: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A stored vector and the hash of the text it was embedded from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEmbedding {
+    pub text_hash: String,
+    pub vector: Vec<f32>,
 }
 
 /// Where a scan resumes. Qdrant orders numeric point ids before UUIDs, and a collection
@@ -375,6 +384,31 @@ pub trait VectorSink: Send + Sync {
         )))
     }
 
+    /// The stored text hash and `vector_name` vector of those `ids` that have both: the
+    /// embedding cache. A write whose text hash equals the stored one keeps the stored
+    /// vector instead of calling the model. A sink that cannot read vectors back (JSON
+    /// Lines) has no cache: every text is embedded.
+    async fn stored_embeddings(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, StoredEmbedding>, SinkError> {
+        let _ = (collection, vector_name, ids);
+        Ok(HashMap::new())
+    }
+
+    /// Live points of `collection` without their `vector_name` vector (drift: an entity
+    /// that should have a vector and has none, so vector search never finds it).
+    async fn live_without_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let _ = (collection, vector_name);
+        Ok(Vec::new())
+    }
+
     /// One point with its payload.
     async fn get(&self, collection: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError>;
 
@@ -446,7 +480,9 @@ pub fn stored_point(
     payload: &serde_json::Map<String, serde_json::Value>,
     with_payload: bool,
 ) -> Option<StoredPoint> {
-    use crate::mapping::{DELETED_FIELD, HASH_FIELD, KEY_FIELD, RESERVED_PREFIX, VERSION_FIELD};
+    use crate::mapping::{
+        DELETED_FIELD, HASH_FIELD, KEY_FIELD, RESERVED_PREFIX, TEXT_HASH_FIELD, VERSION_FIELD,
+    };
     Some(StoredPoint {
         id,
         key: payload.get(KEY_FIELD)?.as_str()?.to_owned(),
@@ -460,6 +496,10 @@ pub fn stored_point(
             .get(DELETED_FIELD)
             .and_then(|d| d.as_bool())
             .unwrap_or(false),
+        text_hash: payload
+            .get(TEXT_HASH_FIELD)
+            .and_then(|h| h.as_str())
+            .map(str::to_owned),
         payload: with_payload.then(|| {
             payload
                 .iter()
@@ -471,11 +511,12 @@ pub fn stored_point(
 }
 
 /// Payload fields a scan reads.
-pub const SCAN_FIELDS: [&str; 4] = [
+pub const SCAN_FIELDS: [&str; 5] = [
     crate::mapping::KEY_FIELD,
     crate::mapping::VERSION_FIELD,
     crate::mapping::HASH_FIELD,
     crate::mapping::DELETED_FIELD,
+    crate::mapping::TEXT_HASH_FIELD,
 ];
 
 #[cfg(all(test, feature = "embedded"))]

@@ -7,19 +7,21 @@
 
 use super::{
     latest_per_point, tombstones, BucketCounts, CollectionSpec, Fence, ScanCursor, ScanPage,
-    StoredPoint, VectorSink, SCAN_FIELDS,
+    StoredEmbedding, StoredPoint, VectorSink, SCAN_FIELDS,
 };
 use crate::config::{Distance, SinkConfig};
 use crate::error::SinkError;
-use crate::mapping::{PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, KEY_FIELD, VERSION_FIELD};
+use crate::mapping::{
+    PointWrite, BUCKETS, BUCKET_FIELD, DELETED_FIELD, KEY_FIELD, TEXT_HASH_FIELD, VERSION_FIELD,
+};
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    facet_value, point_id::PointIdOptions, vectors_config, Condition, CountPointsBuilder,
-    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointVectorsBuilder,
-    DeletePointsBuilder, FacetCountsBuilder, FieldType, Filter, GetPointsBuilder,
-    PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, PointsOperationResponse, Query,
-    QueryPointsBuilder, Range, ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder,
-    VectorParamsBuilder, VectorsConfigBuilder, VectorsSelector,
+    facet_value, point_id::PointIdOptions, vector_output, vectors_config, Condition,
+    CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    DeletePointVectorsBuilder, DeletePointsBuilder, FacetCountsBuilder, FieldType, Filter,
+    GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList,
+    PointsOperationResponse, Query, QueryPointsBuilder, Range, ScrollPointsBuilder, UpdateStatus,
+    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder, VectorsSelector,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
@@ -224,6 +226,26 @@ impl QdrantSink {
         Err(SinkError::Unavailable(format!(
             "{collection} was not indexed within 60 s"
         )))
+    }
+
+    /// Every point of `collection` matching `filter`, with the fields a scan reads.
+    async fn scroll_all(
+        &self,
+        collection: &str,
+        filter: Filter,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let mut found = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let page = self
+                .scroll_page(collection, Some(filter.clone()), offset.take(), 1_000)
+                .await?;
+            found.extend(page.points);
+            match page.next {
+                Some(next) => offset = Some(point_id(next)),
+                None => return Ok(found),
+            }
+        }
     }
 
     /// One page of the points of `collection` matching `filter` (all when `None`) from
@@ -546,6 +568,41 @@ impl VectorSink for QdrantSink {
             .collect())
     }
 
+    async fn stored_embeddings(
+        &self,
+        collection: &str,
+        vector_name: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, StoredEmbedding>, SinkError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(collection, ids)
+                    .with_payload(PayloadIncludeSelector::new(
+                        vec![TEXT_HASH_FIELD.to_owned()],
+                    ))
+                    .with_vectors(VectorsSelector::from(vec![vector_name.to_owned()])),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                let text_hash = p.get(TEXT_HASH_FIELD).as_str()?.to_owned();
+                let vector = match p.vectors.as_ref()?.get_vector_by_name(vector_name)? {
+                    vector_output::Vector::Dense(dense) => dense.data,
+                    _ => return None,
+                };
+                Some((point_uuid(p.id)?, StoredEmbedding { text_hash, vector }))
+            })
+            .collect())
+    }
+
     /// Every write uses `wait=true`: the server has it in its WAL when it is
     /// acknowledged.
     async fn sync(&self) -> Result<(), SinkError> {
@@ -750,18 +807,20 @@ impl VectorSink for QdrantSink {
             Condition::matches(DELETED_FIELD, true),
             Condition::has_vector(vector_name),
         ]);
-        let mut found = Vec::new();
-        let mut offset: Option<PointId> = None;
-        loop {
-            let page = self
-                .scroll_page(collection, Some(filter.clone()), offset.take(), 1_000)
-                .await?;
-            found.extend(page.points);
-            match page.next {
-                Some(next) => offset = Some(point_id(next)),
-                None => return Ok(found),
-            }
-        }
+        self.scroll_all(collection, filter).await
+    }
+
+    async fn live_without_vector(
+        &self,
+        collection: &str,
+        vector_name: &str,
+    ) -> Result<Vec<StoredPoint>, SinkError> {
+        let filter = Filter {
+            must: vec![Condition::matches(DELETED_FIELD, false)],
+            must_not: vec![Condition::has_vector(vector_name)],
+            ..Default::default()
+        };
+        self.scroll_all(collection, filter).await
     }
 
     async fn nearest(

@@ -60,6 +60,7 @@ async fn a_batch_continues_the_producer_trace_links_every_event_and_traces_sink_
     let applier = Arc::new(BatchApplier::new(
         codec.clone(),
         Mapper::new(config.mappings.clone(), 65_536),
+        Arc::default(),
         sink.clone(),
     ));
     let dlq = Arc::new(DeadLetterQueue::new(

@@ -5,6 +5,7 @@
 pub(crate) mod audit;
 pub(crate) mod dlq;
 pub(crate) mod offsets;
+pub(crate) mod search;
 pub(crate) mod timetravel;
 
 use std::time::{Duration, UNIX_EPOCH};

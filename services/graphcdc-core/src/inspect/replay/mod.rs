@@ -107,6 +107,7 @@ pub async fn replay(
     let applier = BatchApplier::new(
         codec,
         Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes),
+        Arc::new(crate::embed::Embeddings::from_mappings(&config.mappings).await?),
         sink,
     );
     let topic = &config.kafka.changes_topic;

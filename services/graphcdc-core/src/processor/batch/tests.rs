@@ -58,7 +58,7 @@ async fn applier(
     spec.dimension = created_dimension;
     sink.ensure_collection(&spec).await.unwrap();
     let mapper = Mapper::new(config(dimension).mappings, 65_536);
-    BatchApplier::new(Arc::new(Codec::local()), mapper, sink)
+    BatchApplier::new(Arc::new(Codec::local()), mapper, Arc::default(), sink)
 }
 
 /// A batch is acknowledged once the shard applied it, without a flush; the sync that

@@ -37,6 +37,7 @@ fn upsert(key: &str, version: i64) -> PointWrite {
         hash: format!("h-{version}"),
         vector_name: "embedding".into(),
         vector: Some(vec![1.0, version as f32, 0.5, -0.5]),
+        text: None,
         payload,
     }
 }
