@@ -29,8 +29,10 @@
 mod audit_state;
 mod consumer;
 mod decode;
+mod embedding;
 mod freshness;
 mod pipeline;
+mod process_rss;
 mod reconcile;
 mod reconcile_scale;
 mod relay;
@@ -107,6 +109,14 @@ pub struct Args {
     pub bolt_password: String,
     #[arg(long, default_value = "neo4j")]
     pub bolt_database: String,
+    /// Only the processor in its own process: `graphcdc process` (next to this binary)
+    /// fed at this rate for `--freshness-seconds` from `--bootstrap`; its RSS and CPU.
+    #[arg(long, default_value_t = 0)]
+    pub process_rss_rate: u64,
+    /// Only the embeddings: the local model's texts/s and the text-hash cache on a stream
+    /// of this many metadata-only updates (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub embed_texts: usize,
 }
 
 /// One measured figure.
@@ -159,6 +169,12 @@ fn main() -> anyhow::Result<()> {
         }
         if args.reconcile_scale {
             return reconcile_scale::run(&args, &mut figures).await;
+        }
+        if args.embed_texts > 0 {
+            return embedding::run(args.embed_texts, &mut figures).await;
+        }
+        if args.process_rss_rate > 0 {
+            return process_rss::run(&args, &mut figures).await;
         }
         pipeline::run(&args, &mut figures).await?;
         if args.entities > 0 {
