@@ -77,7 +77,9 @@ fn missing_config_file_is_named() {
 fn print_config_masks_secrets() {
     let text = format!(
         "[sink]\nkind = \"qdrant\"\nurl = \"http://q:6334\"\napi_key = \"s3cr3t-key\"\n\
-         [kafka.properties]\n\"sasl.password\" = \"hunter2\"\n{MAPPING}"
+         [kafka.properties]\n\"sasl.password\" = \"hunter2\"\n{MAPPING}\n\
+         [mappings.embedding]\ntemplate = \"{{title}}\"\nprovider = \"openai\"\n\
+         url = \"http://m/v1\"\nmodel = \"m\"\napi_key = \"emb3dd1ng-key\"\n"
     );
     let out = run_with_config(&text, &[], &["--print-config"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -88,10 +90,16 @@ fn print_config_masks_secrets() {
     );
     assert!(stdout.contains("url: \"http://q:6334\""), "{stdout}");
     assert!(
-        !stdout.contains("s3cr3t-key") && !stdout.contains("hunter2"),
+        !stdout.contains("s3cr3t-key")
+            && !stdout.contains("hunter2")
+            && !stdout.contains("emb3dd1ng-key"),
         "{stdout}"
     );
     assert!(stdout.contains("***"));
+    assert!(
+        stdout.contains("http://m/v1"),
+        "the embedding section is printed: {stdout}"
+    );
 }
 
 #[test]

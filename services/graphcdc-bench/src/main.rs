@@ -113,6 +113,15 @@ pub struct Args {
     /// fed at this rate for `--freshness-seconds` from `--bootstrap`; its RSS and CPU.
     #[arg(long, default_value_t = 0)]
     pub process_rss_rate: u64,
+    /// With --process-rss-rate: the processor's sink, `embedded` (Qdrant's engine in the
+    /// processor's process, holding every point) or `jsonl` (files: the processor's own
+    /// footprint, as with a Qdrant server).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "jsonl"])]
+    pub process_rss_sink: String,
+    /// With --process-rss-rate: a librdkafka property of the processor's consumer,
+    /// `name=value` (repeatable), e.g. `queued.max.messages.kbytes=16384`.
+    #[arg(long)]
+    pub process_rss_property: Vec<String>,
     /// Only the embeddings: the local model's texts/s and the text-hash cache on a stream
     /// of this many metadata-only updates (0: skip).
     #[arg(long, default_value_t = 0)]

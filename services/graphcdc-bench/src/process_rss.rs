@@ -41,6 +41,19 @@ fn cpu_s(pid: u32) -> f64 {
         / 100.0
 }
 
+/// `name=value` pairs as TOML lines of `[kafka.properties]`.
+fn properties(pairs: &[String]) -> anyhow::Result<String> {
+    pairs
+        .iter()
+        .map(|pair| {
+            let (name, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--process-rss-property {pair:?}: name=value"))?;
+            Ok(format!("{name:?} = {value:?}\n"))
+        })
+        .collect()
+}
+
 /// `graphcdc process` at `--process-rss-rate` events/s for `--freshness-seconds`.
 pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -61,13 +74,16 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         state_topic = "{state}"
         dlq_topic = "{dlq}"
 
+        [kafka.properties]
+        {properties}
+
         [processor]
         batch_max_events = 1000
         batch_max_wait_ms = 5
         commit_interval_ms = {interval}
 
         [sink]
-        kind = "embedded"
+        kind = "{sink}"
         path = "{store}"
 
         [[mappings]]
@@ -82,6 +98,8 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         state = k.state_topic,
         dlq = k.dlq_topic,
         interval = args.commit_interval_ms,
+        sink = args.process_rss_sink,
+        properties = properties(&args.process_rss_property)?,
         store = dir.path().join("store").display(),
     );
     let config_file = dir.path().join("graphcdc.toml");
@@ -153,17 +171,31 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let (median, max) = median_max(&samples);
     println!("processor process: RSS median {median:.0} MiB, max {max:.0} MiB at {reached:.0}/s");
     figures.push(Figure {
-        name: format!("7b. processor RSS in its own process, {rate} events/s, 384-d"),
+        name: format!(
+            "7b. processor RSS in its own process, {rate} events/s, 384-d, sink {}",
+            args.process_rss_sink
+        ),
         value: format!("{median:.0} MiB (max {max:.0} MiB, peak {peak:.0} MiB)"),
         note: format!(
-            "`graphcdc process` (embedded Qdrant in the same process), VmRSS every 100 ms over the run's second half; {rss_idle:.0} MiB idle before the first event; {reached:.0} events/s reached for {} s; lag at the end {lag}; commit interval {} ms; {}",
+            "`graphcdc process`, sink {}{}, VmRSS every 100 ms over the run's second half; {rss_idle:.0} MiB idle before the first event; {reached:.0} events/s reached for {} s; lag at the end {lag}; commit interval {} ms; {}",
+            match args.process_rss_sink.as_str() {
+                "embedded" => "embedded Qdrant (in the same process, holding every point)",
+                _ => "JSON Lines files (the processor's own footprint)",
+            },
+            match args.process_rss_property.is_empty() {
+                true => String::new(),
+                false => format!(", consumer {}", args.process_rss_property.join(", ")),
+            },
             args.freshness_seconds,
             args.commit_interval_ms,
             broker_name(args)
         ),
     });
     figures.push(Figure {
-        name: "5b. CPU per 1,000 events, processor process alone".into(),
+        name: format!(
+            "5b. CPU per 1,000 events, processor process alone, sink {}",
+            args.process_rss_sink
+        ),
         value: format!("{:.0} ms", cpu * 1e6 / sent.max(1) as f64),
         note: format!("{cpu:.1} s CPU for {sent} events, first event to caught up"),
     });

@@ -40,8 +40,7 @@ pub struct EmbeddingConfig {
     /// `openai`: base URL up to `/v1`, e.g. `https://api.openai.com/v1`.
     #[serde(default)]
     pub url: Option<String>,
-    /// `openai`: sent as `Authorization: Bearer …` (use
-    /// `GRAPHCDC_…_API_KEY_FILE` for a mounted secret).
+    /// `openai`: sent as `Authorization: Bearer …`; a [`Secret`], printed as `***`.
     #[serde(default)]
     pub api_key: Option<Secret>,
     /// Texts per model call.

@@ -219,7 +219,17 @@ impl Embeddings {
                 }
             }
         }
+        let texts = to_embed.len();
         let (vectors, refused) = step.embed_all(to_embed).await?;
+        // Every text refused, one by one: the request is what the endpoint refuses (an
+        // option it does not know, a model name it lacks), not the texts. Stop the stream
+        // rather than empty it into the DLQ, as the sink does when all of a split fails.
+        if texts > 1 && refused.len() == texts {
+            return Err(SinkError::Misconfigured(format!(
+                "the model refused all {texts} texts of a batch, each alone: {}",
+                refused[0].1
+            )));
+        }
         for (hash, vector) in vectors {
             for &i in &readers[&hash] {
                 writes[i].vector = Some(vector.clone());

@@ -217,6 +217,22 @@ async fn only_the_text_the_model_refuses_alone_is_reported() {
 }
 
 #[tokio::test]
+async fn a_model_that_refuses_every_text_stops_the_stream_instead_of_filling_the_dlq() {
+    let s = setup(Recorder::default()).await;
+    let events = [
+        doc("a", 1, "A", "REFUSE one"),
+        doc("b", 1, "B", "REFUSE two"),
+        doc("c", 1, "C", "REFUSE three"),
+    ];
+    let e = s.apply(&events).await.unwrap_err();
+    assert!(matches!(e, SinkError::Misconfigured(_)), "{e}");
+    assert_eq!(s.sink.count_live("docs").await.unwrap(), 0);
+    // One text refused alone is that text's fault.
+    let refused = s.apply(&events[..1]).await.unwrap();
+    assert_eq!(refused, [0]);
+}
+
+#[tokio::test]
 async fn a_slow_or_wrong_model_is_retried_or_stops_the_stream_and_poisons_nothing() {
     let slow = setup(Recorder {
         delay: Some(Duration::from_secs(2)),
