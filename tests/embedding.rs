@@ -220,6 +220,44 @@ fn text_of(i: usize) -> String {
     format!("{title}: {text} Part {i}.")
 }
 
+/// The point ids of chunks `range` in `collection`, and their stored text hashes and
+/// vectors.
+async fn stored_chunks(
+    sink: &dyn VectorSink,
+    collection: &str,
+    range: std::ops::Range<usize>,
+) -> (
+    Vec<uuid::Uuid>,
+    std::collections::HashMap<uuid::Uuid, graphcdc_core::sink::StoredEmbedding>,
+) {
+    let ids: Vec<_> = range
+        .map(|i| point_id(collection, &format!("c{i}")))
+        .collect();
+    let stored = sink
+        .stored_embeddings(collection, "embedding", &ids)
+        .await
+        .unwrap();
+    (ids, stored)
+}
+
+/// A search by meaning: the 5 chunks nearest to a question about the sky are all about
+/// the sky.
+async fn assert_the_sky_comes_first(
+    sink: &dyn VectorSink,
+    embeddings: &Embeddings,
+    collection: &str,
+) {
+    let query = "planets and stars seen through a telescope";
+    let hits = search::nearest(sink, embeddings, collection, "embedding", query, 5)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 5);
+    for hit in &hits {
+        let title = &hit.payload.as_ref().unwrap()["title"];
+        assert_eq!(title, "sky", "{} is not about the sky", hit.key);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_only_events_end_as_searchable_vectors_through_an_openai_endpoint() {
     let model = local_model().await;
@@ -254,13 +292,7 @@ async fn text_only_events_end_as_searchable_vectors_through_an_openai_endpoint()
         "graphcdc.EmbeddingRejected"
     );
     // Each stored vector is the model's vector of the chunk's text.
-    let ids: Vec<_> = (0..30)
-        .map(|i| point_id(CHUNKS, &format!("c{i}")))
-        .collect();
-    let stored = sink
-        .stored_embeddings(CHUNKS, "embedding", &ids)
-        .await
-        .unwrap();
+    let (ids, stored) = stored_chunks(sink.as_ref(), CHUNKS, 0..30).await;
     assert_eq!(stored.len(), 30);
     let texts: Vec<String> = (0..30).map(text_of).collect();
     let expected = model.embed_blocking(&texts).unwrap();
@@ -280,28 +312,23 @@ async fn text_only_events_end_as_searchable_vectors_through_an_openai_endpoint()
             .unwrap(),
         ),
     );
-    let hits = search::nearest(
-        sink.as_ref(),
-        &embeddings,
-        CHUNKS,
-        "embedding",
-        "planets and stars seen through a telescope",
-        5,
-    )
-    .await
-    .unwrap();
-    assert_eq!(hits.len(), 5);
-    for hit in &hits {
-        let title = &hit.payload.as_ref().unwrap()["title"];
-        assert_eq!(title, "sky", "{} is not about the sky", hit.key);
-    }
+    assert_the_sky_comes_first(sink.as_ref(), &embeddings, CHUNKS).await;
 }
 
 /// A processor on `sink` whose embedding counts the test can read.
 async fn process_counting(h: &Harness, sink: Arc<dyn VectorSink>) -> Arc<Embeddings> {
-    let embeddings = Arc::new(Embeddings::from_mappings(&h.config.mappings).await.unwrap());
+    process_counting_with(h, &h.config, sink).await
+}
+
+/// As [`process_counting`], with `config` (another sink) instead of the harness's.
+async fn process_counting_with(
+    h: &Harness,
+    config: &graphcdc_core::config::Config,
+    sink: Arc<dyn VectorSink>,
+) -> Arc<Embeddings> {
+    let embeddings = Arc::new(Embeddings::from_mappings(&config.mappings).await.unwrap());
     let processor = Processor::with_embeddings(
-        h.config.clone(),
+        config.clone(),
         sink,
         Arc::new(Stats::default()),
         Arc::new(Health::default()),
@@ -487,13 +514,7 @@ async fn a_model_change_is_a_replay_into_a_new_store_and_an_alias_swap() {
         std::fs::canonicalize(old.dir.path().join("model-b")).unwrap()
     );
     let reader = EdgeSink::open(&alias).unwrap();
-    let ids: Vec<_> = (0..12)
-        .map(|i| point_id(CHUNKS, &format!("c{i}")))
-        .collect();
-    let stored = reader
-        .stored_embeddings(CHUNKS, "embedding", &ids)
-        .await
-        .unwrap();
+    let (ids, stored) = stored_chunks(&reader, CHUNKS, 0..12).await;
     assert_eq!(stored.len(), 12);
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(stored[id].text_hash, text_hash("model-b", &text_of(i)));
@@ -621,13 +642,7 @@ async fn the_reconciler_finds_a_vector_of_an_old_text_and_a_live_point_without_o
     assert_eq!(done.repaired, 3);
     let after = reconciler.check(Duration::ZERO).await.unwrap();
     assert!(after.is_clean(), "{:?}", after.drifts);
-    let ids: Vec<_> = (1..4)
-        .map(|i| point_id(collection, &format!("c{i}")))
-        .collect();
-    let stored = sink
-        .stored_embeddings(collection, "embedding", &ids)
-        .await
-        .unwrap();
+    let (ids, stored) = stored_chunks(sink.as_ref(), collection, 1..4).await;
     let texts: Vec<String> = (1..4).map(text_of).collect();
     let expected = model.embed_blocking(&texts).unwrap();
     for (i, id) in ids.iter().enumerate() {
@@ -672,36 +687,9 @@ async fn text_only_events_end_as_searchable_vectors_in_a_qdrant_server() {
         .await
         .unwrap();
     let sink: Arc<dyn VectorSink> = Arc::new(QdrantSink::from_config(&config.sink).unwrap());
-    let embeddings = Arc::new(Embeddings::from_mappings(&config.mappings).await.unwrap());
-    let processor = Processor::with_embeddings(
-        config.clone(),
-        sink.clone(),
-        Arc::new(Stats::default()),
-        Arc::new(Health::default()),
-        embeddings.clone(),
-    )
-    .await
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(processor.run(shutdown.clone()));
-    h.wait_caught_up(Duration::from_secs(120)).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let embeddings = process_counting_with(&h, &config, sink.clone()).await;
 
     assert_eq!(sink.count_live(&collection).await.unwrap(), 30);
     assert_eq!(embeddings.stats(&collection).unwrap().embedded.get(), 30);
-    let hits = search::nearest(
-        sink.as_ref(),
-        &embeddings,
-        &collection,
-        "embedding",
-        "planets and stars seen through a telescope",
-        5,
-    )
-    .await
-    .unwrap();
-    assert_eq!(hits.len(), 5);
-    for hit in &hits {
-        assert_eq!(hit.payload.as_ref().unwrap()["title"], "sky", "{}", hit.key);
-    }
+    assert_the_sky_comes_first(sink.as_ref(), &embeddings, &collection).await;
 }

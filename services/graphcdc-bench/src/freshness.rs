@@ -18,8 +18,10 @@ use graphcdc_core::processor::Processor;
 use graphcdc_core::sink::edge::EdgeSink;
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::{Health, Stats};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What one fixed-rate run measured.
@@ -103,6 +105,52 @@ pub async fn run(
     Ok(())
 }
 
+/// Publishes `per_tick` chunk events a tick, stamped with the time they are sent, without
+/// awaiting each tick's acknowledgement (a broker slower to acknowledge than a tick would
+/// otherwise hold the offered rate down); at most [`MAX_TICKS_IN_FLIGHT`] ticks pending.
+pub struct Ticker {
+    publisher: Arc<ChangePublisher>,
+    per_tick: usize,
+    sent: usize,
+    in_flight: VecDeque<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Ticker {
+    pub fn new(publisher: Arc<ChangePublisher>, per_tick: usize) -> Self {
+        Ticker {
+            publisher,
+            per_tick,
+            sent: 0,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Send one tick's events.
+    pub async fn tick(&mut self) -> anyhow::Result<()> {
+        let batch: Vec<ChangeEvent> = (self.sent..self.sent + self.per_tick)
+            .map(|i| chunk(i, graphcdc_core::unix_ms()))
+            .collect();
+        self.sent += self.per_tick;
+        let publisher = self.publisher.clone();
+        self.in_flight.push_back(tokio::spawn(async move {
+            publisher.publish_changes(&batch).await?;
+            Ok(())
+        }));
+        while self.in_flight.len() > MAX_TICKS_IN_FLIGHT {
+            self.in_flight.pop_front().expect("not empty").await??;
+        }
+        Ok(())
+    }
+
+    /// Wait for every pending tick; the number of events sent.
+    pub async fn finish(self) -> anyhow::Result<usize> {
+        for publish in self.in_flight {
+            publish.await??;
+        }
+        Ok(self.sent)
+    }
+}
+
 async fn at_rate(
     broker: &Broker,
     args: &Args,
@@ -137,32 +185,17 @@ async fn at_rate(
     let per_tick = (rate / 100).max(1) as usize;
     let ticks = args.freshness_seconds * 100;
     let mut interval = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0usize;
-    let mut in_flight = std::collections::VecDeque::new();
+    let mut ticker = Ticker::new(publisher, per_tick);
     let mut rss_samples = Vec::new();
     let started = Instant::now();
     for tick in 0..ticks {
         interval.tick().await;
-        let batch: Vec<ChangeEvent> = (sent..sent + per_tick)
-            .map(|i| chunk(i, graphcdc_core::unix_ms()))
-            .collect();
-        sent += per_tick;
-        // Not awaited here: a broker slower to acknowledge than a tick would otherwise
-        // hold the offered rate down (each tick's events carry their own commit time).
-        let publisher = publisher.clone();
-        in_flight.push_back(tokio::spawn(async move {
-            publisher.publish_changes(&batch).await
-        }));
-        while in_flight.len() > MAX_TICKS_IN_FLIGHT {
-            in_flight.pop_front().expect("not empty").await??;
-        }
+        ticker.tick().await?;
         if tick >= ticks / 2 && tick % 10 == 0 {
             rss_samples.push(proc_status_mib("VmRSS:"));
         }
     }
-    for publish in in_flight {
-        publish.await??;
-    }
+    let sent = ticker.finish().await?;
     let reached = crate::per_s(sent, started.elapsed());
     let caught_up = crate::pipeline::wait_caught_up(&config, &stats, sent as u64, CATCH_UP)
         .await?

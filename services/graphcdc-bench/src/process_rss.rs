@@ -5,12 +5,12 @@
 //! The bench produces the events; the child consumes them into an embedded store of
 //! its own (Qdrant's engine is in the child: the server sink would leave it out).
 
-use crate::pipeline::{broker_name, chunk, Broker};
+use crate::freshness::Ticker;
+use crate::pipeline::{broker_name, Broker};
 use crate::usage::median_max;
 use crate::{Args, Figure};
 use anyhow::Context;
 use graphcdc_core::codec::{Codec, Format};
-use graphcdc_core::event::ChangeEvent;
 use graphcdc_core::kafka::ChangePublisher;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -131,29 +131,17 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let per_tick = (rate / 100).max(1) as usize;
     let ticks = args.freshness_seconds * 100;
     let mut interval = tokio::time::interval(Duration::from_millis(10));
-    let mut in_flight = std::collections::VecDeque::new();
-    let (mut sent, mut samples) = (0usize, Vec::new());
+    let mut ticker = Ticker::new(publisher, per_tick);
+    let mut samples = Vec::new();
     let (cpu_start, started) = (cpu_s(pid), Instant::now());
     for tick in 0..ticks {
         interval.tick().await;
-        let batch: Vec<ChangeEvent> = (sent..sent + per_tick)
-            .map(|i| chunk(i, graphcdc_core::unix_ms()))
-            .collect();
-        sent += per_tick;
-        let publisher = publisher.clone();
-        in_flight.push_back(tokio::spawn(async move {
-            publisher.publish_changes(&batch).await
-        }));
-        while in_flight.len() > 100 {
-            in_flight.pop_front().expect("not empty").await??;
-        }
+        ticker.tick().await?;
         if tick >= ticks / 2 && tick % 10 == 0 {
             samples.push(status_mib(pid, "VmRSS:"));
         }
     }
-    for publish in in_flight {
-        publish.await??;
-    }
+    let sent = ticker.finish().await?;
     let reached = crate::per_s(sent, started.elapsed());
     let lag = loop {
         let lag = tokio::task::block_in_place(|| {

@@ -16,12 +16,13 @@ use crate::mapping::{
 };
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    facet_value, point_id::PointIdOptions, vector_output, vectors_config, Condition,
-    CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointVectorsBuilder, DeletePointsBuilder, FacetCountsBuilder, FieldType, Filter,
-    GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList,
-    PointsOperationResponse, Query, QueryPointsBuilder, Range, ScrollPointsBuilder, UpdateStatus,
-    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder, VectorsSelector,
+    facet_value, point_id::PointIdOptions, vector_output, vectors_config, with_payload_selector,
+    with_vectors_selector, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointVectorsBuilder, DeletePointsBuilder,
+    FacetCountsBuilder, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId,
+    PointStruct, PointsIdsList, PointsOperationResponse, Query, QueryPointsBuilder, Range,
+    RetrievedPoint, ScrollPointsBuilder, UpdateStatus, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsConfigBuilder, VectorsSelector,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
@@ -226,6 +227,31 @@ impl QdrantSink {
         Err(SinkError::Unavailable(format!(
             "{collection} was not indexed within 60 s"
         )))
+    }
+
+    /// The points of `collection` among `ids` (those that exist), with the payload and
+    /// vectors the selectors ask for.
+    async fn get_by_ids(
+        &self,
+        collection: &str,
+        ids: &[Uuid],
+        payload: impl Into<with_payload_selector::SelectorOptions>,
+        vectors: impl Into<with_vectors_selector::SelectorOptions>,
+    ) -> Result<Vec<RetrievedPoint>, SinkError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(collection, ids)
+                    .with_payload(payload)
+                    .with_vectors(vectors),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(response.result)
     }
 
     /// Every point of `collection` matching `filter`, with the fields a scan reads.
@@ -545,21 +571,9 @@ impl VectorSink for QdrantSink {
         collection: &str,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, i64>, SinkError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
-        let response = self
-            .client
-            .get_points(
-                GetPointsBuilder::new(collection, ids)
-                    .with_payload(PayloadIncludeSelector::new(vec![VERSION_FIELD.to_owned()]))
-                    .with_vectors(false),
-            )
-            .await
-            .map_err(classify)?;
-        Ok(response
-            .result
+        let fields = PayloadIncludeSelector::new(vec![VERSION_FIELD.to_owned()]);
+        let points = self.get_by_ids(collection, ids, fields, false).await?;
+        Ok(points
             .into_iter()
             .filter_map(|p| {
                 let version = p.get(VERSION_FIELD).as_integer()?;
@@ -574,23 +588,10 @@ impl VectorSink for QdrantSink {
         vector_name: &str,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, StoredEmbedding>, SinkError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
-        let response = self
-            .client
-            .get_points(
-                GetPointsBuilder::new(collection, ids)
-                    .with_payload(PayloadIncludeSelector::new(
-                        vec![TEXT_HASH_FIELD.to_owned()],
-                    ))
-                    .with_vectors(VectorsSelector::from(vec![vector_name.to_owned()])),
-            )
-            .await
-            .map_err(classify)?;
-        Ok(response
-            .result
+        let fields = PayloadIncludeSelector::new(vec![TEXT_HASH_FIELD.to_owned()]);
+        let vectors = VectorsSelector::from(vec![vector_name.to_owned()]);
+        let points = self.get_by_ids(collection, ids, fields, vectors).await?;
+        Ok(points
             .into_iter()
             .filter_map(|p| {
                 let text_hash = p.get(TEXT_HASH_FIELD).as_str()?.to_owned();
@@ -738,17 +739,8 @@ impl VectorSink for QdrantSink {
     }
 
     async fn get(&self, collection: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
-        let response = self
-            .client
-            .get_points(
-                GetPointsBuilder::new(collection, vec![PointId::from(id.to_string())])
-                    .with_payload(true)
-                    .with_vectors(false),
-            )
-            .await
-            .map_err(classify)?;
-        Ok(response
-            .result
+        let points = self.get_by_ids(collection, &[id], true, false).await?;
+        Ok(points
             .into_iter()
             .next()
             .and_then(|p| super::stored_point(id, &json_payload(p.payload), true)))
