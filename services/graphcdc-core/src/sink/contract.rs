@@ -276,9 +276,22 @@ async fn jsonl_sink_rebuilds_its_index_from_the_files() {
         .await
         .unwrap();
         sink.purge("c", &[(point_id("c", "b"), 1)]).await.unwrap();
+        // Across rotations (1 kB files): get reads each payload back from its line.
+        let many: Vec<PointWrite> = (0..20)
+            .map(|i| write("c", &format!("p{i}"), 1, &format!("text {i}")))
+            .collect();
+        sink.write("c", &many, Fence::Newer).await.unwrap();
     }
     let sink = jsonl::JsonlSink::open(dir.path(), 1_000).unwrap();
     sink.ensure_collection(&spec("c")).await.unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            text_of(&sink, "c", &format!("p{i}")).await,
+            Some((1, false, json!(format!("text {i}")))),
+            "p{i} after the index was rebuilt"
+        );
+    }
+    assert!(std::fs::read_dir(dir.path().join("c")).unwrap().count() > 2);
     assert_eq!(
         text_of(&sink, "c", "a").await,
         Some((7, false, json!("kept")))

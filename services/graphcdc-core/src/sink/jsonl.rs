@@ -2,7 +2,9 @@
 //! `{path}/{collection}/{NNNNNNNN}.jsonl`, rotating to a new file at `max_file_bytes`,
 //! and synced to disk before it is acknowledged. An in-memory index of the latest
 //! record per point (rebuilt from the files when a collection is opened) gives the same
-//! version fence, scan and get as the other sinks. The files are the product: a
+//! version fence, scan and get as the other sinks. The index holds the reserved fields
+//! and where the line is, not the payload: `get` reads the line back from its file, so
+//! the sink's memory does not grow with payload size. The files are the product: a
 //! versioned, replayable history of what the sink accepted.
 
 use super::{CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint, VectorSink};
@@ -12,7 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -37,13 +39,20 @@ struct Line {
     payload: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The latest record of a point: its reserved fields (no payload) and where its line is.
+struct Indexed {
+    point: StoredPoint,
+    file_no: u32,
+    offset: u64,
+}
+
 /// One collection: its open file and the latest point per id.
 struct Collection {
     dir: PathBuf,
     file: File,
     file_no: u32,
     size: u64,
-    index: BTreeMap<Uuid, StoredPoint>,
+    index: BTreeMap<Uuid, Indexed>,
 }
 
 /// Sink writing JSON Lines files under a directory.
@@ -108,8 +117,9 @@ impl JsonlSink {
                 c.size = 0;
             }
             c.file.write_all(&text).map_err(io)?;
+            let offset = c.size;
             c.size += text.len() as u64;
-            index_line(&mut c.index, line);
+            index_line(&mut c.index, line, c.file_no, offset);
         }
         c.file.sync_data().map_err(io)
     }
@@ -123,33 +133,59 @@ fn open_append(path: &Path) -> Result<File, SinkError> {
         .map_err(io)
 }
 
-fn index_line(index: &mut BTreeMap<Uuid, StoredPoint>, line: Line) {
+fn index_line(index: &mut BTreeMap<Uuid, Indexed>, line: Line, file_no: u32, offset: u64) {
     if line.purged {
         index.remove(&line.id);
         return;
     }
+    let mut point = stored_point(line, false);
+    point.payload = None;
+    index.insert(
+        point.id,
+        Indexed {
+            point,
+            file_no,
+            offset,
+        },
+    );
+}
+
+/// A line as a [`StoredPoint`], with its mapped payload when `with_payload`.
+fn stored_point(line: Line, with_payload: bool) -> StoredPoint {
     let text_hash = line
         .payload
         .get(crate::mapping::TEXT_HASH_FIELD)
         .and_then(|h| h.as_str())
         .map(str::to_owned);
-    let payload = line
-        .payload
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-        .collect();
-    index.insert(
-        line.id,
-        StoredPoint {
-            id: line.id,
-            key: line.key,
-            version: line.version,
-            hash: line.hash,
-            deleted: line.deleted,
-            text_hash,
-            payload: Some(payload),
-        },
-    );
+    let payload = with_payload.then(|| {
+        line.payload
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+            .collect()
+    });
+    StoredPoint {
+        id: line.id,
+        key: line.key,
+        version: line.version,
+        hash: line.hash,
+        deleted: line.deleted,
+        text_hash,
+        payload,
+    }
+}
+
+/// The line at `offset` of file `file_no` of the collection in `dir`.
+fn read_line_at(dir: &Path, file_no: u32, offset: u64) -> Result<Line, SinkError> {
+    let mut file = File::open(dir.join(file_name(file_no))).map_err(io)?;
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut text = String::new();
+    BufReader::new(file).read_line(&mut text).map_err(io)?;
+    serde_json::from_str(&text).map_err(|e| {
+        SinkError::Internal(format!(
+            "jsonl sink: line at {}:{offset} does not parse: {e}",
+            file_name(file_no)
+        ))
+    })
 }
 
 /// Rebuild a collection's index from its files, in order.
@@ -162,12 +198,22 @@ fn load(dir: &Path) -> Result<Collection, SinkError> {
     names.sort();
     let mut index = BTreeMap::new();
     for name in &names {
-        for line in BufReader::new(File::open(dir.join(name)).map_err(io)?).lines() {
-            let line = line.map_err(io)?;
-            // A line cut short by a crash was never acknowledged: skip it.
-            if let Ok(parsed) = serde_json::from_str::<Line>(&line) {
-                index_line(&mut index, parsed);
+        let Ok(file_no) = name.trim_end_matches(".jsonl").parse::<u32>() else {
+            continue;
+        };
+        let mut reader = BufReader::new(File::open(dir.join(name)).map_err(io)?);
+        let (mut offset, mut text) = (0u64, Vec::new());
+        loop {
+            text.clear();
+            let read = reader.read_until(b'\n', &mut text).map_err(io)?;
+            if read == 0 {
+                break;
             }
+            // A line cut short by a crash was never acknowledged: skip it.
+            if let Ok(parsed) = serde_json::from_slice::<Line>(&text) {
+                index_line(&mut index, parsed, file_no, offset);
+            }
+            offset += read as u64;
         }
     }
     let file_no = names
@@ -213,7 +259,7 @@ impl VectorSink for JsonlSink {
         let c = c.lock().unwrap();
         Ok(ids
             .iter()
-            .filter_map(|id| c.index.get(id).map(|p| (*id, p.version)))
+            .filter_map(|id| c.index.get(id).map(|p| (*id, p.point.version)))
             .collect())
     }
 
@@ -235,8 +281,8 @@ impl VectorSink for JsonlSink {
             .into_iter()
             .filter(|p| {
                 c.index.get(&p.id).is_none_or(|stored| match fence {
-                    Fence::Newer => stored.version < p.version,
-                    Fence::NewerOrEqual => stored.version <= p.version,
+                    Fence::Newer => stored.point.version < p.version,
+                    Fence::NewerOrEqual => stored.point.version <= p.version,
                 })
             })
             .map(|p| Line {
@@ -262,7 +308,11 @@ impl VectorSink for JsonlSink {
         let lines: Vec<Line> = points
             .iter()
             .filter_map(|(id, version)| {
-                let stored = c.index.get(id).filter(|s| s.version <= *version)?;
+                let stored = &c
+                    .index
+                    .get(id)
+                    .filter(|s| s.point.version <= *version)?
+                    .point;
                 Some(Line {
                     id: *id,
                     key: stored.key.clone(),
@@ -297,10 +347,7 @@ impl VectorSink for JsonlSink {
         let points = range
             .by_ref()
             .take(limit)
-            .map(|(_, p)| StoredPoint {
-                payload: None,
-                ..p.clone()
-            })
+            .map(|(_, p)| p.point.clone())
             .collect();
         Ok(ScanPage {
             points,
@@ -312,12 +359,16 @@ impl VectorSink for JsonlSink {
     async fn get(&self, collection: &str, id: Uuid) -> Result<Option<StoredPoint>, SinkError> {
         let c = self.collection(collection)?;
         let c = c.lock().unwrap();
-        Ok(c.index.get(&id).cloned())
+        let Some(indexed) = c.index.get(&id) else {
+            return Ok(None);
+        };
+        let line = read_line_at(&c.dir, indexed.file_no, indexed.offset)?;
+        Ok(Some(stored_point(line, true)))
     }
 
     async fn count_live(&self, collection: &str) -> Result<u64, SinkError> {
         let c = self.collection(collection)?;
         let c = c.lock().unwrap();
-        Ok(c.index.values().filter(|p| !p.deleted).count() as u64)
+        Ok(c.index.values().filter(|p| !p.point.deleted).count() as u64)
     }
 }
