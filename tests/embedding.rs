@@ -681,6 +681,9 @@ async fn text_only_events_end_as_searchable_vectors_in_a_qdrant_server() {
         api_key: std::env::var("QDRANT_API_KEY").ok().map(Secret::new),
         timeout_ms: 10_000,
     };
+    // The harness's other mapping gets its own collection too: a shared server may hold
+    // a `docs` of another shape, which would stop the processor at start.
+    config.mappings[0].collection = format!("{collection}_docs");
     let events: Vec<ChangeEvent> = (0..30).map(|i| chunk(i, 1)).collect();
     h.publisher(Format::Avro)
         .publish_changes(&events)
