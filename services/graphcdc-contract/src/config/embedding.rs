@@ -5,7 +5,6 @@
 
 use super::{invalid, ConfigError, Secret};
 use serde::Deserialize;
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// Who computes the vectors.
@@ -74,34 +73,14 @@ fn default_timeout_ms() -> u64 {
 }
 
 impl EmbeddingConfig {
-    /// The property names the template reads, in order of first use.
-    ///
-    /// # Errors
-    /// A message when a brace is unbalanced or a name is empty.
-    pub fn template_properties(&self) -> Result<Vec<String>, String> {
-        let mut names = Vec::new();
-        let mut seen = BTreeSet::new();
-        for part in parse_template(&self.template)? {
-            if let TemplatePart::Property(name) = part {
-                if seen.insert(name) {
-                    names.push(name.to_owned());
-                }
-            }
-        }
-        Ok(names)
-    }
-
     pub(super) fn validate(&self, at: &str, dimension: usize) -> Result<(), ConfigError> {
         let field = |name: &str| format!("{at}.embedding.{name}");
-        match self.template_properties() {
-            Ok(names) if names.is_empty() => {
-                return Err(invalid(
-                    field("template"),
-                    "names no property: use {property}",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(invalid(field("template"), e)),
+        let parts = parse_template(&self.template).map_err(|e| invalid(field("template"), e))?;
+        if !parts.iter().any(|p| matches!(p, TemplatePart::Property(_))) {
+            return Err(invalid(
+                field("template"),
+                "names no property: use {property}",
+            ));
         }
         if !(1..=2048).contains(&self.batch_size) {
             return Err(invalid(field("batch_size"), "must be 1..=2048"));

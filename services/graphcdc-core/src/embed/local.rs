@@ -78,18 +78,18 @@ impl LocalEmbedder {
     /// # Errors
     /// When tokenising or the forward pass fails.
     pub fn embed_blocking(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
-        self.model.embed(texts)
+        self.model.embed(texts.to_vec())
     }
 }
 
 impl Model {
-    fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn embed(&self, texts: Vec<String>) -> anyhow::Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(texts, true)
             .map_err(|e| anyhow::anyhow!("tokenising: {e}"))?;
         let rows = |f: fn(&tokenizers::Encoding) -> &[u32]| -> candle_core::Result<Tensor> {
             let rows = encodings
@@ -120,7 +120,7 @@ impl Embedder for LocalEmbedder {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let model = self.model.clone();
         let texts = texts.to_vec();
-        tokio::task::spawn_blocking(move || model.embed(&texts))
+        tokio::task::spawn_blocking(move || model.embed(texts))
             .await
             .map_err(|e| EmbedError::Unavailable(format!("local model task: {e}")))?
             .map_err(|e| EmbedError::Rejected(format!("{e:#}")))

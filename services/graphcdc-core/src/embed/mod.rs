@@ -348,6 +348,13 @@ impl CollectionEmbedding {
     }
 }
 
+/// A client builder for model calls and the model download. reqwest is built without a
+/// default TLS crypto provider: ring is installed first (once per process).
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// The provider `config` names.
 async fn provider(config: &EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(match config.provider {

@@ -74,9 +74,7 @@ pub async fn cached_model() -> anyhow::Result<PathBuf> {
 
 /// Download `url` into `file`, failing unless its SHA-256 is `sha256`.
 async fn fetch(url: &str, file: &Path, sha256: &str) -> anyhow::Result<()> {
-    // reqwest is built without a default TLS crypto provider; use ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
+    let client = super::http_client_builder()
         .connect_timeout(std::time::Duration::from_secs(20))
         .build()?;
     let mut response = client.get(url).send().await?.error_for_status()?;

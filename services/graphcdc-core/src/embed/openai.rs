@@ -38,9 +38,7 @@ impl OpenAiEmbedder {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(config: &EmbeddingConfig) -> anyhow::Result<Self> {
-        // reqwest is built without a default TLS crypto provider; use ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let client = super::http_client_builder()
             .timeout(std::time::Duration::from_millis(config.timeout_ms))
             .build()?;
         let base = config.url.as_deref().unwrap_or_default();

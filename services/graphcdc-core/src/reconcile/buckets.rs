@@ -48,7 +48,7 @@
 //! local disk ([`super::store`]); then a full check is this scan of every bucket
 //! ([`Pick::All`]), and memory does not grow with the number of points.
 
-use super::classify::{judge, presence_drift, vector_presence, DriftReport};
+use super::classify::{add_presence_drifts, judge, DriftReport};
 use super::expected::{ExpectedPoint, ExpectedState, Lookup};
 use crate::mapping::{bucket_of, BUCKETS};
 use crate::sink::{ScanCursor, StoredPoint, VectorSink};
@@ -250,7 +250,7 @@ pub async fn scan(
         selected.push(pick_here);
     }
     stage("live", &mut since);
-    tombstone_vectors(sink, expected, vector_names, &mut report).await?;
+    vector_presence_drifts(sink, expected, vector_names, &mut report).await?;
     stage("tombstones", &mut since);
     tracing::debug!(
         ?stages,
@@ -447,29 +447,15 @@ async fn scroll_run(
 
 /// Tombstones that kept their vector and live points without one, in every collection
 /// (filtered queries).
-async fn tombstone_vectors(
+async fn vector_presence_drifts(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
     vector_names: &BTreeMap<String, String>,
     report: &mut DriftReport,
 ) -> anyhow::Result<()> {
     for collection in expected.collections() {
-        let Some(vector_name) = vector_names.get(collection) else {
-            continue;
-        };
-        let found = vector_presence(sink, collection, vector_name).await?;
-        if found.is_empty() {
-            continue;
-        }
-        let drifted: HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
-        for (class, stored) in found {
-            if drifted.contains(&stored.id) {
-                continue;
-            }
-            let lookup = expected.lookup(&stored.id)?;
-            report
-                .drifts
-                .push(presence_drift(class, collection, &stored, &lookup));
+        if let Some(vector_name) = vector_names.get(collection) {
+            add_presence_drifts(sink, expected, collection, vector_name, report).await?;
         }
     }
     Ok(())

@@ -66,6 +66,15 @@ impl DriftClass {
         }
     }
 
+    /// Whether the repair rewrites the point from the state at its own version (counted
+    /// against the rewrite budget): the payload or the vector is wrong, not the version.
+    pub fn is_rewritten_in_place(self) -> bool {
+        matches!(
+            self,
+            DriftClass::ContentMismatch | DriftClass::StaleVector | DriftClass::MissingVector
+        )
+    }
+
     /// Whether this class is found by asking the sink which points have or lack their
     /// vector ([`vector_presence`]) rather than by comparing versions and hashes.
     pub fn is_vector_presence(self) -> bool {
@@ -233,8 +242,38 @@ pub async fn vector_presence(
     Ok(found)
 }
 
+/// Add to `report` what [`vector_presence`] finds in `collection`, but for points it
+/// already holds a drift of (a full scan and a bucketed check both end with this).
+///
+/// # Errors
+/// When the sink cannot be asked or the expected state cannot be read.
+pub async fn add_presence_drifts(
+    sink: &dyn VectorSink,
+    expected: &ExpectedState,
+    collection: &str,
+    vector_name: &str,
+    report: &mut DriftReport,
+) -> anyhow::Result<()> {
+    let found = vector_presence(sink, collection, vector_name).await?;
+    if found.is_empty() {
+        // Usually: the set of points already judged is built only when needed.
+        return Ok(());
+    }
+    let drifted: std::collections::HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
+    for (class, stored) in found {
+        if drifted.contains(&stored.id) {
+            continue;
+        }
+        let lookup = expected.lookup(&stored.id)?;
+        report
+            .drifts
+            .push(presence_drift(class, collection, &stored, &lookup));
+    }
+    Ok(())
+}
+
 /// The drift of a point whose vector contradicts what it is ([`vector_presence`]).
-pub fn presence_drift(
+fn presence_drift(
     class: DriftClass,
     collection: &str,
     stored: &StoredPoint,
@@ -303,21 +342,7 @@ pub async fn scan(
         let Some(vector_name) = vector_names.get(collection) else {
             continue;
         };
-        // Usually none: the set of points already judged is built only when needed.
-        let found = vector_presence(sink, collection, vector_name).await?;
-        if found.is_empty() {
-            continue;
-        }
-        let drifted: std::collections::HashSet<Uuid> = report.drifts.iter().map(|d| d.id).collect();
-        for (class, stored) in found {
-            if drifted.contains(&stored.id) {
-                continue;
-            }
-            let lookup = expected.lookup(&stored.id)?;
-            report
-                .drifts
-                .push(presence_drift(class, collection, &stored, &lookup));
-        }
+        add_presence_drifts(sink, expected, collection, vector_name, &mut report).await?;
     }
     for (c, collection) in expected.collections().iter().enumerate() {
         let mut missing = Vec::new();

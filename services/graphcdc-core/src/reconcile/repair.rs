@@ -160,14 +160,8 @@ pub async fn repair(
         .drifts
         .iter()
         .filter(|d| {
-            matches!(
-                d.class,
-                DriftClass::Missing
-                    | DriftClass::Stale
-                    | DriftClass::ContentMismatch
-                    | DriftClass::StaleVector
-                    | DriftClass::MissingVector
-            )
+            matches!(d.class, DriftClass::Missing | DriftClass::Stale)
+                || d.class.is_rewritten_in_place()
         })
         .map(|d| d.id)
         .collect();
@@ -195,12 +189,11 @@ pub async fn repair(
         *spends.entry((collection, Spend::Delete)).or_default() += ids.len() as u64;
     }
     // Rewritten at their own version (the text is embedded again on the way).
-    for d in report.drifts.iter().filter(|d| {
-        matches!(
-            d.class,
-            DriftClass::ContentMismatch | DriftClass::StaleVector | DriftClass::MissingVector
-        )
-    }) {
+    for d in report
+        .drifts
+        .iter()
+        .filter(|d| d.class.is_rewritten_in_place())
+    {
         *spends.entry((&d.collection, Spend::Rewrite)).or_default() += 1;
     }
     let mut outcome = RepairOutcome {

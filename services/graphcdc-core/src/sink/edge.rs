@@ -387,10 +387,11 @@ fn version_range(fence: Fence, version: i64) -> Condition {
     Condition::Field(FieldCondition::new_range(path(VERSION_FIELD), range))
 }
 
-fn is_deleted() -> Condition {
+/// `cdc_deleted == deleted`: tombstones (`true`) or live points (`false`).
+fn deleted_is(deleted: bool) -> Condition {
     Condition::Field(FieldCondition::new_match(
         path(DELETED_FIELD),
-        Match::from(true),
+        Match::from(deleted),
     ))
 }
 
@@ -714,7 +715,7 @@ impl VectorSink for EdgeSink {
             s.flush_if_dirty()?;
             let mut live = facet_buckets(&s.shard, None)?;
             let deleted = Filter {
-                must: Some(vec![is_deleted()]),
+                must: Some(vec![deleted_is(true)]),
                 ..Default::default()
             };
             for (bucket, n) in facet_buckets(&s.shard, Some(deleted))? {
@@ -812,7 +813,7 @@ impl VectorSink for EdgeSink {
     ) -> Result<Vec<StoredPoint>, SinkError> {
         let has_vector = Condition::HasVector(HasVectorCondition::from(vector_name.to_owned()));
         let filter = Filter {
-            must: Some(vec![is_deleted(), has_vector]),
+            must: Some(vec![deleted_is(true), has_vector]),
             ..Default::default()
         };
         self.scroll_all(collection, filter).await
@@ -823,13 +824,9 @@ impl VectorSink for EdgeSink {
         collection: &str,
         vector_name: &str,
     ) -> Result<Vec<StoredPoint>, SinkError> {
-        let live = Condition::Field(FieldCondition::new_match(
-            path(DELETED_FIELD),
-            Match::from(false),
-        ));
         let has_vector = Condition::HasVector(HasVectorCondition::from(vector_name.to_owned()));
         let filter = Filter {
-            must: Some(vec![live]),
+            must: Some(vec![deleted_is(false)]),
             must_not: Some(vec![has_vector]),
             ..Default::default()
         };
