@@ -24,11 +24,27 @@ fn run_with_config(text: &str, env: &[(&str, &str)], extra: &[&str]) -> Output {
 
 fn assert_fails_naming(output: &Output, field: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "should fail: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "a config error exits with EX_CONFIG: {stderr}"
+    );
     assert!(
         stderr.contains(field),
         "error should name {field}: {stderr}"
     );
+}
+
+#[test]
+fn an_unreachable_broker_exits_as_an_external_failure() {
+    let out = run_with_config(
+        &format!("[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n{MAPPING}"),
+        &[],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "EX_UNAVAILABLE: {stderr}");
+    assert!(stderr.contains("metadata"), "{stderr}");
 }
 
 #[test]

@@ -6,11 +6,11 @@
 mod support;
 
 use graphcdc_core::codec::Format;
-use graphcdc_core::error::SinkError;
+use graphcdc_core::dlq::headers;
+use graphcdc_core::dlq::{REDRIVE_FROM, REDRIVE_TIMESTAMP};
 use graphcdc_core::event::Op;
-use graphcdc_core::inspect::dlq::{REDRIVE_FROM, REDRIVE_TIMESTAMP};
 use graphcdc_core::mapping::point_id;
-use graphcdc_core::processor::dlq::headers;
+use graphcdc_core::sink::SinkError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
@@ -41,7 +41,7 @@ fn list(h: &Harness) -> Vec<Value> {
 /// Sum of the change topic's high watermarks: what was ever published to it.
 fn published(h: &Harness) -> i64 {
     let k = &h.config.kafka;
-    graphcdc_core::inspect::offsets::show(k, &k.group_id, &k.changes_topic)
+    graphcdc_core::kafka::group_offsets(k, &k.group_id, &k.changes_topic)
         .unwrap()
         .iter()
         .map(|p| p.high)

@@ -18,12 +18,12 @@ use graphcdc_core::codec::Format;
 use graphcdc_core::embed::local::LocalEmbedder;
 use graphcdc_core::embed::{model_files, search, Embeddings};
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
-use graphcdc_core::inspect::replay::{self, ReplayEnd, ReplayStart, ShadowTarget};
 use graphcdc_core::mapping::{point_id, text_hash};
 use graphcdc_core::processor::Processor;
-use graphcdc_core::sink::edge::EdgeSink;
+use graphcdc_core::sink::embedded::EmbeddedSink;
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::{Health, Stats};
+use graphcdc_core::timetravel::replay::{self, ReplayEnd, ReplayStart, ShadowTarget};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -513,14 +513,14 @@ async fn a_model_change_is_a_replay_into_a_new_store_and_an_alias_swap() {
         std::fs::canonicalize(&alias).unwrap(),
         std::fs::canonicalize(old.dir.path().join("model-b")).unwrap()
     );
-    let reader = EdgeSink::open(&alias).unwrap();
+    let reader = EmbeddedSink::open(&alias).unwrap();
     let (ids, stored) = stored_chunks(&reader, CHUNKS, 0..12).await;
     assert_eq!(stored.len(), 12);
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(stored[id].text_hash, text_hash("model-b", &text_of(i)));
     }
     drop(reader);
-    let kept = EdgeSink::open(&old.dir.path().join("model-a")).unwrap();
+    let kept = EmbeddedSink::open(&old.dir.path().join("model-a")).unwrap();
     let old_stored = kept
         .stored_embeddings(CHUNKS, "embedding", &ids[..1])
         .await
@@ -662,8 +662,9 @@ async fn the_reconciler_finds_a_vector_of_an_old_text_and_a_live_point_without_o
 /// contract suite: the same text-only stream ends as searchable vectors in the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_only_events_end_as_searchable_vectors_in_a_qdrant_server() {
-    use graphcdc_core::config::{Secret, SinkConfig};
+    use graphcdc_core::config::Secret;
     use graphcdc_core::sink::qdrant::QdrantSink;
+    use graphcdc_core::sink::SinkConfig;
 
     let Ok(url) = std::env::var("QDRANT_URL") else {
         eprintln!("QDRANT_URL not set: the server sink's embedding run not run");

@@ -8,12 +8,12 @@
 mod support;
 
 use graphcdc_core::codec::Format;
-use graphcdc_core::error::SinkError;
+use graphcdc_core::dlq::headers;
 use graphcdc_core::event::Op;
 use graphcdc_core::mapping::point_id;
-use graphcdc_core::processor::dlq::headers;
 use graphcdc_core::processor::Processor;
 use graphcdc_core::sink::CollectionSpec;
+use graphcdc_core::sink::SinkError;
 use graphcdc_core::stats::{Health, Stats};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

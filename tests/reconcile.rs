@@ -18,7 +18,6 @@ mod metrics;
 mod resilience;
 
 use graphcdc_core::codec::Format;
-use graphcdc_core::demo::drift::{self, DriftPlan};
 use graphcdc_core::event::ChangeEvent;
 use graphcdc_core::event::Op;
 use graphcdc_core::mapping::{point_id, Mapper};
@@ -27,6 +26,7 @@ use graphcdc_core::reconcile::repair::{RepairMode, RepairOptions, SafetyRefusal}
 use graphcdc_core::reconcile::{ReconcileOptions, Reconciler};
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::DriftGauges;
+use graphcdc_demo::drift::{self, DriftPlan};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -492,14 +492,14 @@ async fn checks_during_a_live_stream_judge_everything_find_nothing_and_delete_no
 /// as foreign (drift, never repaired automatically).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_the_pipeline_did_not_write_are_reported_as_foreign() {
-    use graphcdc_core::sink::edge::EdgeSink;
+    use graphcdc_core::sink::embedded::EmbeddedSink;
     use graphcdc_core::sink::ScanCursor;
     let (h, sink, _model) = populated("foreign").await;
     drop(sink);
-    let graphcdc_core::config::SinkConfig::Embedded { path } = &h.config.sink else {
+    let graphcdc_core::sink::SinkConfig::Embedded { path } = &h.config.sink else {
         unreachable!()
     };
-    let edge = EdgeSink::open(path).unwrap();
+    let edge = EmbeddedSink::open(path).unwrap();
     let legacy = |n: u64| {
         serde_json::Map::from_iter([("title".to_owned(), serde_json::json!(format!("legacy {n}")))])
     };

@@ -5,14 +5,14 @@ mod support;
 
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::event::{Op, PropertyValue};
-use graphcdc_core::inspect::history::{self, Diff, Start};
-use graphcdc_core::inspect::offsets::{self, ResetTarget};
-use graphcdc_core::inspect::replay::{
+use graphcdc_core::sink::embedded::EmbeddedSink;
+use graphcdc_core::stats::Stats;
+use graphcdc_core::timetravel::history::{self, Diff, Start};
+use graphcdc_core::timetravel::offsets::{self, ResetTarget};
+use graphcdc_core::timetravel::replay::{
     self, shadow_collection, AliasSwap, OffsetSpec, ReplayEnd, ReplayReport, ReplayStart,
     ShadowTarget,
 };
-use graphcdc_core::sink::edge::EdgeSink;
-use graphcdc_core::stats::Stats;
 use rdkafka::producer::FutureRecord;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,7 +37,7 @@ async fn history_finds_the_partition_producers_use() {
             .unwrap();
         assert_eq!(
             delivery.partition,
-            history::partition_for(key.as_bytes(), support::PARTITIONS),
+            graphcdc_core::kafka::partitioner::partition_for(key.as_bytes(), support::PARTITIONS),
             "{key}"
         );
     }
@@ -147,7 +147,7 @@ async fn history_shows_every_version_in_order_with_diffs() {
 /// Committed offsets of `h`'s group per partition (`None`: no commit).
 fn committed(h: &Harness) -> BTreeMap<i32, Option<i64>> {
     let k = &h.config.kafka;
-    offsets::show(k, &k.group_id, &k.changes_topic)
+    graphcdc_core::kafka::group_offsets(k, &k.group_id, &k.changes_topic)
         .unwrap()
         .iter()
         .map(|p| (p.partition, p.committed))
@@ -157,7 +157,7 @@ fn committed(h: &Harness) -> BTreeMap<i32, Option<i64>> {
 /// High watermarks of `h`'s change topic per partition.
 fn highs(h: &Harness) -> BTreeMap<i32, i64> {
     let k = &h.config.kafka;
-    offsets::show(k, &k.group_id, &k.changes_topic)
+    graphcdc_core::kafka::group_offsets(k, &k.group_id, &k.changes_topic)
         .unwrap()
         .iter()
         .map(|p| (p.partition, p.high))
@@ -209,7 +209,7 @@ async fn offsets_reset_previews_by_default_and_commits_only_with_execute() {
     assert_eq!(committed(&h), caught_up, "nothing moved");
     running.stop().await;
 
-    let shown = offsets::show(k, &k.group_id, &k.changes_topic).unwrap();
+    let shown = graphcdc_core::kafka::group_offsets(k, &k.group_id, &k.changes_topic).unwrap();
     assert_eq!(shown.iter().map(|p| p.lag).sum::<i64>(), 0);
     assert_eq!(shown.iter().map(|p| p.high).sum::<i64>(), 300);
 
@@ -477,11 +477,12 @@ async fn replay_takes_start_and_end_offsets_per_partition() {
         .await
         .unwrap();
     let k = &h.config.kafka;
-    let highs: BTreeMap<i32, i64> = offsets::show(k, &k.group_id, &k.changes_topic)
-        .unwrap()
-        .iter()
-        .map(|p| (p.partition, p.high))
-        .collect();
+    let highs: BTreeMap<i32, i64> =
+        graphcdc_core::kafka::group_offsets(k, &k.group_id, &k.changes_topic)
+            .unwrap()
+            .iter()
+            .map(|p| (p.partition, p.high))
+            .collect();
     assert_eq!(highs.values().sum::<i64>(), 400);
     // What a replay must read: per partition [start, end) within [0, high).
     let expected = |from: &OffsetSpec, to: Option<&OffsetSpec>| -> u64 {
@@ -597,8 +598,8 @@ async fn replay_and_swap(
 }
 
 /// A reader opening the alias, as a processor with `[sink] path = <alias>` does.
-async fn through_alias(alias: &Path, model: &Model) -> graphcdc_core::demo::verify::Comparison {
-    let reader = EdgeSink::open(alias).unwrap();
+async fn through_alias(alias: &Path, model: &Model) -> graphcdc_demo::verify::Comparison {
+    let reader = EmbeddedSink::open(alias).unwrap();
     model.compare(&reader).await
 }
 
@@ -670,9 +671,10 @@ async fn swapping_the_alias_points_readers_at_the_new_shadow_store() {
 /// contract suite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_collection() {
-    use graphcdc_core::config::{Secret, SinkConfig};
+    use graphcdc_core::config::Secret;
     use graphcdc_core::processor::Processor;
     use graphcdc_core::sink::qdrant::QdrantSink;
+    use graphcdc_core::sink::SinkConfig;
     use graphcdc_core::stats::Health;
     use std::sync::Arc;
 
@@ -725,7 +727,7 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
     assert_eq!(swaps.len(), 1);
     assert_eq!(swaps[0].previous, None);
     assert_eq!(swaps[0].target, shadow_collection(&live, "a"));
-    let cmp = graphcdc_core::demo::verify::compare(&server, &expected(before))
+    let cmp = graphcdc_demo::verify::compare(&server, &expected(before))
         .await
         .unwrap();
     assert!(cmp.is_exact(), "A through the alias: {cmp:?}");
@@ -742,7 +744,7 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
         server.aliases().await.unwrap().get(&live),
         Some(&shadow_collection(&live, "b"))
     );
-    let cmp = graphcdc_core::demo::verify::compare(&server, &expected(&events))
+    let cmp = graphcdc_demo::verify::compare(&server, &expected(&events))
         .await
         .unwrap();
     assert!(cmp.is_exact(), "B through the alias: {cmp:?}");
@@ -777,7 +779,7 @@ async fn swapping_a_qdrant_alias_points_readers_and_processors_at_the_shadow_col
     shutdown.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(Stats::get(&stats.applied), 0);
-    let cmp = graphcdc_core::demo::verify::compare(&server, &expected(&events))
+    let cmp = graphcdc_demo::verify::compare(&server, &expected(&events))
         .await
         .unwrap();
     assert!(

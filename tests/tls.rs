@@ -116,7 +116,7 @@ fn start_stunnel(dir: &Path, accept: u16, connect: u16) -> Child {
 
 /// Whether a client with `properties` gets metadata from `bootstrap` within 3 s.
 fn metadata_with(bootstrap: &str, properties: &[(&str, &str)]) -> bool {
-    let kafka = graphcdc_core::config::KafkaConfig {
+    let kafka = graphcdc_core::kafka::KafkaConfig {
         bootstrap_servers: bootstrap.to_owned(),
         ..Default::default()
     };
@@ -185,7 +185,7 @@ async fn the_processor_runs_a_stream_through_kafka_over_tls() {
     let bootstrap = format!("127.0.0.1:{tls}");
 
     // Without TLS the port answers nothing a Kafka client understands.
-    let plaintext = graphcdc_core::config::KafkaConfig {
+    let plaintext = graphcdc_core::kafka::KafkaConfig {
         bootstrap_servers: bootstrap.clone(),
         ..Default::default()
     };

@@ -6,14 +6,14 @@
 use super::support::{doc, COLLECTION, DIM};
 use super::{counts, live_keys, populated, revectorize_tombstones};
 use graphcdc_core::codec::Format;
-use graphcdc_core::demo::drift::{self, DriftPlan};
 use graphcdc_core::event::Op;
 use graphcdc_core::mapping::{Mapper, BUCKETS, BUCKET_FIELD};
 use graphcdc_core::reconcile::classify::{DriftClass, DriftReport};
 use graphcdc_core::reconcile::Reconciler;
-use graphcdc_core::sink::edge::EdgeSink;
+use graphcdc_core::sink::embedded::EmbeddedSink;
 use graphcdc_core::sink::{Fence, ScanCursor, VectorSink};
 use graphcdc_core::stats::DriftGauges;
+use graphcdc_demo::drift::{self, DriftPlan};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +34,11 @@ fn foreign_set(report: &DriftReport) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucketed_check_reports_exactly_the_drift_of_a_full_check() {
     let (h, sink, mut model) = populated("buckets").await;
-    let graphcdc_core::config::SinkConfig::Embedded { path } = &h.config.sink else {
+    let graphcdc_core::sink::SinkConfig::Embedded { path } = &h.config.sink else {
         unreachable!()
     };
     drop(sink);
-    let edge = Arc::new(EdgeSink::open(path).unwrap());
+    let edge = Arc::new(EmbeddedSink::open(path).unwrap());
     let sink: Arc<dyn VectorSink> = edge.clone();
     let mut bucketed = Reconciler::new(
         h.config.clone(),

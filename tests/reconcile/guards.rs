@@ -8,7 +8,6 @@ use graphcdc_core::codec::Format;
 use graphcdc_core::event::Op;
 use graphcdc_core::kafka::{self, Cleanup};
 use graphcdc_core::mapping::{point_id, Mapper};
-use graphcdc_core::reconcile::guard::StateTopicRefusal;
 use graphcdc_core::reconcile::repair::RepairMode;
 use graphcdc_core::reconcile::{ReconcileOptions, Reconciler};
 use graphcdc_core::sink::{Fence, VectorSink};
@@ -97,7 +96,11 @@ async fn a_state_topic_that_deletes_by_age_is_refused() {
     let mut refused = Reconciler::new(config.clone(), sink.clone(), gauges.clone()).unwrap();
     let e = refused.check(Duration::ZERO).await.unwrap_err();
     let message = format!("{e:#}");
-    assert!(e.downcast_ref::<StateTopicRefusal>().is_some(), "{message}");
+    assert!(
+        e.downcast_ref::<graphcdc_core::reconcile::guard::StateTopicRefusal>()
+            .is_some(),
+        "{message}"
+    );
     assert!(
         message.contains("cleanup.policy=delete")
             && message.contains("--allow-non-compacted-state"),
@@ -133,7 +136,11 @@ async fn a_state_topic_that_deletes_by_age_is_refused() {
     };
     let cli = run(&[]);
     let stderr = String::from_utf8_lossy(&cli.stderr);
-    assert_eq!(cli.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        cli.status.code(),
+        Some(78),
+        "a topic to fix: EX_CONFIG: {stderr}"
+    );
     assert!(stderr.contains("cleanup.policy=delete"), "{stderr}");
     let allowed = run(&["--allow-non-compacted-state"]);
     assert_eq!(

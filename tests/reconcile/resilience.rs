@@ -4,14 +4,14 @@
 
 use super::{counts, expected_counts, live_keys, populated, repair_options};
 use crate::support::{Call, FaultySink};
-use graphcdc_core::demo::drift::{self, DriftPlan};
-use graphcdc_core::error::SinkError;
 use graphcdc_core::mapping::Mapper;
 use graphcdc_core::reconcile::guard::{SafetyRefusal, Spend};
 use graphcdc_core::reconcile::repair::RepairMode;
 use graphcdc_core::reconcile::{ReconcileOptions, Reconciler};
+use graphcdc_core::sink::SinkError;
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::DriftGauges;
+use graphcdc_demo::drift::{self, DriftPlan};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -223,7 +223,7 @@ pub fn stream(keys: usize, versions: i64) -> Vec<ChangeEvent> {
 pub struct RunningRelay {
     pub stats: Arc<RelayStats>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<graphcdc_core::error::Result<()>>,
 }
 
 /// Start a relay of `h`'s database.

@@ -6,22 +6,23 @@
 
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::config::Config;
-use graphcdc_core::demo::stream::Expected;
-use graphcdc_core::demo::verify::{self, Comparison};
-use graphcdc_core::error::SinkError;
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
-use graphcdc_core::kafka::{self, ChangePublisher, Cleanup};
+use graphcdc_core::kafka::{self, ChangePublisher};
 use graphcdc_core::mapping::PointWrite;
 use graphcdc_core::processor::Processor;
+use graphcdc_core::sink::SinkError;
 use graphcdc_core::sink::{
-    edge::EdgeSink, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint, VectorSink,
+    embedded::EmbeddedSink, CollectionSpec, Fence, ScanCursor, ScanPage, StoredPoint, VectorSink,
 };
 use graphcdc_core::stats::{Health, Stats};
+use graphcdc_demo::stream::Expected;
+use graphcdc_demo::verify::{self, Comparison};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -97,18 +98,9 @@ impl Harness {
             )
         );
         let config = Config::from_toml(&toml).unwrap();
-        let k = &config.kafka;
-        kafka::ensure_topics(
-            k,
-            &[
-                (&k.changes_topic, Cleanup::Delete),
-                (&k.state_topic, Cleanup::Compact),
-                (&k.dlq_topic, Cleanup::Delete),
-            ],
-            PARTITIONS,
-        )
-        .await
-        .unwrap();
+        kafka::ensure_pipeline_topics(&config.kafka, PARTITIONS)
+            .await
+            .unwrap();
         Harness { config, toml, dir }
     }
 
@@ -173,10 +165,10 @@ impl Harness {
 
     /// Open the embedded store (only while no processor process holds it).
     pub fn open_sink(&self) -> Arc<dyn VectorSink> {
-        let graphcdc_core::config::SinkConfig::Embedded { path } = &self.config.sink else {
+        let graphcdc_core::sink::SinkConfig::Embedded { path } = &self.config.sink else {
             unreachable!()
         };
-        Arc::new(EdgeSink::open(path).unwrap())
+        Arc::new(EmbeddedSink::open(path).unwrap())
     }
 
     /// Current lag of the test group on the change topic.
@@ -233,7 +225,7 @@ pub struct RunningProcessor {
     pub stats: Arc<Stats>,
     pub health: Arc<Health>,
     pub shutdown: CancellationToken,
-    pub task: JoinHandle<anyhow::Result<()>>,
+    pub task: JoinHandle<graphcdc_core::error::Result<()>>,
 }
 
 impl RunningProcessor {
@@ -418,10 +410,64 @@ pub enum Call<'a> {
     Sync,
 }
 
-/// The real embedded sink, with a fault injected wherever `fault` returns an error.
+/// The real embedded sink, with a fault injected wherever `fault` returns an error, and
+/// a watch on the writes it passes on.
 pub struct FaultySink {
     pub inner: Arc<dyn VectorSink>,
     fault: Box<dyn Fn(Call<'_>) -> Option<SinkError> + Send + Sync>,
+    /// Each write is held this long before it reaches `inner` (to keep writes in flight).
+    write_delay: Duration,
+    pub writes: WriteWatch,
+}
+
+/// What a [`FaultySink`] saw of its writes.
+#[derive(Default)]
+pub struct WriteWatch {
+    /// Points being written → by how many writes.
+    writing: std::sync::Mutex<HashMap<Uuid, usize>>,
+    concurrent: AtomicUsize,
+    /// Most writes in flight together.
+    pub max_concurrent: AtomicUsize,
+    /// Writes that began while another write held one of their points.
+    pub overlapping: AtomicUsize,
+    last_version: std::sync::Mutex<HashMap<Uuid, i64>>,
+    /// Points written at a lower version than a write before.
+    pub regressions: AtomicUsize,
+}
+
+impl WriteWatch {
+    fn begin(&self, points: &[PointWrite]) {
+        let mut writing = self.writing.lock().unwrap();
+        if points.iter().any(|p| writing.contains_key(&p.id)) {
+            self.overlapping.fetch_add(1, Ordering::SeqCst);
+        }
+        for p in points {
+            *writing.entry(p.id).or_default() += 1;
+        }
+        let mut last = self.last_version.lock().unwrap();
+        for p in points {
+            let before = last.entry(p.id).or_insert(p.version);
+            if p.version < *before {
+                self.regressions.fetch_add(1, Ordering::SeqCst);
+            }
+            *before = p.version.max(*before);
+        }
+        let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_concurrent.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn end(&self, points: &[PointWrite]) {
+        self.concurrent.fetch_sub(1, Ordering::SeqCst);
+        let mut writing = self.writing.lock().unwrap();
+        for p in points {
+            if let Some(n) = writing.get_mut(&p.id) {
+                *n -= 1;
+                if *n == 0 {
+                    writing.remove(&p.id);
+                }
+            }
+        }
+    }
 }
 
 impl FaultySink {
@@ -433,6 +479,16 @@ impl FaultySink {
         FaultySink {
             inner,
             fault: Box::new(fault),
+            write_delay: Duration::ZERO,
+            writes: WriteWatch::default(),
+        }
+    }
+
+    /// `inner` without faults, each write held for `delay` first.
+    pub fn slow(inner: Arc<dyn VectorSink>, delay: Duration) -> Self {
+        FaultySink {
+            write_delay: delay,
+            ..Self::new(inner, |_| None)
         }
     }
 
@@ -455,7 +511,11 @@ impl VectorSink for FaultySink {
     }
     async fn write(&self, c: &str, points: &[PointWrite], fence: Fence) -> Result<(), SinkError> {
         self.check(Call::Write(points))?;
-        self.inner.write(c, points, fence).await
+        self.writes.begin(points);
+        tokio::time::sleep(self.write_delay).await;
+        let written = self.inner.write(c, points, fence).await;
+        self.writes.end(points);
+        written
     }
     async fn sync(&self) -> Result<(), SinkError> {
         self.check(Call::Sync)?;

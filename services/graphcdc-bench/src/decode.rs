@@ -2,7 +2,7 @@
 //! generic value tree (the path before #15, still used for other writer schemas) and by
 //! the schema-specific reader, then mapped to point writes.
 
-use crate::pipeline::chunk;
+use crate::workload::chunk;
 use crate::Figure;
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::event::ChangeEvent;

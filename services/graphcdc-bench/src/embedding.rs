@@ -5,13 +5,13 @@
 
 use crate::{per_s, Figure};
 use graphcdc_core::config::Config;
-use graphcdc_core::demo::corpus;
 use graphcdc_core::embed::local::LocalEmbedder;
 use graphcdc_core::embed::{model_files, Embeddings};
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
 use graphcdc_core::mapping::{Mapper, PointWrite};
-use graphcdc_core::sink::edge::EdgeSink;
+use graphcdc_core::sink::embedded::EmbeddedSink;
 use graphcdc_core::sink::{CollectionSpec, Fence, VectorSink};
+use graphcdc_demo::corpus;
 use std::time::{Duration, Instant};
 
 const COLLECTION: &str = "chunks";
@@ -58,7 +58,7 @@ fn chunk(i: usize, version: i64, reviewed: bool) -> ChangeEvent {
 async fn apply(
     mapper: &Mapper,
     embeddings: &Embeddings,
-    sink: &EdgeSink,
+    sink: &EmbeddedSink,
     events: &[ChangeEvent],
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -117,7 +117,7 @@ pub async fn run(n: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     // The cache: n chunks embedded and written, then n metadata-only updates.
     let dir = tempfile::tempdir()?;
     let config = config(dir.path())?;
-    let sink = EdgeSink::open(dir.path())?;
+    let sink = EmbeddedSink::open(dir.path())?;
     sink.ensure_collection(&CollectionSpec::from(&config.mappings[0]))
         .await?;
     let mapper = Mapper::new(config.mappings.clone(), 1 << 20);

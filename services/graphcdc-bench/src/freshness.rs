@@ -7,16 +7,14 @@
 //! to 1 s of ticks in flight); the rate actually reached is reported next to the asked
 //! one.
 
-use crate::pipeline::{broker_name, chunk, Broker};
 use crate::usage::{median_max, trim_heap};
+use crate::workload::{broker_name, chunk, Broker};
 use crate::{proc_status_mib, Args, Figure};
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::config::Secret;
 use graphcdc_core::event::ChangeEvent;
 use graphcdc_core::kafka::ChangePublisher;
 use graphcdc_core::processor::Processor;
-use graphcdc_core::sink::edge::EdgeSink;
-use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::{Health, Stats};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -73,10 +71,12 @@ pub async fn run(
             name: format!("4. freshness at {rate} events/s (visible in sink − produced)"),
             value: format!("p50 {} ms, p99 {} ms, max {} ms{kept_up}", q(0.5), q(0.99), q(1.0)),
             note: format!(
-                "{:.0} events/s reached for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms, commit interval {} ms; {}",
+                "{:.0} events/s reached for {} s, batch wait 5 ms, linger 1 ms, fetch wait 10 ms, commit interval {} ms, {} batch(es) in flight; {} sink, {}",
                 run.reached,
                 args.freshness_seconds,
                 args.commit_interval_ms,
+                args.batches_in_flight,
+                crate::workload::sink_name(),
                 broker_name(args)
             ),
         });
@@ -160,6 +160,7 @@ async fn at_rate(
     let mut config = broker.config(&format!("fresh{rate}"), store).await?;
     config.processor.batch_max_wait_ms = 5;
     config.processor.commit_interval_ms = args.commit_interval_ms;
+    config.processor.max_batches_in_flight = args.batches_in_flight;
     for (key, value) in [("linger.ms", "1"), ("fetch.wait.max.ms", "10")] {
         config
             .kafka
@@ -171,7 +172,7 @@ async fn at_rate(
         Arc::new(Codec::local()),
         Format::Avro,
     )?);
-    let sink: Arc<dyn VectorSink> = Arc::new(EdgeSink::open(store)?);
+    let sink = crate::workload::open_sink(&config)?;
     trim_heap();
     let rss_before = proc_status_mib("VmRSS:");
     let stats = Arc::new(Stats::default());
@@ -197,7 +198,7 @@ async fn at_rate(
     }
     let sent = ticker.finish().await?;
     let reached = crate::per_s(sent, started.elapsed());
-    let caught_up = crate::pipeline::wait_caught_up(&config, &stats, sent as u64, CATCH_UP)
+    let caught_up = crate::workload::wait_caught_up(&config, &stats, sent as u64, CATCH_UP)
         .await?
         .is_some();
     shutdown.cancel();

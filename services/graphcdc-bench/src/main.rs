@@ -37,6 +37,7 @@ mod reconcile;
 mod reconcile_scale;
 mod relay;
 mod usage;
+mod workload;
 
 use clap::Parser;
 use std::time::Duration;
@@ -63,6 +64,10 @@ pub struct Args {
     /// every write flushed before it was acknowledged until #15.
     #[arg(long, default_value_t = 0)]
     pub commit_interval_ms: u64,
+    /// `processor.max_batches_in_flight` of the pipeline and freshness runs, and the
+    /// parallel write streams of the sink ceiling (disjoint batches written at once).
+    #[arg(long, default_value_t = 1)]
+    pub batches_in_flight: usize,
     /// Encoded events decoded both ways for the decode figure (0 skips it).
     #[arg(long, default_value_t = 5_000)]
     pub decode_events: usize,

@@ -1,192 +1,55 @@
 //! Ceiling, pipeline and naive baseline, then freshness (`crate::freshness`).
 //!
-//! The ceiling is the lower of two rates measured in the same run: the embedded sink's
-//! fenced bulk write + flush of the pipeline's points, and a bare consumer reading the
-//! pipeline's topic from the same broker (`crate::consumer`).
+//! The ceiling is the lower of two rates measured in the same run: the sink's fenced
+//! bulk write + flush of the pipeline's points, and a bare consumer reading the
+//! pipeline's topic from the same broker (`crate::consumer`). The sink and broker are
+//! those of `crate::workload`.
 
 use crate::usage::CpuSnapshot;
+use crate::workload::{
+    broker_name, chunk, open_sink, sink_name, wait_applied_and_committed, Broker, DIM,
+};
 use crate::{per_s, rss_mib, Args, Figure};
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::config::Config;
-use graphcdc_core::demo::demo_config;
-use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
-use graphcdc_core::kafka::{self, ChangePublisher, Cleanup};
+use graphcdc_core::event::ChangeEvent;
+use graphcdc_core::kafka::{self, ChangePublisher};
 use graphcdc_core::mapping::Mapper;
 use graphcdc_core::processor::Processor;
-use graphcdc_core::sink::edge::EdgeSink;
+use graphcdc_core::sink::embedded::EmbeddedSink;
 use graphcdc_core::sink::{CollectionSpec, Fence, VectorSink};
 use graphcdc_core::stats::{Health, Stats};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::mocking::MockCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const DIM: usize = 384;
-/// Many partitions: the mock broker keeps only about 5 MB per partition.
-const PARTITIONS: i32 = 32;
-
-/// A chunk upsert with a 384-d vector and about 1 KB of payload.
-pub fn chunk(i: usize, commit_time_ms: i64) -> ChangeEvent {
-    let vector = (0..DIM)
-        .map(|d| ((i * 31 + d * 7) % 97) as f32 / 97.0 - 0.5)
-        .collect();
-    ChangeEvent::node(
-        &format!("chunk-{i}"),
-        &["Chunk"],
-        Op::Upsert,
-        1,
-        commit_time_ms,
-    )
-    .with_property(
-        "text",
-        PropertyValue::String(format!("{i:08} {}", "lorem ipsum ".repeat(75))),
-    )
-    .with_property(
-        "title",
-        PropertyValue::String(format!("document {}", i / 20)),
-    )
-    .with_property("position", PropertyValue::Long((i % 20) as i64))
-    .with_vector(vector)
-}
-
-/// Topics on the mock cluster (kept alive by the caller) or a real broker.
-pub struct Broker {
-    mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
-    bootstrap: String,
-}
-
-impl Broker {
-    pub fn new(args: &Args) -> anyhow::Result<Self> {
-        Ok(match &args.bootstrap {
-            Some(b) => Broker {
-                mock: None,
-                bootstrap: b.clone(),
-            },
-            None => {
-                let mock = MockCluster::new(1)?;
-                let bootstrap = mock.bootstrap_servers();
-                Broker {
-                    mock: Some(mock),
-                    bootstrap,
-                }
-            }
-        })
-    }
-
-    /// A config with its own topics and group, named after `run`.
-    pub async fn config(&self, run: &str, store: &std::path::Path) -> anyhow::Result<Config> {
-        let mut config = demo_config(&self.bootstrap, store)?;
-        let suffix = format!("{run}-{}", graphcdc_core::unix_ms());
-        let k = &mut config.kafka;
-        k.group_id = format!("bench-{suffix}");
-        k.changes_topic = format!("bench.{suffix}.changes");
-        k.state_topic = format!("bench.{suffix}.state");
-        k.dlq_topic = format!("bench.{suffix}.dlq");
-        let topics = [
-            (k.changes_topic.clone(), Cleanup::Delete),
-            (k.state_topic.clone(), Cleanup::Compact),
-            (k.dlq_topic.clone(), Cleanup::Delete),
-        ];
-        match &self.mock {
-            Some(mock) => {
-                for (topic, _) in &topics {
-                    mock.create_topic(topic, PARTITIONS, 1)?;
-                }
-            }
-            None => {
-                let refs: Vec<(&str, Cleanup)> =
-                    topics.iter().map(|(t, c)| (t.as_str(), *c)).collect();
-                kafka::ensure_topics(&config.kafka, &refs, PARTITIONS).await?;
-            }
-        }
-        Ok(config)
-    }
-}
-
-/// Time from the first consumed event until the processor has consumed `total` events
-/// and its group has no lag; `None` if that takes longer than `limit`.
-pub async fn wait_caught_up(
-    config: &Config,
-    stats: &Stats,
-    total: u64,
-    limit: Duration,
-) -> anyhow::Result<Option<Duration>> {
-    Ok(wait_applied_and_committed(config, stats, total, limit)
-        .await?
-        .map(|(_, committed)| committed))
-}
-
-/// Events the sink acknowledged (applied or skipped as stale) or the DLQ took.
-fn handled(stats: &Stats) -> u64 {
-    [
-        &stats.applied,
-        &stats.skipped_stale,
-        &stats.unmapped,
-        &stats.dlq,
-    ]
-    .into_iter()
-    .map(Stats::get)
-    .sum()
-}
-
-/// Times from the first consumed event until all `total` events were handled (the sink
-/// acknowledged them), and until the group had no lag (committed); `None` if that takes
-/// longer than `limit`.
-async fn wait_applied_and_committed(
-    config: &Config,
-    stats: &Stats,
-    total: u64,
-    limit: Duration,
-) -> anyhow::Result<Option<(Duration, Duration)>> {
-    let mut first: Option<Instant> = None;
-    let mut applied: Option<Duration> = None;
-    let deadline = Instant::now() + limit;
-    loop {
-        if first.is_none() && Stats::get(&stats.consumed) > 0 {
-            first = Some(Instant::now());
-        }
-        let since_first = || first.map_or(Duration::ZERO, |t| t.elapsed());
-        if applied.is_none() && handled(stats) >= total {
-            applied = Some(since_first());
-        }
-        if Stats::get(&stats.consumed) >= total {
-            let k = &config.kafka;
-            let lag =
-                tokio::task::block_in_place(|| kafka::group_lag(k, &k.group_id, &k.changes_topic))?;
-            if lag == 0 {
-                let committed = since_first();
-                return Ok(Some((applied.unwrap_or(committed), committed)));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The sink's side of the ceiling: fenced bulk writes of `writes` straight into the
-/// embedded sink, per batch size, then a flush; the best (batch, points/s).
+/// sink of `config`, per batch size, `streams` disjoint batches at once, then a flush;
+/// the best (batch, points/s).
 async fn sink_ceiling(
     writes: &[graphcdc_core::mapping::PointWrite],
-    store: &std::path::Path,
+    config: &Config,
+    streams: usize,
 ) -> anyhow::Result<(usize, f64)> {
-    let sink = EdgeSink::open(store)?;
+    let sink = open_sink(config)?;
     let mut best = (0usize, 0.0f64);
     for batch in [100, 500, 1_000, 2_000] {
         let spec = CollectionSpec {
-            name: format!("ceiling_{batch}"),
+            name: format!("{}_{batch}", config.mappings[0].collection),
             vector_name: "embedding".into(),
             dimension: DIM,
-            distance: graphcdc_core::config::Distance::Cosine,
+            distance: graphcdc_core::mapping::Distance::Cosine,
         };
         sink.ensure_collection(&spec).await?;
         let started = Instant::now();
-        for chunk in writes.chunks(batch) {
-            sink.write(&spec.name, chunk, Fence::Newer).await?;
-        }
+        futures::stream::iter(writes.chunks(batch))
+            .map(|chunk| sink.write(&spec.name, chunk, Fence::Newer))
+            .buffer_unordered(streams.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
         // Durable, as the pipeline's commits are: one flush at the end, the fewest the
         // sink can do (the pipeline flushes after every batch, or once per
         // `--commit-interval-ms`).
@@ -222,7 +85,7 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         .iter()
         .map(|e| mapper.map(e).map(|mut w| w.remove(0)))
         .collect::<Result<_, _>>()?;
-    let best = sink_ceiling(&writes, &dir.path().join("ceiling")).await?;
+    let best = sink_ceiling(&writes, &config, args.batches_in_flight).await?;
     drop(writes);
 
     // 2. Pipeline: broker → processor → embedded sink, manual commits.
@@ -231,10 +94,11 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         .await?;
     config.processor.batch_max_events = best.0;
     config.processor.commit_interval_ms = args.commit_interval_ms;
+    config.processor.max_batches_in_flight = args.batches_in_flight;
     ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?
         .publish_changes(&events)
         .await?;
-    let sink: Arc<dyn VectorSink> = Arc::new(EdgeSink::open(&dir.path().join("pipeline"))?);
+    let sink = open_sink(&config)?;
     let (rss_before, _) = rss_mib();
     let cpu_before = CpuSnapshot::now();
     let stats = Arc::new(Stats::default());
@@ -274,11 +138,15 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         "the broker"
     };
     figures.push(Figure {
-        name: "1a. ceiling: embedded sink, fenced bulk write + flush".into(),
+        name: format!(
+            "1a. ceiling: {} sink, fenced bulk write + flush",
+            sink_name()
+        ),
         value: format!("{:.0} points/s", best.1),
         note: format!(
-            "best batch {}; 384-d, ~1 KB payload, {} points",
+            "best batch {}, {} stream(s); 384-d, ~1 KB payload, {} points",
             best.0,
+            args.batches_in_flight,
             events.len()
         ),
     });
@@ -304,17 +172,21 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
         ),
     });
     figures.push(Figure {
-        name: "2. pipeline, committed: broker → processor → embedded sink → offsets".into(),
+        name: format!(
+            "2. pipeline, committed: broker → processor → {} sink → offsets",
+            sink_name()
+        ),
         value: format!(
             "{pipeline_rate:.0} events/s = **{:.2} × ceiling**",
             pipeline_rate / ceiling
         ),
         note: format!(
-            "first event consumed to the group's lag 0; {:.2} × sink, {:.2} × bare consumer; {} events, batch {}, commit interval {} ms, {}",
+            "first event consumed to the group's lag 0; {:.2} × sink, {:.2} × bare consumer; {} events, batch {}, {} batch(es) in flight, commit interval {} ms, {}",
             pipeline_rate / best.1,
             pipeline_rate / consumer_rate,
             events.len(),
             best.0,
+            args.batches_in_flight,
             args.commit_interval_ms,
             broker_name(args)
         ),
@@ -363,14 +235,6 @@ pub async fn run(args: &Args, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which broker a figure came from.
-pub fn broker_name(args: &Args) -> String {
-    match &args.bootstrap {
-        Some(bootstrap) => format!("broker {bootstrap} (--bootstrap)"),
-        None => "in-process mock broker".into(),
-    }
-}
-
 async fn naive(broker: &Broker, n: usize, store: &std::path::Path) -> anyhow::Result<f64> {
     let config = broker.config("naive", store).await?;
     let codec = Arc::new(Codec::local());
@@ -379,12 +243,12 @@ async fn naive(broker: &Broker, n: usize, store: &std::path::Path) -> anyhow::Re
         .publish_changes(&events)
         .await?;
     let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
-    let sink = EdgeSink::open(store)?;
+    let sink = EmbeddedSink::open(store)?;
     sink.ensure_collection(&CollectionSpec {
         name: "chunks".into(),
         vector_name: "embedding".into(),
         dimension: DIM,
-        distance: graphcdc_core::config::Distance::Cosine,
+        distance: graphcdc_core::mapping::Distance::Cosine,
     })
     .await?;
     let mut client = kafka::client_config(&config.kafka);

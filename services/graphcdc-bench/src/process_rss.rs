@@ -6,8 +6,8 @@
 //! its own (Qdrant's engine is in the child: the server sink would leave it out).
 
 use crate::freshness::Ticker;
-use crate::pipeline::{broker_name, Broker};
 use crate::usage::median_max;
+use crate::workload::{broker_name, Broker};
 use crate::{Args, Figure};
 use anyhow::Context;
 use graphcdc_core::codec::{Codec, Format};

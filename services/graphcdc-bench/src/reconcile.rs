@@ -3,14 +3,14 @@
 use crate::{rss_mib, Args, Figure};
 use graphcdc_core::codec::{Codec, Format};
 use graphcdc_core::config::Config;
-use graphcdc_core::demo::drift::{self, DriftPlan};
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
 use graphcdc_core::kafka::ChangePublisher;
 use graphcdc_core::mapping::Mapper;
 use graphcdc_core::reconcile::Reconciler;
-use graphcdc_core::sink::edge::EdgeSink;
+use graphcdc_core::sink::embedded::EmbeddedSink;
 use graphcdc_core::sink::{CollectionSpec, Fence, VectorSink};
 use graphcdc_core::stats::DriftGauges;
+use graphcdc_demo::drift::{self, DriftPlan};
 use rdkafka::mocking::MockCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub(crate) fn item(i: usize, version: i64) -> ChangeEvent {
 /// what writes to them: shared by both reconcile benches.
 /// Fields drop in this order: the sink flushes before its directory goes.
 pub(crate) struct Fixture {
-    pub sink: Arc<EdgeSink>,
+    pub sink: Arc<EmbeddedSink>,
     pub publisher: ChangePublisher,
     pub mapper: Mapper,
     pub config: Config,
@@ -69,12 +69,12 @@ impl Fixture {
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
         let publisher =
             ChangePublisher::new(&config.kafka, Arc::new(Codec::local()), Format::Avro)?;
-        let sink = Arc::new(EdgeSink::open(dir.path())?);
+        let sink = Arc::new(EmbeddedSink::open(dir.path())?);
         sink.ensure_collection(&CollectionSpec {
             name: "items".into(),
             vector_name: "embedding".into(),
             dimension: DIM,
-            distance: graphcdc_core::config::Distance::Cosine,
+            distance: graphcdc_core::mapping::Distance::Cosine,
         })
         .await?;
         Ok(Fixture {

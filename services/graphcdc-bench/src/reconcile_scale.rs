@@ -9,12 +9,12 @@
 
 use crate::reconcile::{item, Fixture};
 use crate::{Args, Figure};
-use graphcdc_core::demo::drift::{self, DriftPlan};
 use graphcdc_core::event::ChangeEvent;
 use graphcdc_core::reconcile::classify::{DriftClass, DriftReport};
 use graphcdc_core::reconcile::Reconciler;
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::DriftGauges;
+use graphcdc_demo::drift::{self, DriftPlan};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,14 +1,6 @@
-//! One error classification for the whole pipeline.
-//!
-//! - [`PoisonError`]: the event can never be applied; it goes to the DLQ and the stream
-//!   moves on.
-//! - [`SinkError`]: `Unavailable` and `Misconfigured` concern the whole sink: the
-//!   partitions pause, the batch is retried with backoff, nothing is committed meanwhile
-//!   and nothing goes to the DLQ. `Internal` is retried too, but after the retry budget
-//!   the batch is split so that one event that keeps failing goes to the DLQ. `Rejected`
-//!   splits the batch at once.
-//! - Everything else (bad config, a collection that does not match its mapping at start,
-//!   a DLQ that refuses records for good) is fatal and stops the process.
+//! Why an event can never be applied ([`PoisonError`]): it goes to the DLQ, with its
+//! [`PoisonKind`] in the Kafka Connect error headers, and the stream moves on. Failures
+//! of the sink are `graphcdc_core::sink::SinkError`.
 
 use std::fmt;
 
@@ -81,43 +73,5 @@ impl PoisonError {
 impl fmt::Display for PoisonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind.class_name(), self.message)
-    }
-}
-
-/// A failed sink call, by what retrying and splitting can do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// Unreachable, timed out, overloaded, unauthorised: the whole sink is affected.
-    /// Retry with backoff; never split, never DLQ.
-    #[error("sink unavailable: {0}")]
-    Unavailable(String),
-    /// The sink is configured differently from the mapping (vector name, dimension,
-    /// distance), write-locked or at a capacity limit: every write would fail alike.
-    /// Retry with backoff (the circuit opens); never DLQ.
-    #[error("sink misconfigured: {0}")]
-    Misconfigured(String),
-    /// An internal error of the sink that may be caused by one event (Qdrant `Internal`
-    /// or `Unknown`, an edge `ServiceError`): retried, and after the retry budget the
-    /// batch is split so that only the event that keeps failing goes to the DLQ.
-    #[error("sink internal error: {0}")]
-    Internal(String),
-    /// The sink refused the request itself: retrying the same request cannot help.
-    #[error("sink rejected the request: {0}")]
-    Rejected(String),
-}
-
-impl SinkError {
-    /// Whether retrying the same call later may succeed.
-    pub fn is_retriable(&self) -> bool {
-        !matches!(self, SinkError::Rejected(_))
-    }
-
-    /// Whether the failure concerns the whole sink, so splitting the batch cannot
-    /// isolate a culprit (and no event may go to the DLQ because of it).
-    pub fn is_sink_wide(&self) -> bool {
-        matches!(
-            self,
-            SinkError::Unavailable(_) | SinkError::Misconfigured(_)
-        )
     }
 }

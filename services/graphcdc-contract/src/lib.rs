@@ -2,12 +2,14 @@
 //!
 //! - [`event`]: the one event model (change events and entity states).
 //! - [`codec`]: Avro (Confluent wire format) and JSON encoding of the contract.
-//! - [`config`]: configuration, validated at start.
-//! - [`mapping`]: from events to version-fenced point writes.
-//! - [`error`]: poison and sink errors.
+//! - [`mapping`]: from events to version-fenced point writes, and its `[[mappings]]`
+//!   config.
+//! - [`error`]: why an event is poison.
+//! - [`settings`]: what every config section is made of (a secret, a field-naming
+//!   error); the service sections live next to their code in `graphcdc-core`.
 
 pub mod codec;
-pub mod config;
 pub mod error;
 pub mod event;
 pub mod mapping;
+pub mod settings;

@@ -310,7 +310,7 @@ pub async fn serve(
     addr: SocketAddr,
     readiness: Readiness,
     shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> crate::error::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = router(install_recorder(), readiness);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;

@@ -12,7 +12,6 @@
 //!   for the sink calls. Records it produces (DLQ, repair and relay events) carry the
 //!   current span's `traceparent`.
 
-use crate::kafka::Record;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::Context;
@@ -60,7 +59,7 @@ pub fn otlp_enabled() -> bool {
 ///
 /// # Errors
 /// When the OTLP exporter cannot be built or a subscriber is already installed.
-pub fn init(default_filter: &str, json: bool) -> anyhow::Result<TelemetryGuard> {
+pub fn init(default_filter: &str, json: bool) -> crate::error::Result<TelemetryGuard> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -109,10 +108,13 @@ pub fn init(default_filter: &str, json: bool) -> anyhow::Result<TelemetryGuard> 
     Ok(TelemetryGuard(provider))
 }
 
-/// Kafka record headers as a trace-context carrier.
-struct RecordHeaders<'a>(&'a [(String, Option<Vec<u8>>)]);
+/// A Kafka record's headers, as consumed.
+pub type RecordHeaders = [(String, Option<Vec<u8>>)];
 
-impl Extractor for RecordHeaders<'_> {
+/// Kafka record headers as a trace-context carrier.
+struct HeaderCarrier<'a>(&'a RecordHeaders);
+
+impl Extractor for HeaderCarrier<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
@@ -152,9 +154,9 @@ impl Injector for Collected {
 
 /// The trace context a record carries: its `traceparent` header, else `fallback` (the
 /// event's own field).
-fn record_context(record: &Record, fallback: Option<&str>) -> Option<Context> {
+fn record_context(headers: &RecordHeaders, fallback: Option<&str>) -> Option<Context> {
     let propagator = TraceContextPropagator::new();
-    let from_headers = propagator.extract(&RecordHeaders(&record.headers));
+    let from_headers = propagator.extract(&HeaderCarrier(headers));
     let context = match fallback {
         Some(tp) if !from_headers.span().span_context().is_valid() => {
             propagator.extract(&Traceparent(tp))
@@ -165,9 +167,12 @@ fn record_context(record: &Record, fallback: Option<&str>) -> Option<Context> {
 }
 
 /// The span of one batch: child of the first record's trace, linked to every record's
-/// producer span. `traceparents` are the events' own fields, by record index, for
-/// records without the header.
-pub fn batch_span(records: &[Record], traceparents: &[Option<String>]) -> tracing::Span {
+/// producer span. `records` are the batch's records' headers; `traceparents` are the
+/// events' own fields, by record index, for records without the header.
+pub fn batch_span<'a>(
+    records: impl ExactSizeIterator<Item = &'a RecordHeaders>,
+    traceparents: &[Option<String>],
+) -> tracing::Span {
     let span = tracing::info_span!(
         "process_batch",
         otel.kind = "consumer",
@@ -175,9 +180,9 @@ pub fn batch_span(records: &[Record], traceparents: &[Option<String>]) -> tracin
     );
     let mut parent = None;
     let mut linked = std::collections::HashSet::new();
-    for (i, record) in records.iter().enumerate() {
+    for (i, headers) in records.enumerate() {
         let fallback = traceparents.get(i).and_then(Option::as_deref);
-        if let Some(context) = record_context(record, fallback) {
+        if let Some(context) = record_context(headers, fallback) {
             let producer = context.span().span_context().clone();
             if linked.insert((producer.trace_id(), producer.span_id())) {
                 span.add_link(producer);

@@ -5,7 +5,6 @@
 
 use futures::executor::block_on;
 use graphcdc_contract::codec::Codec;
-use graphcdc_contract::config::Config;
 use graphcdc_contract::event::Op;
 use graphcdc_contract::mapping::{self, Mapper};
 use libfuzzer_sys::fuzz_target;
@@ -17,7 +16,7 @@ const MAX_PAYLOAD: usize = 2_048;
 static SETUP: OnceLock<(Codec, Mapper)> = OnceLock::new();
 
 fn setup() -> (Codec, Mapper) {
-    let config = Config::from_toml(&format!(
+    let mappings = mapping::mappings_from_toml(&format!(
         r#"
         [[mappings]]
         label = "Chunk"
@@ -39,7 +38,7 @@ fn setup() -> (Codec, Mapper) {
         "#
     ))
     .expect("fuzz config is valid");
-    (Codec::local(), Mapper::new(config.mappings, MAX_PAYLOAD))
+    (Codec::local(), Mapper::new(mappings, MAX_PAYLOAD))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -145,7 +145,7 @@ impl Codec {
         &self,
         event: &ChangeEvent,
         format: Format,
-    ) -> anyhow::Result<Vec<u8>> {
+    ) -> Result<Vec<u8>, EncodeError> {
         match format {
             Format::Json => Ok(serde_json::to_vec(event)?),
             Format::Avro => {
@@ -166,7 +166,7 @@ impl Codec {
         &self,
         state: &EntityState,
         format: Format,
-    ) -> anyhow::Result<Vec<u8>> {
+    ) -> Result<Vec<u8>, EncodeError> {
         match format {
             Format::Json => Ok(serde_json::to_vec(state)?),
             Format::Avro => {
@@ -258,6 +258,20 @@ pub enum DecodeError {
     RegistryUnavailable(String),
 }
 
+/// Why an event or a state could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The schema registry refused the schema or could not be reached.
+    #[error("schema registry: {0}")]
+    Registry(String),
+    /// The value does not fit the Avro schema.
+    #[error(transparent)]
+    Avro(#[from] apache_avro::Error),
+    /// JSON serialization failed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// A JSON change event, plain or wrapped as `{"payload": …}` (what `apoc.kafka.publish`
 /// writes in direct capture mode).
 fn decode_json_change(bytes: &[u8]) -> Result<ChangeEvent, DecodeError> {
@@ -287,7 +301,7 @@ fn write_wire(
     id: u32,
     schema: &Schema,
     value: apache_avro::types::Value,
-) -> anyhow::Result<Vec<u8>> {
+) -> Result<Vec<u8>, EncodeError> {
     let body = GenericDatumWriter::builder(schema)
         .build()?
         .write_value_to_vec(value)?;

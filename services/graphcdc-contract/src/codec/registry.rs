@@ -1,8 +1,11 @@
 //! Schema ids for the Confluent wire format: local (no registry needed) or a
 //! Confluent-compatible registry over HTTP.
 
-use super::{DecodeError, CHANGE_EVENT_SCHEMA, CHANGE_EVENT_SCHEMA_V1, ENTITY_STATE_SCHEMA};
+use super::{
+    DecodeError, EncodeError, CHANGE_EVENT_SCHEMA, CHANGE_EVENT_SCHEMA_V1, ENTITY_STATE_SCHEMA,
+};
 use crate::error::{PoisonError, PoisonKind};
+use crate::settings::{invalid, ConfigError};
 use apache_avro::Schema;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -77,7 +80,7 @@ impl SchemaRegistry {
     ///
     /// # Errors
     /// Names the `registry.local_schemas` entry that cannot be read or parsed.
-    pub fn from_config(config: &RegistryConfig) -> anyhow::Result<Self> {
+    pub fn from_config(config: &RegistryConfig) -> Result<Self, ConfigError> {
         let mut registry = SchemaRegistry::local();
         if let Some(url) = &config.url {
             // reqwest is built without a default TLS crypto provider; use ring.
@@ -85,20 +88,17 @@ impl SchemaRegistry {
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
-                .map_err(|e| anyhow::anyhow!("registry.url: {e}"))?;
+                .map_err(|e| invalid("registry.url", e.to_string()))?;
             registry.http = Some((url.trim_end_matches('/').to_owned(), client));
         }
         for (id, path) in &config.local_schemas {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "registry.local_schemas.{id}: cannot read {}: {e}",
-                    path.display()
-                )
-            })?;
+            let field = format!("registry.local_schemas.{id}");
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(&field, format!("cannot read {}: {e}", path.display())))?;
             let schema = Schema::parse_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "registry.local_schemas.{id}: invalid Avro schema in {}: {e}",
-                    path.display()
+                invalid(
+                    &field,
+                    format!("invalid Avro schema in {}: {e}", path.display()),
                 )
             })?;
             registry.add(*id, schema);
@@ -163,7 +163,7 @@ impl SchemaRegistry {
     ///
     /// # Errors
     /// When the HTTP registry refuses or cannot be reached.
-    pub async fn id_for(&self, subject: &str, schema_text: &str) -> anyhow::Result<u32> {
+    pub async fn id_for(&self, subject: &str, schema_text: &str) -> Result<u32, EncodeError> {
         let Some((url, http)) = &self.http else {
             return Ok(if schema_text == CHANGE_EVENT_SCHEMA {
                 CHANGE_EVENT_ID
@@ -179,9 +179,13 @@ impl SchemaRegistry {
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .json(&serde_json::json!({ "schema": schema_text }))
             .send()
-            .await?
-            .error_for_status()?;
-        let IdResponse { id } = response.json().await?;
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| EncodeError::Registry(e.to_string()))?;
+        let IdResponse { id } = response
+            .json()
+            .await
+            .map_err(|e| EncodeError::Registry(e.to_string()))?;
         self.by_subject
             .write()
             .unwrap()

@@ -1,8 +1,7 @@
 use super::*;
-use crate::config::Config;
 
 fn mapper() -> Mapper {
-    let config = Config::from_toml(
+    let mappings = mappings_from_toml(
         r#"
         [[mappings]]
         label = "Chunk"
@@ -19,7 +18,7 @@ fn mapper() -> Mapper {
         "#,
     )
     .unwrap();
-    Mapper::new(config.mappings, 200)
+    Mapper::new(mappings, 200)
 }
 
 fn chunk(version: i64) -> ChangeEvent {
@@ -185,7 +184,7 @@ fn random_properties_map_or_poison_never_panic() {
 
 /// Chunk and Entity mappings, as in the default trigger's captured labels.
 fn two_label_mapper() -> Mapper {
-    let config = Config::from_toml(
+    let mappings = mappings_from_toml(
         r#"
         [[mappings]]
         label = "Chunk"
@@ -199,7 +198,7 @@ fn two_label_mapper() -> Mapper {
         "#,
     )
     .unwrap();
-    Mapper::new(config.mappings, 200)
+    Mapper::new(mappings, 200)
 }
 
 #[test]

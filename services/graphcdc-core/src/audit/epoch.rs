@@ -17,8 +17,8 @@
 use super::graph::Context;
 use super::state::LogState;
 use super::targets::Targets;
+use crate::error::Context as _;
 use crate::event::MAX_VERSION;
-use anyhow::Context as _;
 use neo4rs::{query, BoltType};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -58,10 +58,10 @@ pub async fn bump(
     ctx: &Context<'_>,
     state: &LogState,
     page_size: usize,
-) -> anyhow::Result<EpochOutcome> {
+) -> crate::error::Result<EpochOutcome> {
     let state_max = state.max_version;
     let epoch = next_epoch(state_max);
-    anyhow::ensure!(
+    crate::error::ensure!(
         epoch < MAX_VERSION - EPOCH_SIZE,
         "the next epoch ({epoch}) leaves no room below the 2^53 version limit"
     );

@@ -15,8 +15,8 @@ use super::{classify, entity_hash, AuditClass, AuditOptions, AuditReport, Findin
 use crate::capture::backfill::page::{self, Target};
 use crate::capture::context;
 use crate::config::Config;
+use crate::error::Context as _;
 use crate::event::ChangeEvent;
-use anyhow::Context as _;
 use neo4rs::{query, BoltType, Graph};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -65,7 +65,7 @@ pub async fn observe(
     target: &Target,
     after: Option<&serde_json::Value>,
     page_size: usize,
-) -> anyhow::Result<page::Observed> {
+) -> crate::error::Result<page::Observed> {
     let capture = &ctx.config.capture;
     let mut observed = page::observe(ctx.graph, target, capture, after, page_size, ctx.db).await?;
     context::enrich(ctx.graph, &ctx.config.mappings, &mut observed.events).await?;
@@ -81,7 +81,7 @@ pub async fn pass(
     ctx: &Context<'_>,
     state: &LogState,
     options: &AuditOptions,
-) -> anyhow::Result<AuditReport> {
+) -> crate::error::Result<AuditReport> {
     let (page_size, max) = (options.page_size, options.max_findings);
     let targets = ctx.targets.list();
     let mut report = AuditReport {
@@ -184,7 +184,7 @@ pub async fn second_look(
     state: &LogState,
     report: &mut AuditReport,
     page_size: usize,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let targets = ctx.targets.list();
     // Neo4j again: (target, key) → what it holds now (None: gone; MAX: there, unread).
     let mut now: HashMap<(usize, String), Option<(i64, u128)>> = HashMap::new();
@@ -264,7 +264,7 @@ async fn read_nodes(
     ctx: &Context<'_>,
     target: &Target,
     keys: &[String],
-) -> anyhow::Result<Vec<ChangeEvent>> {
+) -> crate::error::Result<Vec<ChangeEvent>> {
     let capture = &ctx.config.capture;
     let mut events = Vec::new();
     for chunk in keys.chunks(LOOKUP_CHUNK) {
@@ -314,7 +314,7 @@ fn key_params(keys: &[String]) -> Vec<BoltType> {
 }
 
 /// Of `keys`, those with an outbox entry the relay has not published nor marked failed.
-async fn pending(graph: &Graph, keys: &[String]) -> anyhow::Result<HashSet<String>> {
+async fn pending(graph: &Graph, keys: &[String]) -> crate::error::Result<HashSet<String>> {
     let mut found = HashSet::new();
     for chunk in keys.chunks(LOOKUP_CHUNK) {
         let q = query(OUTBOX_PENDING).param("keys", chunk.to_vec());
@@ -349,7 +349,7 @@ pub async fn existing(
     ctx: &Context<'_>,
     target: &Target,
     keys: &[String],
-) -> anyhow::Result<HashSet<String>> {
+) -> crate::error::Result<HashSet<String>> {
     let mut found = HashSet::new();
     for chunk in keys.chunks(LOOKUP_CHUNK) {
         let mut rows = ctx
@@ -373,7 +373,7 @@ pub async fn existing_in(
     ctx: &Context<'_>,
     target: &Target,
     keys: &[String],
-) -> anyhow::Result<HashSet<String>> {
+) -> crate::error::Result<HashSet<String>> {
     let mut found = HashSet::new();
     for chunk in keys.chunks(LOOKUP_CHUNK) {
         let mut rows = txn

@@ -10,7 +10,7 @@
 //! ([`CACHE_BYTES`]) and the pending writes. The reconciler keeps its expected state the
 //! same way ([`crate::reconcile::store`]).
 
-use anyhow::Context;
+use crate::error::Context;
 use redb::{ReadableDatabase, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -29,14 +29,14 @@ pub trait Value: Clone {
     fn encode(&self, out: &mut Vec<u8>);
     /// # Errors
     /// When the bytes are not a value (a damaged file).
-    fn decode(bytes: &[u8]) -> anyhow::Result<Self>;
+    fn decode(bytes: &[u8]) -> crate::error::Result<Self>;
 }
 
 impl Value for () {
     fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
     }
-    fn decode(_: &[u8]) -> anyhow::Result<Self> {
+    fn decode(_: &[u8]) -> crate::error::Result<Self> {
         Ok(())
     }
 }
@@ -68,7 +68,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the directory or the file cannot be created.
-    pub fn on_disk(dir: &Path, name: &str) -> anyhow::Result<Self> {
+    pub fn on_disk(dir: &Path, name: &str) -> crate::error::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
         let path = dir.join(name);
@@ -97,7 +97,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be created.
-    pub fn beside<W: Value>(&self, name: &str) -> anyhow::Result<Keyed<W>> {
+    pub fn beside<W: Value>(&self, name: &str) -> crate::error::Result<Keyed<W>> {
         match self {
             Keyed::Memory(_) => Ok(Keyed::memory()),
             Keyed::Disk(d) => Keyed::on_disk(d.path.parent().unwrap_or(Path::new(".")), name),
@@ -116,7 +116,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be read.
-    pub fn get(&self, key: &str) -> anyhow::Result<Option<V>> {
+    pub fn get(&self, key: &str) -> crate::error::Result<Option<V>> {
         match self {
             Keyed::Memory(m) => Ok(m.get(key).cloned()),
             Keyed::Disk(d) => match d.pending.get(key) {
@@ -135,7 +135,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be read.
-    pub fn contains(&self, key: &str) -> anyhow::Result<bool> {
+    pub fn contains(&self, key: &str) -> crate::error::Result<bool> {
         match self {
             Keyed::Memory(m) => Ok(m.contains_key(key)),
             Keyed::Disk(d) => Ok(d.pending.contains_key(key)
@@ -150,7 +150,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be written.
-    pub fn insert(&mut self, key: &str, value: V) -> anyhow::Result<()> {
+    pub fn insert(&mut self, key: &str, value: V) -> crate::error::Result<()> {
         match self {
             Keyed::Memory(m) => {
                 m.insert(key.to_owned(), value);
@@ -169,7 +169,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be written.
-    pub fn flush(&mut self) -> anyhow::Result<()> {
+    pub fn flush(&mut self) -> crate::error::Result<()> {
         match self {
             Keyed::Memory(_) => Ok(()),
             Keyed::Disk(d) => d.flush(),
@@ -181,7 +181,11 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be read.
-    pub fn page(&self, after: Option<&str>, limit: usize) -> anyhow::Result<Vec<(String, V)>> {
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> crate::error::Result<Vec<(String, V)>> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         match self {
             Keyed::Memory(m) => Ok(m
@@ -208,7 +212,7 @@ impl<V: Value> Keyed<V> {
     ///
     /// # Errors
     /// When the file cannot be read.
-    pub fn each(&self, mut f: impl FnMut(&str, &V)) -> anyhow::Result<()> {
+    pub fn each(&self, mut f: impl FnMut(&str, &V)) -> crate::error::Result<()> {
         let mut after: Option<String> = None;
         loop {
             let page = self.page(after.as_deref(), 10_000)?;
@@ -224,7 +228,7 @@ impl<V: Value> Keyed<V> {
 }
 
 impl<V: Value> DiskMap<V> {
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn flush(&mut self) -> crate::error::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -258,7 +262,7 @@ mod tests {
             out.clear();
             out.extend_from_slice(&self.0.to_le_bytes());
         }
-        fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
+        fn decode(bytes: &[u8]) -> crate::error::Result<Self> {
             Ok(Number(u64::from_le_bytes(bytes.try_into()?)))
         }
     }

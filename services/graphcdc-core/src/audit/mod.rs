@@ -35,8 +35,10 @@ pub mod state;
 pub mod targets;
 
 use crate::capture::backfill::page::Target;
+use crate::capture::CaptureSetting;
 use crate::codec::{Codec, SchemaRegistry};
-use crate::config::{CaptureSetting, Config};
+use crate::config::Config;
+use crate::error::Context as _;
 use crate::event::{EntityKind, PropertyValue, RelationshipEnds};
 use crate::mapping::content_hash;
 use crate::reconcile::classify::DriftReport;
@@ -45,7 +47,6 @@ use crate::reconcile::guard::Budget;
 use crate::reconcile::Reconciler;
 use crate::sink::VectorSink;
 use crate::stats::DriftGauges;
-use anyhow::Context as _;
 use serde::Serialize;
 use state::{LogEntry, LogState};
 use std::collections::BTreeMap;
@@ -320,9 +321,10 @@ impl Auditor {
     /// # Errors
     /// `capture.mode = "direct"` (no graph.state), a bad Neo4j or registry config, or a
     /// state topic that cannot be opened.
-    pub fn new(config: Config, sink: Option<Arc<dyn VectorSink>>) -> anyhow::Result<Self> {
-        anyhow::ensure!(
+    pub fn new(config: Config, sink: Option<Arc<dyn VectorSink>>) -> crate::error::Result<Self> {
+        crate::error::ensure!(
             config.capture.mode != CaptureSetting::Direct,
+            Invalid,
             "{}",
             crate::reconcile::DIRECT_MODE_REFUSAL
         );
@@ -368,7 +370,7 @@ impl Auditor {
     ///
     /// # Errors
     /// When the files cannot be created.
-    pub fn state_dir(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+    pub fn state_dir(&mut self, dir: &std::path::Path) -> crate::error::Result<()> {
         self.state.keep_on_disk(dir)?;
         if let Some(r) = &mut self.reconciler {
             r.state_dir(dir)?;
@@ -385,7 +387,7 @@ impl Auditor {
     ///
     /// # Errors
     /// When Neo4j, the broker or the sink cannot be read.
-    pub async fn check(&mut self, options: &AuditOptions) -> anyhow::Result<AuditReport> {
+    pub async fn check(&mut self, options: &AuditOptions) -> crate::error::Result<AuditReport> {
         let started = Instant::now();
         self.state.catch_up(&self.codec, &self.targets).await?;
         let ctx = self.graph_context();
@@ -417,7 +419,10 @@ impl Auditor {
     ///
     /// # Errors
     /// When the broker or Neo4j fail (run it again: it is idempotent).
-    pub async fn bump_epoch(&mut self, page_size: usize) -> anyhow::Result<epoch::EpochOutcome> {
+    pub async fn bump_epoch(
+        &mut self,
+        page_size: usize,
+    ) -> crate::error::Result<epoch::EpochOutcome> {
         self.state.catch_up(&self.codec, &self.targets).await?;
         let ctx = self.graph_context();
         epoch::bump(&ctx, &self.state, page_size).await
@@ -433,7 +438,7 @@ impl Auditor {
         report: &AuditReport,
         options: &repair::AuditRepairOptions,
         page_size: usize,
-    ) -> anyhow::Result<repair::AuditRepairOutcome> {
+    ) -> crate::error::Result<repair::AuditRepairOutcome> {
         let ctx = graph::Context {
             graph: &self.graph,
             config: &self.config,
@@ -445,7 +450,7 @@ impl Auditor {
 
     /// Of the outbox entries `ids`: how many are still there, and how many of those the
     /// relay may still publish (not marked failed).
-    async fn unpublished(&self, ids: &[String]) -> anyhow::Result<(usize, usize)> {
+    async fn unpublished(&self, ids: &[String]) -> crate::error::Result<(usize, usize)> {
         let (mut unpublished, mut waiting) = (0, 0);
         for chunk in ids.chunks(1_000) {
             let q = neo4rs::query(OUTBOX_UNPUBLISHED).param("ids", chunk.to_vec());
@@ -463,7 +468,7 @@ impl Auditor {
     ///
     /// # Errors
     /// As [`Auditor::check`] and [`Auditor::repair`].
-    pub async fn run_once(&mut self, options: &AuditOptions) -> anyhow::Result<AuditResult> {
+    pub async fn run_once(&mut self, options: &AuditOptions) -> crate::error::Result<AuditResult> {
         if let Some(r) = &options.repair {
             r.validate()?;
         }

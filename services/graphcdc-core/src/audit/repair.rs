@@ -23,10 +23,10 @@ use super::graph::{self, Context};
 use super::{AuditClass, AuditReport, Finding};
 use crate::capture::backfill::page::{self, Target};
 use crate::capture::outbox;
+use crate::error::Context as _;
 use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, RelationshipEnds, Source};
 use crate::reconcile::guard::{validate_ratio, Budget, Spend};
 use crate::reconcile::repair::Pacer;
-use anyhow::Context as _;
 use neo4rs::{query, BoltType};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ impl AuditRepairOptions {
     ///
     /// # Errors
     /// The invalid option.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::error::Result<()> {
         validate_ratio("--max-delete-ratio", self.max_delete_ratio)
     }
 }
@@ -113,7 +113,7 @@ pub async fn repair(
     budget: &mut Budget,
     options: &AuditRepairOptions,
     page_size: usize,
-) -> anyhow::Result<AuditRepairOutcome> {
+) -> crate::error::Result<AuditRepairOutcome> {
     let targets = ctx.targets.list();
     let (lost, upserts): (Vec<&Finding>, Vec<&Finding>) = report
         .findings
@@ -243,7 +243,7 @@ async fn upsert(
     found: &[&Finding],
     page_size: usize,
     entries: &mut Vec<String>,
-) -> anyhow::Result<usize> {
+) -> crate::error::Result<usize> {
     ctx.graph
         .run(query(RAISE).param("rows", raise_rows(target, found, 0)))
         .await
@@ -277,7 +277,7 @@ async fn tombstone(
     target: &Target,
     found: &[&Finding],
     entries: &mut Vec<String>,
-) -> anyhow::Result<usize> {
+) -> crate::error::Result<usize> {
     let mut txn = ctx
         .graph
         .start_txn()
@@ -303,7 +303,7 @@ async fn tombstone(
             .filter_map(|f| Some(delete_event(ctx, target, f, *versions.get(&f.key)?)))
             .collect();
         outbox::write(&mut txn, &events).await?;
-        anyhow::Ok(events)
+        Ok::<_, crate::error::Error>(events)
     };
     let events =
         crate::capture::commit_or_roll_back(work.await, txn, "committing a tombstone transaction")

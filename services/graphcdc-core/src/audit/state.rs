@@ -14,12 +14,11 @@
 use super::keyed::{Keyed, Value};
 use super::targets::Targets;
 use crate::codec::Codec;
-use crate::config::KafkaConfig;
+use crate::error::Context;
+use crate::kafka::KafkaConfig;
 use crate::kafka::{self, Record};
 use crate::reconcile::expected::{decode_state_record, tombstone_version};
-use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -46,8 +45,8 @@ impl Value for LogEntry {
         out.extend_from_slice(&self.targets.to_le_bytes());
     }
 
-    fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
-        anyhow::ensure!(
+    fn decode(bytes: &[u8]) -> crate::error::Result<Self> {
+        crate::error::ensure!(
             bytes.len() == ENTRY_BYTES,
             "graph.state entry of {} bytes",
             bytes.len()
@@ -87,22 +86,10 @@ impl LogState {
     ///
     /// # Errors
     /// When the consumer cannot be created or the topic has no partitions.
-    pub fn open(kafka_config: &KafkaConfig) -> anyhow::Result<Self> {
-        let mut config = kafka::client_config(kafka_config);
-        config
-            .set("group.id", format!("{}-audit", kafka_config.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        kafka::set_defaults(&mut config, kafka_config, &[("fetch.wait.max.ms", "10")]);
-        let consumer: BaseConsumer = config.create().context("creating state topic reader")?;
+    pub fn open(kafka_config: &KafkaConfig) -> crate::error::Result<Self> {
         let topic = kafka_config.state_topic.clone();
-        let mut assignment = TopicPartitionList::new();
-        for p in kafka::partition_ids(&consumer, &topic)? {
-            assignment.add_partition_offset(&topic, p, Offset::Beginning)?;
-        }
-        consumer
-            .assign(&assignment)
-            .context("assigning state topic partitions")?;
+        let group = format!("{}-audit", kafka_config.group_id);
+        let consumer = kafka::read_from_beginning(kafka_config, &topic, &group)?;
         Ok(LogState {
             consumer,
             topic,
@@ -117,14 +104,14 @@ impl LogState {
     ///
     /// # Errors
     /// When the file cannot be created.
-    pub fn keep_on_disk(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
-        anyhow::ensure!(self.next_offsets.is_empty(), "graph.state was read already");
+    pub fn keep_on_disk(&mut self, dir: &std::path::Path) -> crate::error::Result<()> {
+        crate::error::ensure!(self.next_offsets.is_empty(), "graph.state was read already");
         self.entries = Keyed::on_disk(dir, FILE_NAME)?;
         Ok(())
     }
 
     /// Partitions with records not read yet: partition → high watermark.
-    fn unread(&self) -> anyhow::Result<HashMap<i32, i64>> {
+    fn unread(&self) -> crate::error::Result<HashMap<i32, i64>> {
         let mut unread = HashMap::new();
         for e in self.consumer.assignment()?.elements() {
             let (low, high) = self
@@ -148,7 +135,7 @@ impl LogState {
     ///
     /// # Errors
     /// When no record arrives for a minute, or the schema registry is unavailable.
-    pub async fn catch_up(&mut self, codec: &Codec, targets: &Targets) -> anyhow::Result<()> {
+    pub async fn catch_up(&mut self, codec: &Codec, targets: &Targets) -> crate::error::Result<()> {
         let mut unread = tokio::task::block_in_place(|| self.unread())?;
         let mut deadline = Instant::now() + IDLE;
         while !unread.is_empty() {
@@ -175,7 +162,7 @@ impl LogState {
         record: &Record,
         codec: &Codec,
         targets: &Targets,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         let Some(key) = record.key.as_deref().map(String::from_utf8_lossy) else {
             self.undecodable += 1;
             return Ok(());
@@ -212,7 +199,7 @@ impl LogState {
         &mut self,
         key: &str,
         make: impl FnOnce(Option<&LogEntry>) -> Option<LogEntry>,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         if let Some(version) = fold(&mut self.entries, key, make)? {
             self.max_version = self.max_version.max(version);
         }
@@ -227,7 +214,7 @@ fn fold(
     entries: &mut Keyed<LogEntry>,
     key: &str,
     make: impl FnOnce(Option<&LogEntry>) -> Option<LogEntry>,
-) -> anyhow::Result<Option<i64>> {
+) -> crate::error::Result<Option<i64>> {
     let held = entries.get(key)?;
     let Some(new) = make(held.as_ref()) else {
         return Ok(None);

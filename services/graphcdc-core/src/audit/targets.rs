@@ -4,8 +4,8 @@
 //! every mapped label it had, so the processor deletes it from each collection.
 
 use crate::capture::backfill::page::Target;
-use crate::config::MappingConfig;
 use crate::event::{EntityKind, EntityState};
+use crate::mapping::MappingConfig;
 
 /// The audited targets; at most 64 (a bit each).
 #[derive(Debug, Clone)]
@@ -18,15 +18,16 @@ impl Targets {
     ///
     /// # Errors
     /// With more than 64 distinct labels and types.
-    pub fn of(mappings: &[MappingConfig]) -> anyhow::Result<Self> {
+    pub fn of(mappings: &[MappingConfig]) -> crate::error::Result<Self> {
         let mut list: Vec<Target> = Vec::new();
         for target in mappings.iter().filter_map(Target::of) {
             if !list.iter().any(|t| t.name() == target.name()) {
                 list.push(target);
             }
         }
-        anyhow::ensure!(
+        crate::error::ensure!(
             list.len() <= 64,
+            Invalid,
             "the audit handles at most 64 mapped labels and relationship types, got {}",
             list.len()
         );

@@ -22,8 +22,8 @@
 pub mod page;
 
 use crate::config::Config;
+use crate::error::Context;
 use crate::event::CaptureMode;
-use anyhow::Context;
 use page::Target;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ pub struct LabelProgress {
 }
 
 impl Checkpoint {
-    fn load(path: &Path) -> anyhow::Result<Checkpoint> {
+    fn load(path: &Path) -> crate::error::Result<Checkpoint> {
         match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text)
                 .with_context(|| format!("checkpoint {} is corrupt", path.display())),
@@ -63,7 +63,7 @@ impl Checkpoint {
     }
 
     /// Write atomically (temp file + rename).
-    fn save(&self, path: &Path) -> anyhow::Result<()> {
+    fn save(&self, path: &Path) -> crate::error::Result<()> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(&tmp, path)
@@ -96,7 +96,7 @@ pub async fn run(
     checkpoint_path: &Path,
     page_size: usize,
     shutdown: CancellationToken,
-) -> anyhow::Result<BackfillReport> {
+) -> crate::error::Result<BackfillReport> {
     let graph = super::connect(&config.neo4j)?;
     let mut checkpoint = Checkpoint::load(checkpoint_path)?;
     let mut report = BackfillReport::default();

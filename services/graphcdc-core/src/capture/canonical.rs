@@ -40,7 +40,7 @@ use serde_json::{json, Map, Value};
 /// # Errors
 /// For values that are never stored as properties (nodes, maps, paths) or temporal
 /// values out of range.
-pub fn value(bolt: &BoltType) -> anyhow::Result<Value> {
+pub fn value(bolt: &BoltType) -> crate::error::Result<Value> {
     Ok(match bolt {
         BoltType::Null(_) => Value::Null,
         BoltType::Boolean(b) => Value::Bool(b.value),
@@ -52,7 +52,7 @@ pub fn value(bolt: &BoltType) -> anyhow::Result<Value> {
                 .value
                 .iter()
                 .map(value)
-                .collect::<anyhow::Result<_>>()?,
+                .collect::<crate::error::Result<_>>()?,
         ),
         BoltType::Bytes(b) => Value::String(base64(&b.value)),
         BoltType::Date(d) => {
@@ -99,7 +99,7 @@ pub fn value(bolt: &BoltType) -> anyhow::Result<Value> {
         }
         BoltType::Point2D(p) => point(p.sr_id.value, p.x.value, p.y.value, None),
         BoltType::Point3D(p) => point(p.sr_id.value, p.x.value, p.y.value, Some(p.z.value)),
-        other => anyhow::bail!("not a property value: {other:?}"),
+        other => crate::error::bail!("not a property value: {other:?}"),
     })
 }
 
@@ -108,7 +108,10 @@ pub fn value(bolt: &BoltType) -> anyhow::Result<Value> {
 ///
 /// # Errors
 /// As [`value`], naming the property.
-pub fn properties_json(props: &neo4rs::BoltMap, exclude: &[String]) -> anyhow::Result<String> {
+pub fn properties_json(
+    props: &neo4rs::BoltMap,
+    exclude: &[String],
+) -> crate::error::Result<String> {
     let mut out = Map::new();
     for (name, v) in &props.value {
         if exclude.contains(&name.value) {
@@ -150,7 +153,7 @@ fn point(srid: i64, x: f64, y: f64, z: Option<f64>) -> Value {
 /// Months, days, seconds, nanoseconds of a Bolt duration. neo4rs keeps the fields
 /// private and exposes them only through `Debug` (its serde view folds months and days
 /// into seconds), so they are read from there.
-fn duration_fields(d: &neo4rs::BoltDuration) -> anyhow::Result<[i64; 4]> {
+fn duration_fields(d: &neo4rs::BoltDuration) -> crate::error::Result<[i64; 4]> {
     let text = format!("{d:?}");
     let numbers: Vec<i64> = text
         .split("value: ")
@@ -164,7 +167,7 @@ fn duration_fields(d: &neo4rs::BoltDuration) -> anyhow::Result<[i64; 4]> {
         .collect::<Result<_, _>>()?;
     numbers
         .try_into()
-        .map_err(|_| anyhow::anyhow!("unexpected duration {text}"))
+        .map_err(|_| crate::error::err!("unexpected duration {text}"))
 }
 
 /// `java.time.LocalDate.toString()`.

@@ -11,9 +11,9 @@
 //! `capture.exclude_properties`, like the backfill's.
 
 use super::{canonical, outbox};
-use crate::config::{ContextConfig, Direction, MappingConfig};
+use crate::error::Context;
 use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue};
-use anyhow::Context;
+use crate::mapping::{ContextConfig, Direction, MappingConfig};
 use neo4rs::{query, BoltMap, BoltType, Graph, Txn};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -59,7 +59,7 @@ pub async fn enrich(
     graph: &Graph,
     mappings: &[MappingConfig],
     events: &mut [ChangeEvent],
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     for (label, mapping) in with_context(mappings) {
         let keys: Vec<String> = events
             .iter()
@@ -158,7 +158,7 @@ async fn related_keys(
     events: &[ChangeEvent],
     changed: &[Option<Vec<String>>],
     out: &mut Reemitted,
-) -> anyhow::Result<BTreeSet<String>> {
+) -> crate::error::Result<BTreeSet<String>> {
     // Related nodes by one of their labels (the key lookup then uses its index).
     let mut by_label: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (event, names) in events.iter().zip(changed) {
@@ -226,7 +226,7 @@ pub async fn reemit(
     events: &[ChangeEvent],
     changed: &[Option<Vec<String>>],
     db: &str,
-) -> anyhow::Result<Reemitted> {
+) -> crate::error::Result<Reemitted> {
     let mut out = Reemitted::default();
     for (label, mapping) in with_context(mappings) {
         let mut keys: BTreeSet<String> = events

@@ -5,13 +5,15 @@
 
 pub mod backfill;
 pub mod canonical;
+pub mod config;
 pub mod context;
 pub mod outbox;
 pub mod relay;
 
-use crate::config::Neo4jConfig;
+pub use config::{CaptureConfig, CaptureSetting, Neo4jConfig, RelayConfig};
+
+use crate::error::Context;
 use crate::event::{ChangeEvent, EntityKind, Op, PropertyValue, RelationshipEnds, Source};
-use anyhow::Context;
 use neo4rs::{ConfigBuilder, Graph};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -20,7 +22,7 @@ use std::collections::BTreeMap;
 ///
 /// # Errors
 /// When the URI or credentials are malformed.
-pub fn connect(config: &Neo4jConfig) -> anyhow::Result<Graph> {
+pub fn connect(config: &Neo4jConfig) -> crate::error::Result<Graph> {
     let mut builder = ConfigBuilder::default()
         .uri(config.uri.as_str())
         .user(config.user.as_str())
@@ -40,10 +42,10 @@ pub fn connect(config: &Neo4jConfig) -> anyhow::Result<Graph> {
 /// # Errors
 /// `work`'s error, or a failed commit.
 pub async fn commit_or_roll_back<T>(
-    work: anyhow::Result<T>,
+    work: crate::error::Result<T>,
     txn: neo4rs::Txn,
     committing: &'static str,
-) -> anyhow::Result<T> {
+) -> crate::error::Result<T> {
     match work {
         Ok(done) => {
             txn.commit().await.context(committing)?;
@@ -101,7 +103,7 @@ pub struct OutboxRow {
 ///
 /// # Errors
 /// When the text is not a JSON object of supported values.
-pub fn parse_properties(json: &str) -> anyhow::Result<BTreeMap<String, PropertyValue>> {
+pub fn parse_properties(json: &str) -> crate::error::Result<BTreeMap<String, PropertyValue>> {
     serde_json::from_str(json)
         .context("outbox properties are not a JSON object of scalars and lists")
 }
@@ -110,16 +112,16 @@ pub fn parse_properties(json: &str) -> anyhow::Result<BTreeMap<String, PropertyV
 ///
 /// # Errors
 /// When `kind`/`op` are unknown or the properties are not valid JSON.
-pub fn outbox_event(row: OutboxRow) -> anyhow::Result<ChangeEvent> {
+pub fn outbox_event(row: OutboxRow) -> crate::error::Result<ChangeEvent> {
     let kind = match row.kind.as_str() {
         "node" => EntityKind::Node,
         "relationship" => EntityKind::Relationship,
-        other => anyhow::bail!("outbox entry {}: unknown kind {other:?}", row.event_id),
+        other => crate::error::bail!("outbox entry {}: unknown kind {other:?}", row.event_id),
     };
     let op = match row.op.as_str() {
         "upsert" => Op::Upsert,
         "delete" => Op::Delete,
-        other => anyhow::bail!("outbox entry {}: unknown op {other:?}", row.event_id),
+        other => crate::error::bail!("outbox entry {}: unknown op {other:?}", row.event_id),
     };
     let properties = match (&op, row.properties.as_deref()) {
         (Op::Upsert, Some(json)) => parse_properties(json)?,

@@ -7,8 +7,8 @@
 //! never goes backwards. The entry's `source` (the event's capture mode) tells consumers
 //! a backfill or a repair from a live change.
 
+use crate::error::Context;
 use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op};
-use anyhow::Context;
 use neo4rs::{query, BoltType, Txn};
 use std::collections::HashMap;
 
@@ -43,7 +43,7 @@ pub fn source_mode(source: Option<&str>) -> CaptureMode {
 ///
 /// # Errors
 /// When the properties cannot be serialized.
-pub fn entry(event: &ChangeEvent) -> anyhow::Result<HashMap<String, BoltType>> {
+pub fn entry(event: &ChangeEvent) -> crate::error::Result<HashMap<String, BoltType>> {
     let properties = match event.op {
         Op::Upsert => Some(
             serde_json::to_string(&event.properties)
@@ -101,11 +101,11 @@ pub fn entry_with_json(
 ///
 /// # Errors
 /// When Neo4j fails (the caller rolls the transaction back).
-pub async fn write(txn: &mut Txn, events: &[ChangeEvent]) -> anyhow::Result<usize> {
+pub async fn write(txn: &mut Txn, events: &[ChangeEvent]) -> crate::error::Result<usize> {
     let entries = events
         .iter()
         .map(entry)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<crate::error::Result<Vec<_>>>()?;
     write_entries(txn, entries).await
 }
 
@@ -117,7 +117,7 @@ pub async fn write(txn: &mut Txn, events: &[ChangeEvent]) -> anyhow::Result<usiz
 pub async fn write_entries(
     txn: &mut Txn,
     entries: Vec<HashMap<String, BoltType>>,
-) -> anyhow::Result<usize> {
+) -> crate::error::Result<usize> {
     let written = entries.len();
     let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {

@@ -15,9 +15,9 @@
 use super::{connect, context, outbox_event, OutboxRow};
 use crate::codec::{Codec, Format, SchemaRegistry};
 use crate::config::Config;
+use crate::error::Context;
 use crate::kafka::ChangePublisher;
 use crate::stats::RelayStats;
-use anyhow::Context;
 use neo4rs::{query, Graph};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -68,13 +68,19 @@ const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 30_000;
 #[error("the relay lease was taken over (epoch {0} is no longer current)")]
 pub struct LeaseLost(pub i64);
 
+impl From<LeaseLost> for crate::error::Error {
+    fn from(e: LeaseLost) -> Self {
+        crate::error::Error::service(crate::error::ErrorKind::External, e)
+    }
+}
+
 /// The lease must outlive the producer's delivery timeout: a relay whose round stalls on
 /// the broker then still holds the lease until every record of the round was delivered
 /// or failed, and a successor cannot interleave with them.
 ///
 /// # Errors
 /// When `relay.lease_ttl_ms` is not above the delivery timeout, naming both fields.
-pub fn check_lease_ttl(config: &Config) -> anyhow::Result<()> {
+pub fn check_lease_ttl(config: &Config) -> crate::error::Result<()> {
     let props = &config.kafka.properties;
     let (field, timeout) = ["delivery.timeout.ms", "message.timeout.ms"]
         .iter()
@@ -87,8 +93,9 @@ pub fn check_lease_ttl(config: &Config) -> anyhow::Result<()> {
             Some(DEFAULT_DELIVERY_TIMEOUT_MS),
         ));
     let timeout = timeout.with_context(|| format!("{field} is not a number of milliseconds"))?;
-    anyhow::ensure!(
+    crate::error::ensure!(
         config.relay.lease_ttl_ms > timeout,
+        Invalid,
         "relay.lease_ttl_ms ({}) must exceed the producer's delivery timeout {field} ({timeout}): \
          otherwise a relay stalled on the broker loses the lease while its records are still \
          being delivered, and its successor's records interleave with them",
@@ -115,7 +122,7 @@ impl Relay {
     /// # Errors
     /// When the Bolt URI or the producer config is invalid, or the lease time does not
     /// exceed the delivery timeout ([`check_lease_ttl`]).
-    pub fn new(config: Config, stats: Arc<RelayStats>) -> anyhow::Result<Self> {
+    pub fn new(config: Config, stats: Arc<RelayStats>) -> crate::error::Result<Self> {
         check_lease_ttl(&config)?;
         let graph = connect(&config.neo4j)?;
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
@@ -139,7 +146,7 @@ impl Relay {
     ///
     /// # Errors
     /// When Neo4j cannot be reached.
-    pub async fn acquire_lease(&self) -> anyhow::Result<bool> {
+    pub async fn acquire_lease(&self) -> crate::error::Result<bool> {
         let q = query(ACQUIRE_LEASE)
             .param("me", self.me.as_str())
             .param("ttl", self.config.relay.lease_ttl_ms as i64);
@@ -168,7 +175,7 @@ impl Relay {
     ///
     /// # Errors
     /// [`LeaseLost`] when another relay took it over; Neo4j errors.
-    async fn renew_lease(&self) -> anyhow::Result<()> {
+    async fn renew_lease(&self) -> crate::error::Result<()> {
         let epoch = self.epoch();
         let q = query(RENEW_LEASE)
             .param("me", self.me.as_str())
@@ -190,7 +197,7 @@ impl Relay {
     ///
     /// # Errors
     /// When Neo4j fails.
-    pub async fn delete_published(&self, ids: &[String]) -> anyhow::Result<i64> {
+    pub async fn delete_published(&self, ids: &[String]) -> crate::error::Result<i64> {
         let mut rows = self
             .graph
             .execute(self.delete_query(ids))
@@ -218,7 +225,7 @@ impl Relay {
         events: &[crate::event::ChangeEvent],
         changed: &[Option<Vec<String>>],
         ids: &[String],
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         let epoch = self.epoch();
         let mut txn = self
             .graph
@@ -245,7 +252,7 @@ impl Relay {
             txn.run(self.delete_query(ids))
                 .await
                 .context("deleting published outbox entries")?;
-            anyhow::Ok(reemitted)
+            Ok::<_, crate::error::Error>(reemitted)
         };
         let reemitted =
             super::commit_or_roll_back(work.await, txn, "committing the delete transaction")
@@ -267,7 +274,7 @@ impl Relay {
         Ok(())
     }
 
-    async fn release_lease(&self) -> anyhow::Result<()> {
+    async fn release_lease(&self) -> crate::error::Result<()> {
         self.graph
             .run(query(RELEASE_LEASE).param("me", self.me.as_str()))
             .await
@@ -281,7 +288,7 @@ impl Relay {
     /// # Errors
     /// When Neo4j or the broker fails, or [`LeaseLost`] when another relay took the lease
     /// over; nothing is deleted then.
-    pub async fn publish_round(&self) -> anyhow::Result<usize> {
+    pub async fn publish_round(&self) -> crate::error::Result<usize> {
         let q = query(READ_OUTBOX_KEYS).param("limit", self.config.relay.batch_size as i64);
         let mut rows = self.graph.execute(q).await.context("reading the outbox")?;
         let keys: Vec<String> = match rows.next().await? {
@@ -300,7 +307,7 @@ impl Relay {
         while let Some(row) = rows.next().await? {
             let event = row
                 .to::<OutboxRow>()
-                .map_err(anyhow::Error::from)
+                .map_err(crate::error::Error::from)
                 .and_then(|row| {
                     let names = row.changed.clone();
                     outbox_event(row).map(|event| (event, names))
@@ -343,7 +350,7 @@ impl Relay {
         Ok(events.len())
     }
 
-    async fn measure_depth(&self) -> anyhow::Result<()> {
+    async fn measure_depth(&self) -> crate::error::Result<()> {
         let mut rows = self.graph.execute(query(OUTBOX_DEPTH)).await?;
         if let Some(row) = rows.next().await? {
             let depth: i64 = row.get("depth").unwrap_or(0);
@@ -361,14 +368,14 @@ impl Relay {
     ///
     /// # Errors
     /// Only set-up errors; Neo4j and broker failures are retried.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> crate::error::Result<()> {
         let idle = Duration::from_millis(self.config.relay.poll_interval_ms);
         let mut holding = false;
         let mut measured: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let round = async {
                 if !self.acquire_lease().await? {
-                    return anyhow::Ok(None);
+                    return Ok::<_, crate::error::Error>(None);
                 }
                 self.stats.set_holds_lease(true);
                 let published = self.publish_round().await?;
@@ -399,7 +406,7 @@ impl Relay {
                         idle
                     }
                 }
-                Err(e) if e.is::<LeaseLost>() => {
+                Err(e) if e.downcast_ref::<LeaseLost>().is_some() => {
                     tracing::warn!(error = %e, "relay lease lost mid-round; nothing deleted");
                     holding = false;
                     self.stats.set_holds_lease(false);

@@ -7,7 +7,7 @@
 //! independent numpy implementation (`tests/fixtures/minilm_reference.py`).
 
 use super::{EmbedError, Embedder};
-use anyhow::Context;
+use crate::error::Context;
 use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -36,7 +36,7 @@ impl LocalEmbedder {
     ///
     /// # Errors
     /// When a file is missing or does not hold this model.
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path) -> crate::error::Result<Self> {
         let device = Device::Cpu;
         let config_file = dir.join("config.json");
         let config: BertConfig = serde_json::from_slice(
@@ -45,14 +45,15 @@ impl LocalEmbedder {
         )
         .with_context(|| format!("{} is not a BERT config", config_file.display()))?;
         let tokenizer_file = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_file)
-            .map_err(|e| anyhow::anyhow!("loading {}: {e}", tokenizer_file.display()))?;
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_file).map_err(|e| {
+            crate::error::err!(External, "loading {}: {e}", tokenizer_file.display())
+        })?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
                 ..TruncationParams::default()
             }))
-            .map_err(|e| anyhow::anyhow!("tokenizer truncation: {e}"))?;
+            .map_err(|e| crate::error::err!(External, "tokenizer truncation: {e}"))?;
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..PaddingParams::default()
@@ -77,20 +78,20 @@ impl LocalEmbedder {
     ///
     /// # Errors
     /// When tokenising or the forward pass fails.
-    pub fn embed_blocking(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub fn embed_blocking(&self, texts: &[String]) -> crate::error::Result<Vec<Vec<f32>>> {
         self.model.embed(texts.to_vec())
     }
 }
 
 impl Model {
-    fn embed(&self, texts: Vec<String>) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn embed(&self, texts: Vec<String>) -> crate::error::Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let encodings = self
             .tokenizer
             .encode_batch(texts, true)
-            .map_err(|e| anyhow::anyhow!("tokenising: {e}"))?;
+            .map_err(|e| crate::error::err!(External, "tokenising: {e}"))?;
         let rows = |f: fn(&tokenizers::Encoding) -> &[u32]| -> candle_core::Result<Tensor> {
             let rows = encodings
                 .iter()
@@ -114,7 +115,7 @@ impl Model {
 #[async_trait]
 impl Embedder for LocalEmbedder {
     fn describe(&self) -> String {
-        format!("local {}", crate::config::LOCAL_MODEL)
+        format!("local {}", crate::mapping::LOCAL_MODEL)
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {

@@ -26,9 +26,10 @@ pub mod model_files;
 pub mod openai;
 pub mod search;
 
-use crate::config::{EmbeddingConfig, EmbeddingProvider, MappingConfig};
-use crate::error::{PoisonError, PoisonKind, SinkError};
+use crate::error::{PoisonError, PoisonKind};
 use crate::mapping::PointWrite;
+use crate::mapping::{EmbeddingConfig, EmbeddingProvider, MappingConfig};
+use crate::sink::SinkError;
 use crate::sink::VectorSink;
 use crate::stats::EmbeddingStats;
 use async_trait::async_trait;
@@ -95,7 +96,7 @@ impl Embeddings {
     /// # Errors
     /// When a provider cannot be set up (the local model cannot be found or loaded, or
     /// this build left it out), naming the mapping.
-    pub async fn from_mappings(mappings: &[MappingConfig]) -> anyhow::Result<Self> {
+    pub async fn from_mappings(mappings: &[MappingConfig]) -> crate::error::Result<Self> {
         let mut shared: HashMap<String, Arc<dyn Embedder>> = HashMap::new();
         let mut embeddings = Embeddings::default();
         for (i, m) in mappings.iter().enumerate() {
@@ -110,7 +111,7 @@ impl Embeddings {
                 Some(embedder) => embedder.clone(),
                 None => {
                     let embedder = provider(config).await.map_err(|e| {
-                        anyhow::anyhow!(
+                        crate::error::err!(
                             "mappings[{i}].embedding (collection {:?}): {e:#}",
                             m.collection
                         )
@@ -356,7 +357,7 @@ pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
 }
 
 /// The provider `config` names.
-async fn provider(config: &EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+async fn provider(config: &EmbeddingConfig) -> crate::error::Result<Arc<dyn Embedder>> {
     Ok(match config.provider {
         #[cfg(feature = "local-embeddings")]
         EmbeddingProvider::Local => {
@@ -367,7 +368,8 @@ async fn provider(config: &EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>>
             Arc::new(local::LocalEmbedder::load(&dir)?)
         }
         #[cfg(not(feature = "local-embeddings"))]
-        EmbeddingProvider::Local => anyhow::bail!(
+        EmbeddingProvider::Local => crate::error::bail!(
+            Invalid,
             "provider \"local\" needs the in-process model, which this build left out \
              (built without the `local-embeddings` feature); use provider = \"openai\""
         ),

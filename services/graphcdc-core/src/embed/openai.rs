@@ -8,7 +8,8 @@
 //! the model refuses alone goes to the DLQ).
 
 use super::{EmbedError, Embedder};
-use crate::config::{EmbeddingConfig, Secret};
+use crate::mapping::EmbeddingConfig;
+use crate::settings::Secret;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -37,7 +38,7 @@ impl OpenAiEmbedder {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(config: &EmbeddingConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &EmbeddingConfig) -> crate::error::Result<Self> {
         let client = super::http_client_builder()
             .timeout(std::time::Duration::from_millis(config.timeout_ms))
             .build()?;

@@ -16,7 +16,7 @@ pub async fn nearest(
     vector_name: &str,
     query: &str,
     limit: usize,
-) -> anyhow::Result<Vec<StoredPoint>> {
+) -> crate::error::Result<Vec<StoredPoint>> {
     let vector = embeddings.embed_query(collection, query).await?;
     let ids = sink
         .nearest(collection, vector_name, &vector, limit)

@@ -6,7 +6,7 @@ use super::*;
 use crate::config::Config;
 use crate::event::{ChangeEvent, Op, PropertyValue};
 use crate::mapping::Mapper;
-use crate::sink::edge::EdgeSink;
+use crate::sink::embedded::EmbeddedSink;
 use crate::sink::{CollectionSpec, Fence};
 use std::sync::Mutex;
 
@@ -72,7 +72,7 @@ fn config() -> Config {
 
 /// Fields drop in order: the sink (which flushes) before its directory.
 struct Setup {
-    sink: EdgeSink,
+    sink: EmbeddedSink,
     mapper: Mapper,
     embeddings: Embeddings,
     model: Arc<Recorder>,
@@ -81,7 +81,7 @@ struct Setup {
 
 async fn setup(model: Recorder) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let sink = EdgeSink::open(dir.path()).unwrap();
+    let sink = EmbeddedSink::open(dir.path()).unwrap();
     let config = config();
     sink.ensure_collection(&CollectionSpec::from(&config.mappings[0]))
         .await

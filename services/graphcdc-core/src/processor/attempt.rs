@@ -2,9 +2,9 @@
 //! DLQ; both acknowledged, or an error that says whether to retry or stop.
 
 use super::batch::{BatchApplier, BatchOutcome, PreparedBatch};
-use super::dlq::{DeadLetterQueue, DlqError};
-use crate::error::SinkError;
+use crate::dlq::{DeadLetterQueue, DlqError};
 use crate::kafka::Record;
+use crate::sink::SinkError;
 use crate::stats::Stats;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -19,6 +19,15 @@ pub enum AttemptError {
     /// The DLQ did not take a poison record.
     #[error(transparent)]
     Dlq(#[from] DlqError),
+}
+
+impl From<AttemptError> for crate::error::Error {
+    fn from(e: AttemptError) -> Self {
+        match e {
+            AttemptError::Sink(e) => e.into(),
+            AttemptError::Dlq(e) => e.into(),
+        }
+    }
 }
 
 impl AttemptError {
@@ -54,7 +63,8 @@ pub(crate) async fn run_batch(
         .as_ref()
         .map(|p| p.traceparents.clone())
         .unwrap_or_default();
-    let span = crate::telemetry::batch_span(&records, &traceparents);
+    let span =
+        crate::telemetry::batch_span(records.iter().map(|r| r.headers.as_slice()), &traceparents);
     let result = apply_once(&applier, &dlq, &stats, &records, prepared, false)
         .instrument(span)
         .await;

@@ -12,10 +12,11 @@
 
 use crate::codec::{Codec, DecodeError};
 use crate::embed::Embeddings;
-use crate::error::{PoisonError, PoisonKind, SinkError};
+use crate::error::{PoisonError, PoisonKind};
 use crate::event::CaptureMode;
 use crate::kafka::Record;
 use crate::mapping::{Mapper, PointWrite};
+use crate::sink::SinkError;
 use crate::sink::{CollectionSpec, Fence, VectorSink};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

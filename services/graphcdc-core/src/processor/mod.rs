@@ -7,8 +7,11 @@
 //!   [`VectorSink::sync`] made those writes durable ([`durable`]): the sink is synced
 //!   and the offsets committed at most every `processor.commit_interval_ms`, while
 //!   writes are visible in the sink as soon as it applied them;
-//! - batches reach the sink one after the other: batch n+1 is received, decoded and
-//!   mapped while batch n is being written, and written only after batch n succeeded;
+//! - batch n+1 is received, decoded and mapped while batch n is being written; up to
+//!   `processor.max_batches_in_flight` batches (default 1) are written at once, and only
+//!   batches with disjoint record (entity) keys, so each key's events reach the sink in
+//!   offset order ([`in_flight`]); a failed batch is retried alone, after every other
+//!   batch in flight settled;
 //! - a transient failure pauses the partitions and retries the same batch with backoff;
 //!   nothing is committed meanwhile and the consumer keeps polling so rebalances are
 //!   served; after `breaker_threshold` failures the circuit opens (not ready);
@@ -20,26 +23,30 @@
 
 mod attempt;
 pub mod batch;
-pub mod dlq;
+pub mod config;
 pub mod durable;
+mod in_flight;
 pub mod offsets;
 pub mod rebalance;
 pub mod retry;
 
+pub use config::ProcessorConfig;
+
 use crate::codec::{Codec, SchemaRegistry};
 use crate::config::Config;
+use crate::dlq::{self, DeadLetterQueue};
 use crate::embed::Embeddings;
+use crate::error::Context;
 use crate::kafka::{self, Record};
 use crate::mapping::Mapper;
 use crate::sink::VectorSink;
 use crate::stats::{Health, Stats};
-use anyhow::Context;
 pub(crate) use attempt::run_batch;
-use attempt::{apply_once, AttemptError, InFlight, JoinResult};
+use attempt::{apply_once, AttemptError, InFlight};
 use batch::PreparedBatch;
 use batch::{BatchApplier, BatchOutcome};
-use dlq::DeadLetterQueue;
 use durable::Unsynced;
+use in_flight::{Finished, InFlightBatches};
 use offsets::OffsetTracker;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rebalance::{commit_stored, ProcessorContext};
@@ -51,14 +58,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// How a failed batch was settled.
+/// How a batch was settled.
 enum Settled {
     /// Written (and its poison records in the DLQ): its offsets are handled.
     Done,
     /// Shutdown came during the retries: left uncommitted.
     Interrupted,
     /// Retrying cannot help: stop the process.
-    Fatal(anyhow::Error),
+    Fatal(crate::error::Error),
 }
 
 /// How long an idle consumer waits for a record before checking for shutdown again.
@@ -86,7 +93,7 @@ impl Processor {
         sink: Arc<dyn VectorSink>,
         stats: Arc<Stats>,
         health: Arc<Health>,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let embeddings = Arc::new(Embeddings::from_mappings(&config.mappings).await?);
         Self::with_embeddings(config, sink, stats, health, embeddings).await
     }
@@ -102,7 +109,7 @@ impl Processor {
         stats: Arc<Stats>,
         health: Arc<Health>,
         embeddings: Arc<Embeddings>,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
         crate::sink::ensure_collections(sink.as_ref(), &config.mappings).await?;
         let mapper = Mapper::new(config.mappings.clone(), config.processor.max_payload_bytes);
@@ -131,7 +138,7 @@ impl Processor {
         })
     }
 
-    fn consumer(&self) -> anyhow::Result<StreamConsumer<ProcessorContext>> {
+    fn consumer(&self) -> crate::error::Result<StreamConsumer<ProcessorContext>> {
         let kafka = &self.config.kafka;
         let mut config = kafka::client_config(kafka);
         config
@@ -175,17 +182,16 @@ impl Processor {
     /// # Errors
     /// Fatal errors only (consumer cannot be created, a batch task panicked, the DLQ
     /// refuses records for good); transient ones are retried.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> crate::error::Result<()> {
         let consumer = self.consumer()?;
         self.health.set_running(true);
         tracing::info!(topic = %self.config.kafka.changes_topic, group = %self.config.kafka.group_id, "processor started");
         let mut tracker = OffsetTracker::default();
         let mut breaker = CircuitBreaker::new(self.config.processor.breaker_threshold);
         let mut next: Vec<Record> = Vec::new();
-        let mut in_flight: Option<InFlight> = None;
-        let mut finished = None;
-        let mut interrupted = false;
-        let mut fatal = None;
+        let mut in_flight = InFlightBatches::new(self.config.processor.max_batches_in_flight);
+        let mut finished: Vec<Finished> = Vec::new();
+        let mut stop = None;
         loop {
             let stopping = self
                 .fill(
@@ -197,39 +203,44 @@ impl Processor {
                 )
                 .await;
             drop_revoked(&consumer, &mut tracker, &mut [&mut next]);
-            // Decode and map the next batch while the sink still writes the previous one
+            // Decode and map the next batch while the sink still writes earlier ones
             // (a registry outage here is retried by the batch task).
             let mut prepared = match next.is_empty() {
                 true => None,
                 false => self.applier.prepare(&next).await.ok(),
             };
-            if let Some(task) = in_flight.take() {
-                finished = Some(task.await);
+            // The next batch goes out once no batch in flight holds one of its keys and
+            // there is room; with nothing to write, wait for a batch to settle it.
+            let keys = in_flight::keys_of(&next);
+            while (next.is_empty() && finished.is_empty()) || in_flight.must_wait(&keys) {
+                match in_flight.next_finished().await {
+                    Some(done) => finished.push(done),
+                    None => break,
+                }
             }
-            if let Some((records, result)) = finished.take().transpose()? {
+            finished.extend(in_flight.take_ready());
+            if !finished.is_empty() {
+                // A failed batch is retried alone: settle every other batch first.
+                if !finished.iter().all(Finished::succeeded) {
+                    while let Some(done) = in_flight.next_finished().await {
+                        finished.push(done);
+                    }
+                }
                 // Records received during retries join `next`: prepare it again then.
-                let retried = result.is_err();
-                let settled = self
-                    .finish(
+                let retried = !finished.iter().all(Finished::succeeded);
+                if let Some(settled) = self
+                    .settle(
                         &consumer,
-                        records,
-                        result,
+                        std::mem::take(&mut finished),
                         &mut next,
                         &mut tracker,
                         &mut breaker,
                         &shutdown,
                     )
-                    .await;
-                match settled {
-                    Settled::Done => {}
-                    Settled::Interrupted => {
-                        interrupted = true;
-                        break;
-                    }
-                    Settled::Fatal(e) => {
-                        fatal = Some(e);
-                        break;
-                    }
+                    .await?
+                {
+                    stop = Some(settled);
+                    break;
                 }
                 if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || retried {
                     prepared = None;
@@ -237,13 +248,19 @@ impl Processor {
                 acknowledge(&consumer, &mut tracker);
             }
             if !next.is_empty() {
-                consumer
-                    .context()
-                    .revoked_during_batch
-                    .lock()
-                    .unwrap()
-                    .clear();
-                in_flight = Some(self.spawn_batch(std::mem::take(&mut next), prepared));
+                let revoked_from = {
+                    let mut revoked = consumer.context().revoked_during_batch.lock().unwrap();
+                    if in_flight.is_empty() {
+                        revoked.clear();
+                    }
+                    revoked.len()
+                };
+                let keys = match prepared.is_some() {
+                    true => keys,
+                    false => in_flight::keys_of(&next),
+                };
+                let task = self.spawn_batch(std::mem::take(&mut next), prepared);
+                in_flight.push(task, keys, revoked_from);
                 // Let the batch task start now: tokio runs a freshly spawned task on this
                 // worker (not stealable) once this task yields, and preparing the next
                 // batch does not yield.
@@ -256,27 +273,23 @@ impl Processor {
                 break;
             }
         }
-        if let Some(task) = in_flight.take() {
-            let (records, result) = task.await?;
+        if stop.is_none() {
             let mut rest = Vec::new();
-            match self
-                .finish(
+            while let Some(done) = in_flight.next_finished().await {
+                rest.push(done);
+            }
+            stop = self
+                .settle(
                     &consumer,
-                    records,
-                    result,
-                    &mut rest,
+                    rest,
+                    &mut Vec::new(),
                     &mut tracker,
                     &mut breaker,
                     &shutdown,
                 )
-                .await
-            {
-                Settled::Done => {}
-                Settled::Interrupted => interrupted = true,
-                Settled::Fatal(e) => fatal = Some(e),
-            }
+                .await?;
         }
-        if interrupted {
+        if matches!(stop, Some(Settled::Interrupted)) {
             tracing::warn!("shutdown during retries: the failing batch is left uncommitted");
         }
         acknowledge(&consumer, &mut tracker);
@@ -284,7 +297,7 @@ impl Processor {
         commit_stored(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
         self.health.set_running(false);
-        if let Some(e) = fatal {
+        if let Some(Settled::Fatal(e)) = stop {
             tracing::error!(error = %e, "processor stopped: acknowledged offsets committed, the failing batch left uncommitted");
             return Err(e);
         }
@@ -292,16 +305,53 @@ impl Processor {
         Ok(())
     }
 
+    /// Settle finished batches, written ones first (their offsets are handled whatever
+    /// happens to a failed one); `Some` when the loop must stop (shutdown during
+    /// retries, or a fatal error).
+    ///
+    /// # Errors
+    /// When a batch task panicked.
+    async fn settle(
+        &self,
+        consumer: &StreamConsumer<ProcessorContext>,
+        mut finished: Vec<Finished>,
+        next: &mut Vec<Record>,
+        tracker: &mut OffsetTracker,
+        breaker: &mut CircuitBreaker,
+        shutdown: &CancellationToken,
+    ) -> crate::error::Result<Option<Settled>> {
+        finished.sort_by_key(|done| !done.succeeded());
+        for done in finished {
+            let (records, result) = done.result?;
+            let settled = self
+                .finish(
+                    consumer,
+                    records,
+                    result,
+                    done.revoked_from,
+                    next,
+                    tracker,
+                    breaker,
+                    shutdown,
+                )
+                .await;
+            if !matches!(settled, Settled::Done) {
+                return Ok(Some(settled));
+            }
+        }
+        Ok(None)
+    }
+
     /// Receive into `batch` until it is full, its oldest record waited long enough, or
     /// shutdown is requested (returns `true` then). While the batch is empty it also
-    /// returns as soon as the in-flight batch finishes, so its offsets are committed
+    /// returns as soon as a batch in flight finishes, so its offsets are committed
     /// without waiting for new records.
     async fn fill(
         &self,
         consumer: &StreamConsumer<ProcessorContext>,
         batch: &mut Vec<Record>,
         tracker: &mut OffsetTracker,
-        (in_flight, finished): (&mut Option<InFlight>, &mut Option<JoinResult>),
+        (in_flight, finished): (&mut InFlightBatches, &mut Vec<Finished>),
         shutdown: &CancellationToken,
     ) -> bool {
         let max_wait = Duration::from_millis(self.config.processor.batch_max_wait_ms);
@@ -315,15 +365,14 @@ impl Processor {
             .due(self.commit_interval());
         while batch.len() < self.config.processor.batch_max_events {
             let until = deadline.unwrap_or_else(|| Instant::now() + IDLE_POLL);
-            let watch_task = batch.is_empty() && in_flight.is_some();
+            let watch_task = batch.is_empty() && !in_flight.is_empty();
             let watch_sync = batch.is_empty() && sync_at.is_some();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return true,
                 _ = tokio::time::sleep_until(sync_at.unwrap_or(until)), if watch_sync => return false,
-                result = async { in_flight.as_mut().expect("watched").await }, if watch_task => {
-                    *in_flight = None;
-                    *finished = Some(result);
+                done = in_flight.next_finished(), if watch_task => {
+                    finished.extend(done);
                     return false;
                 }
                 received = tokio::time::timeout_at(until, consumer.recv()) => {
@@ -374,6 +423,7 @@ impl Processor {
         consumer: &StreamConsumer<ProcessorContext>,
         mut batch: Vec<Record>,
         mut result: Result<BatchOutcome, AttemptError>,
+        revoked_from: usize,
         next: &mut Vec<Record>,
         tracker: &mut OffsetTracker,
         breaker: &mut CircuitBreaker,
@@ -386,7 +436,7 @@ impl Processor {
         );
         let mut paused = false;
         let mut failures = 0u32;
-        let gone = std::mem::take(&mut *consumer.context().revoked_during_batch.lock().unwrap());
+        let gone = consumer.context().revoked_during_batch.lock().unwrap()[revoked_from..].to_vec();
         batch.retain(|r| !gone.iter().any(|(t, p)| *t == r.topic && *p == r.partition));
         let settled = loop {
             let e = match result {
@@ -430,7 +480,8 @@ impl Processor {
             if batch.is_empty() {
                 break Settled::Done;
             }
-            let span = crate::telemetry::batch_span(&batch, &[]);
+            let span =
+                crate::telemetry::batch_span(batch.iter().map(|r| r.headers.as_slice()), &[]);
             result = apply_once(&self.applier, &self.dlq, &self.stats, &batch, None, isolate)
                 .instrument(span)
                 .await;

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 pub struct ProcessorContext {
     /// Partitions revoked since the main loop last dropped their records.
     pub revoked: Mutex<Vec<(String, i32)>>,
-    /// Partitions revoked since the in-flight batch was handed to its task: its records
-    /// of those partitions must not be retried (their next owner writes them).
+    /// Partitions revoked while batches were in flight, in order: a batch's records of
+    /// partitions revoked after it was handed to its task must not be retried (their
+    /// next owner writes them). Cleared when a batch starts with none in flight.
     pub revoked_during_batch: Mutex<Vec<(String, i32)>>,
     /// A batch is being retried: every assigned partition must stay paused.
     pub retrying: AtomicBool,

@@ -48,7 +48,7 @@
 //! local disk ([`super::store`]); then a full check is this scan of every bucket
 //! ([`Pick::All`]), and memory does not grow with the number of points.
 
-use super::classify::{add_presence_drifts, judge, DriftReport};
+use super::classify::{add_presence_drifts, judge, DriftReport, ScanExtent};
 use super::expected::{ExpectedPoint, ExpectedState, Lookup};
 use crate::mapping::{bucket_of, BUCKETS};
 use crate::sink::{ScanCursor, StoredPoint, VectorSink};
@@ -68,15 +68,6 @@ pub struct BucketBook {
     primed: bool,
     /// First bucket of the next rotating slice.
     cursor: usize,
-}
-
-/// What a bucketed scan rescanned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanExtent {
-    /// Buckets rescanned, over all collections.
-    pub buckets: u64,
-    /// Points read from the sink.
-    pub points: u64,
 }
 
 impl BucketBook {
@@ -157,7 +148,7 @@ pub async fn scan(
     vector_names: &BTreeMap<String, String>,
     book: &mut BucketBook,
     pick: Pick<'_>,
-) -> anyhow::Result<Option<(DriftReport, Vec<HashSet<u16>>)>> {
+) -> crate::error::Result<Option<(DriftReport, Vec<HashSet<u16>>)>> {
     let started = Instant::now();
     let mut stages: Vec<(&str, u128)> = Vec::new();
     let mut stage = |name, since: &mut Instant| {
@@ -266,7 +257,7 @@ pub async fn scan(
 
 /// The ids of the numeric points of `collection` (foreign: graphcdc writes UUIDs). They
 /// come before every UUID in the scan order, so reading stops at the first UUID.
-async fn numeric_ids(sink: &dyn VectorSink, collection: &str) -> anyhow::Result<Vec<String>> {
+async fn numeric_ids(sink: &dyn VectorSink, collection: &str) -> crate::error::Result<Vec<String>> {
     let mut numeric = Vec::new();
     let mut from = None;
     loop {
@@ -290,7 +281,7 @@ async fn numeric_ids(sink: &dyn VectorSink, collection: &str) -> anyhow::Result<
 async fn unbucketed(
     sink: &dyn VectorSink,
     collection: &str,
-) -> anyhow::Result<(Vec<String>, HashSet<u16>)> {
+) -> crate::error::Result<(Vec<String>, HashSet<u16>)> {
     let (mut numeric, mut buckets) = (Vec::new(), HashSet::new());
     let mut from = None;
     loop {
@@ -366,13 +357,13 @@ impl Rescan<'_> {
         sink: &dyn VectorSink,
         expected: &ExpectedState,
         report: &mut DriftReport,
-    ) -> anyhow::Result<u64> {
+    ) -> crate::error::Result<u64> {
         use futures::{StreamExt, TryStreamExt};
         let collection = self.collection;
         let mut scrolls = std::pin::pin!(futures::stream::iter(self.runs())
             .map(|run| async move {
                 let found = scroll_run(sink, collection, run).await?;
-                anyhow::Ok((run, found))
+                Ok::<_, crate::error::Error>((run, found))
             })
             .buffered(CONCURRENT_RUNS));
         let mut read = 0;
@@ -420,7 +411,7 @@ async fn scroll_run(
     sink: &dyn VectorSink,
     collection: &str,
     run: Run,
-) -> anyhow::Result<(Vec<StoredPoint>, Vec<String>)> {
+) -> crate::error::Result<(Vec<StoredPoint>, Vec<String>)> {
     let limit = (run.expected as usize + 16).min(PAGE);
     let within = |id: &Uuid| bucket_of(id) <= run.last;
     let (mut points, mut foreign) = (Vec::new(), Vec::new());
@@ -452,7 +443,7 @@ async fn vector_presence_drifts(
     expected: &ExpectedState,
     vector_names: &BTreeMap<String, String>,
     report: &mut DriftReport,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     for collection in expected.collections() {
         if let Some(vector_name) = vector_names.get(collection) {
             add_presence_drifts(sink, expected, collection, vector_name, report).await?;

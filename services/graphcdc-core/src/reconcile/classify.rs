@@ -4,7 +4,7 @@
 //! candidate, looked at again before it is reported ([`super::recheck`]).
 
 use super::expected::{parse_hash, ExpectedPoint, ExpectedState, Lookup};
-use crate::error::SinkError;
+use crate::sink::SinkError;
 use crate::sink::{StoredPoint, VectorSink};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,6 +96,15 @@ pub struct Drift {
     pub expected_version: Option<i64>,
 }
 
+/// What a bucketed scan rescanned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanExtent {
+    /// Buckets rescanned, over all collections.
+    pub buckets: u64,
+    /// Points read from the sink.
+    pub points: u64,
+}
+
 /// Result of one check.
 #[derive(Debug, Clone, Default)]
 pub struct DriftReport {
@@ -120,7 +129,7 @@ pub struct DriftReport {
     /// Time the check took.
     pub duration: Duration,
     /// What a bucketed check rescanned ([`super::buckets`]); `None` for a full check.
-    pub rescanned: Option<super::buckets::ScanExtent>,
+    pub rescanned: Option<ScanExtent>,
 }
 
 impl DriftReport {
@@ -253,7 +262,7 @@ pub async fn add_presence_drifts(
     collection: &str,
     vector_name: &str,
     report: &mut DriftReport,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let found = vector_presence(sink, collection, vector_name).await?;
     if found.is_empty() {
         // Usually: the set of points already judged is built only when needed.
@@ -300,7 +309,7 @@ pub async fn scan(
     sink: &dyn VectorSink,
     expected: &ExpectedState,
     vector_names: &BTreeMap<String, String>,
-) -> anyhow::Result<DriftReport> {
+) -> crate::error::Result<DriftReport> {
     let started = Instant::now();
     let mut report = DriftReport {
         expected_points: expected.len(),

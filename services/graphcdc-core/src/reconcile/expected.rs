@@ -24,30 +24,18 @@
 //! record left is all a fresh reader sees; keeping graph.state monotonic is the job of its
 //! writers. The reader keeps following the topic between checks.
 
+pub use super::store::{DeletedAt, ExpectedPoint};
 use super::store::{Held, Slot, StateStore};
 use crate::codec::Codec;
+use crate::error::Context;
 use crate::event::{CaptureMode, EntityState, Source};
 use crate::kafka::{self, Record, STATE_VERSION_HEADER};
 use crate::mapping::{bucket_of, point_id, Mapper, PointWrite};
-use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// What one point should look like, and where its state record is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectedPoint {
-    pub collection: u16,
-    pub key: Box<str>,
-    pub version: i64,
-    pub hash: u128,
-    pub partition: i32,
-    pub offset: i64,
-    /// Kafka timestamp of the state record (ms), for the grace period.
-    pub timestamp_ms: i64,
-}
 
 /// What the expected state says of one point id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,14 +59,6 @@ impl Lookup {
             .map(|p| p.timestamp_ms)
             .or(self.deleted.map(|d| d.timestamp_ms))
     }
-}
-
-/// Where a key was deleted on the state topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeletedAt {
-    pub version: i64,
-    /// Kafka timestamp of the tombstone (ms), for the grace period.
-    pub timestamp_ms: i64,
 }
 
 /// Expected points by point id, plus the reader that keeps them current.
@@ -110,34 +90,10 @@ impl ExpectedState {
     ///
     /// # Errors
     /// When the consumer cannot be created or the topic has no partitions.
-    pub fn open(kafka: &crate::config::KafkaConfig, mapper: &Mapper) -> anyhow::Result<Self> {
-        let mut config = kafka::client_config(kafka);
-        config
-            .set("group.id", format!("{}-reconciler", kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        // A broker answers a connection's requests in order, so each watermark query waits
-        // behind a fetch parked at the end of the log for up to this long: at librdkafka's
-        // 500 ms default, checking 32 partitions after catching up took 16 s.
-        kafka::set_defaults(&mut config, kafka, &[("fetch.wait.max.ms", "10")]);
-        let consumer: BaseConsumer = config.create().context("creating state topic reader")?;
+    pub fn open(kafka: &crate::kafka::KafkaConfig, mapper: &Mapper) -> crate::error::Result<Self> {
         let topic = kafka.state_topic.clone();
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), kafka::ADMIN_TIMEOUT)
-            .context("fetching state topic metadata")?;
-        let mut assignment = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                assignment.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-            }
-        }
-        anyhow::ensure!(
-            assignment.count() > 0,
-            "state topic {topic} has no partitions"
-        );
-        consumer
-            .assign(&assignment)
-            .context("assigning state topic partitions")?;
+        let group = format!("{}-reconciler", kafka.group_id);
+        let consumer = kafka::read_from_beginning(kafka, &topic, &group)?;
         let mut collections: Vec<String> = Vec::new();
         for m in mapper.mappings() {
             if !collections.contains(&m.collection) {
@@ -162,8 +118,8 @@ impl ExpectedState {
     ///
     /// # Errors
     /// When the file cannot be created, or the state was read already.
-    pub fn keep_on_disk(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
-        anyhow::ensure!(
+    pub fn keep_on_disk(&mut self, dir: &std::path::Path) -> crate::error::Result<()> {
+        crate::error::ensure!(
             self.records_read == 0,
             "the expected state moves to disk before it is read"
         );
@@ -190,7 +146,7 @@ impl ExpectedState {
     ///
     /// # Errors
     /// When the state file cannot be read.
-    pub fn lookup(&self, id: &Uuid) -> anyhow::Result<Lookup> {
+    pub fn lookup(&self, id: &Uuid) -> crate::error::Result<Lookup> {
         Ok(match self.store.get(id)? {
             Some(Slot::Live(p)) => Lookup {
                 point: Some(p),
@@ -214,7 +170,7 @@ impl ExpectedState {
     }
 
     /// Partitions with records not read yet: partition → high watermark to reach.
-    fn unread(&self) -> anyhow::Result<HashMap<i32, i64>> {
+    fn unread(&self) -> crate::error::Result<HashMap<i32, i64>> {
         let mut unread = HashMap::new();
         for (partition, (low, high)) in self.watermarks()? {
             let next = self
@@ -233,7 +189,7 @@ impl ExpectedState {
     /// Low and high watermarks of every assigned partition: two ListOffsets requests for
     /// all partitions (earliest, latest), or one request per partition when the broker
     /// does not answer those.
-    fn watermarks(&self) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
+    fn watermarks(&self) -> crate::error::Result<HashMap<i32, (i64, i64)>> {
         let batched = (|| -> Option<HashMap<i32, (i64, i64)>> {
             // The "timestamps" Beginning (-2) and End (-1) ask for the earliest and
             // the latest offset (rdkafka refuses them as `Offset::Offset(-2)`).
@@ -289,7 +245,7 @@ impl ExpectedState {
         codec: &Codec,
         mapper: &Mapper,
         stall: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         let mut unread = self.unread()?;
         let mut deadline = std::time::Instant::now() + stall;
         while !unread.is_empty() {
@@ -356,7 +312,7 @@ impl ExpectedState {
         record: &Record,
         codec: &Codec,
         mapper: &Mapper,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         self.records_read += 1;
         let Some(key) = record.key.as_deref().map(String::from_utf8_lossy) else {
             self.invalid_records += 1;
@@ -420,11 +376,11 @@ impl ExpectedState {
     /// When the topic cannot be read (no record within a minute).
     pub async fn fetch_states(
         &self,
-        kafka_config: &crate::config::KafkaConfig,
+        kafka_config: &crate::kafka::KafkaConfig,
         codec: &Codec,
         mapper: &Mapper,
         wanted: &HashSet<Uuid>,
-    ) -> anyhow::Result<HashMap<Uuid, EntityState>> {
+    ) -> crate::error::Result<HashMap<Uuid, EntityState>> {
         let mut by_location: std::collections::BTreeMap<(i32, i64), Vec<Uuid>> =
             std::collections::BTreeMap::new();
         for id in wanted {
@@ -495,11 +451,14 @@ pub async fn decode_state_record(
     codec: &Codec,
     key: &str,
     payload: &[u8],
-) -> anyhow::Result<Option<EntityState>> {
+) -> crate::error::Result<Option<EntityState>> {
     match codec.decode_state(payload).await {
         Ok(state) => Ok(Some(state)),
         Err(crate::codec::DecodeError::RegistryUnavailable(e)) => {
-            anyhow::bail!("schema registry unavailable while reading the state topic: {e}")
+            crate::error::bail!(
+                External,
+                "schema registry unavailable while reading the state topic: {e}"
+            )
         }
         Err(e) => {
             tracing::debug!(%key, error = %e, "undecodable state record");
@@ -522,7 +481,11 @@ pub fn tombstone_version(record: &Record) -> Option<i64> {
 ///
 /// # Errors
 /// When the state file cannot be read or written.
-pub fn fold_upsert(store: &mut StateStore, id: Uuid, point: ExpectedPoint) -> anyhow::Result<()> {
+pub fn fold_upsert(
+    store: &mut StateStore,
+    id: Uuid,
+    point: ExpectedPoint,
+) -> crate::error::Result<()> {
     match store.held(&id)? {
         Some(Held::Deleted { version }) if version >= point.version => Ok(()),
         Some(Held::Live { version, .. }) if version > point.version => Ok(()),
@@ -541,7 +504,7 @@ pub fn fold_delete(
     id: Uuid,
     version: Option<i64>,
     timestamp_ms: i64,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let at = match (store.held(&id)?, version) {
         (Some(Held::Live { version: held, .. }), Some(v)) if v < held => return Ok(()),
         (Some(Held::Live { version: held, .. }), v) => v.unwrap_or(held).max(held),
@@ -572,7 +535,7 @@ pub fn fold_state(
     writes: Vec<(Uuid, ExpectedPoint)>,
     version: i64,
     at_ms: i64,
-) -> anyhow::Result<bool> {
+) -> crate::error::Result<bool> {
     let mut held = Vec::with_capacity(ids.len());
     for id in ids {
         held.push(store.held(id)?);

@@ -18,9 +18,9 @@
 //! - **Ratios are validated** at start: NaN, negative or above 1 is refused, naming the
 //!   option.
 
-use crate::config::KafkaConfig;
+use crate::error::Context;
 use crate::kafka;
-use anyhow::Context;
+use crate::kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 ///
 /// # Errors
 /// Names the option and the value when it is NaN, negative or above 1.
-pub fn validate_ratio(option: &str, value: f64) -> anyhow::Result<()> {
-    anyhow::ensure!(
+pub fn validate_ratio(option: &str, value: f64) -> crate::error::Result<()> {
+    crate::error::ensure!(
         (0.0..=1.0).contains(&value),
+        Invalid,
         "{option} must be a share between 0 and 1 (0.1 = 10 %), got {value}"
     );
     Ok(())
@@ -88,7 +89,7 @@ pub fn state_topic_problem(topic: &str, configs: &BTreeMap<String, String>) -> O
 /// A [`StateTopicRefusal`] when the configuration does not keep every key (or the broker
 /// answers without saying), other errors when it cannot be read; the messages name the
 /// reason and `--allow-non-compacted-state`.
-pub async fn verify_state_topic(kafka_config: &KafkaConfig) -> anyhow::Result<()> {
+pub async fn verify_state_topic(kafka_config: &KafkaConfig) -> crate::error::Result<()> {
     let topic = &kafka_config.state_topic;
     let override_hint = "fix the topic (kafka-configs --alter --entity-type topics \
          --entity-name <topic> --add-config cleanup.policy=compact), or pass \
@@ -101,7 +102,8 @@ pub async fn verify_state_topic(kafka_config: &KafkaConfig) -> anyhow::Result<()
         .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
         .await
         .map_err(|e| {
-            anyhow::anyhow!(
+            crate::error::err!(
+                External,
                 "cannot read the configuration of state topic {topic} (DescribeConfigs: {e}); \
                  {override_hint}"
             )
@@ -136,6 +138,13 @@ pub async fn verify_state_topic(kafka_config: &KafkaConfig) -> anyhow::Result<()
 #[derive(Debug, thiserror::Error)]
 #[error("refusing to reconcile: {0}")]
 pub struct StateTopicRefusal(pub String);
+
+/// A topic to fix before running: a config error.
+impl From<StateTopicRefusal> for crate::error::Error {
+    fn from(e: StateTopicRefusal) -> Self {
+        crate::error::Error::service(crate::error::ErrorKind::Config, e)
+    }
+}
 
 /// A window as text: `24h`, `90m`, `45s`.
 fn window_text(window: Duration) -> String {
@@ -195,6 +204,13 @@ pub struct SafetyRefusal {
     pub percent: f64,
     pub limit: f64,
     pub window: Duration,
+}
+
+/// The operator's decision (`--force`, or a smaller repair): a config error.
+impl From<SafetyRefusal> for crate::error::Error {
+    fn from(e: SafetyRefusal) -> Self {
+        crate::error::Error::service(crate::error::ErrorKind::Config, e)
+    }
 }
 
 /// Deletes and same-version rewrites per collection within a sliding window.

@@ -22,8 +22,9 @@ pub mod repair;
 pub mod report;
 pub mod store;
 
+use crate::capture::CaptureSetting;
 use crate::codec::{Codec, SchemaRegistry};
-use crate::config::{CaptureSetting, Config};
+use crate::config::Config;
 use crate::mapping::Mapper;
 use crate::sink::VectorSink;
 use crate::stats::DriftGauges;
@@ -111,9 +112,10 @@ impl Reconciler {
         config: Config,
         sink: Arc<dyn VectorSink>,
         gauges: Arc<DriftGauges>,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
+    ) -> crate::error::Result<Self> {
+        crate::error::ensure!(
             config.capture.mode != CaptureSetting::Direct,
+            Invalid,
             "{DIRECT_MODE_REFUSAL}"
         );
         let codec = Arc::new(Codec::new(SchemaRegistry::from_config(&config.registry)?));
@@ -158,7 +160,7 @@ impl Reconciler {
     ///
     /// # Errors
     /// When the file cannot be created.
-    pub fn state_dir(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+    pub fn state_dir(&mut self, dir: &std::path::Path) -> crate::error::Result<()> {
         self.expected.keep_on_disk(dir)?;
         self.state_dir = Some(dir.to_owned());
         Ok(())
@@ -177,7 +179,7 @@ impl Reconciler {
     /// # Errors
     /// When the state topic does not keep every key (unless allowed), or the state topic
     /// or the sink cannot be read.
-    pub async fn check(&mut self, grace: Duration) -> anyhow::Result<DriftReport> {
+    pub async fn check(&mut self, grace: Duration) -> crate::error::Result<DriftReport> {
         let started = Instant::now();
         if !self.state_topic_verified {
             if self.allow_non_compacted_state {
@@ -280,7 +282,7 @@ impl Reconciler {
         &mut self,
         report: &DriftReport,
         grace: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         let confirmed = self.confirmed_orphans(report);
         let mut once = report.clone();
         once.drifts
@@ -302,7 +304,7 @@ impl Reconciler {
 
     /// Read the state topic to its end. A failure keeps what was read (the next call
     /// goes on from there); only a reader that lost its place starts over.
-    async fn catch_up(&mut self) -> anyhow::Result<()> {
+    async fn catch_up(&mut self) -> crate::error::Result<()> {
         let result = self
             .expected
             .catch_up(&self.codec, &self.mapper, CATCH_UP_STALL)
@@ -339,7 +341,7 @@ impl Reconciler {
         &mut self,
         report: &DriftReport,
         options: &RepairOptions,
-    ) -> anyhow::Result<RepairOutcome> {
+    ) -> crate::error::Result<RepairOutcome> {
         options.validate()?;
         let confirmed = self.confirmed_orphans(report);
         let mappings = &self.config.mappings;
@@ -370,7 +372,10 @@ impl Reconciler {
     ///
     /// # Errors
     /// As [`Reconciler::check`] and [`Reconciler::repair`].
-    pub async fn run_once(&mut self, options: &ReconcileOptions) -> anyhow::Result<OnceResult> {
+    pub async fn run_once(
+        &mut self,
+        options: &ReconcileOptions,
+    ) -> crate::error::Result<OnceResult> {
         if let Some(repair_options) = &options.repair {
             repair_options.validate()?;
         }
@@ -423,7 +428,7 @@ impl Reconciler {
         options: &ReconcileOptions,
         interval: Duration,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         if let Some(repair_options) = &options.repair {
             repair_options.validate()?;
         }
@@ -461,7 +466,7 @@ impl Reconciler {
     }
 
     /// One round of the continuous mode.
-    async fn check_and_repair(&mut self, options: &ReconcileOptions) -> anyhow::Result<()> {
+    async fn check_and_repair(&mut self, options: &ReconcileOptions) -> crate::error::Result<()> {
         let report = self.check(options.grace).await?;
         let counts = report.counts();
         tracing::info!(

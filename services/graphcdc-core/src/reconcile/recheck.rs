@@ -37,9 +37,9 @@
 
 use super::classify::{judge, vector_presence, Drift, DriftClass, DriftReport};
 use super::Reconciler;
-use crate::config::KafkaConfig;
+use crate::error::Context;
 use crate::kafka;
-use anyhow::Context;
+use crate::kafka::KafkaConfig;
 use futures::{StreamExt, TryStreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -65,7 +65,7 @@ impl ProcessorPosition {
     ///
     /// # Errors
     /// When the client cannot be created.
-    pub fn new(kafka_config: &KafkaConfig) -> anyhow::Result<Self> {
+    pub fn new(kafka_config: &KafkaConfig) -> crate::error::Result<Self> {
         let mut config = kafka::client_config(kafka_config);
         config
             .set("group.id", &kafka_config.group_id)
@@ -77,7 +77,7 @@ impl ProcessorPosition {
     }
 
     /// The change topic's high watermarks now.
-    fn barrier(&self) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
+    fn barrier(&self) -> crate::error::Result<HashMap<i32, (i64, i64)>> {
         tokio::task::block_in_place(|| {
             kafka::partition_ids(&self.consumer, &self.topic)?
                 .into_iter()
@@ -94,7 +94,7 @@ impl ProcessorPosition {
 
     /// Whether the group has committed `barrier` (high watermarks, with the low ones for
     /// partitions it never committed on) on every partition.
-    fn passed(&self, barrier: &HashMap<i32, (i64, i64)>) -> anyhow::Result<bool> {
+    fn passed(&self, barrier: &HashMap<i32, (i64, i64)>) -> crate::error::Result<bool> {
         let mut tpl = TopicPartitionList::new();
         for p in barrier.keys() {
             tpl.add_partition(&self.topic, *p);
@@ -141,7 +141,7 @@ impl Reconciler {
         &mut self,
         report: &mut DriftReport,
         grace: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         let mut candidates = Vec::with_capacity(report.drifts.len());
         for drift in std::mem::take(&mut report.drifts) {
             let lookup = self.expected.lookup(&drift.id)?;
@@ -208,7 +208,7 @@ impl Reconciler {
             }
         }
         .await;
-        result.unwrap_or_else(|e: anyhow::Error| {
+        result.unwrap_or_else(|e: crate::error::Error| {
             tracing::warn!(error = %format!("{e:#}"), "cannot read the processor's position; judging by age");
             false
         })
@@ -220,7 +220,7 @@ impl Reconciler {
         candidates: Vec<Candidate>,
         passed: bool,
         grace: Duration,
-    ) -> anyhow::Result<Looked> {
+    ) -> crate::error::Result<Looked> {
         let sink = self.sink.clone();
         let reads: Vec<_> = futures::stream::iter(
             candidates
@@ -231,7 +231,7 @@ impl Reconciler {
             let sink = sink.clone();
             async move {
                 let stored = sink.get(&c.drift.collection, c.drift.id).await?;
-                Ok::<_, crate::error::SinkError>((c.drift.id, stored))
+                Ok::<_, crate::sink::SinkError>((c.drift.id, stored))
             }
         })
         .buffer_unordered(CONCURRENT_READS)

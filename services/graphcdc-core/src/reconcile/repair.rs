@@ -14,10 +14,11 @@ use super::expected::{repair_source, ExpectedState};
 pub use super::guard::SafetyRefusal;
 use super::guard::{validate_ratio, Budget, Spend};
 use crate::codec::{Codec, Format};
-use crate::config::{Config, MappingConfig};
+use crate::config::Config;
 use crate::embed::Embeddings;
 use crate::event::{ChangeEvent, EntityKind, Op, RelationshipEnds};
 use crate::kafka::ChangePublisher;
+use crate::mapping::MappingConfig;
 use crate::mapping::{Mapper, PointWrite};
 use crate::sink::{Fence, VectorSink};
 use std::collections::{BTreeMap, HashSet};
@@ -77,11 +78,12 @@ impl RepairOptions {
     ///
     /// # Errors
     /// The first invalid option.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::error::Result<()> {
         validate_ratio("--max-delete-ratio", self.max_delete_ratio)?;
         validate_ratio("--max-rewrite-ratio", self.max_rewrite_ratio)?;
-        anyhow::ensure!(
+        crate::error::ensure!(
             !self.delete_foreign || self.mode == RepairMode::Sink,
+            Invalid,
             "--delete-foreign needs --repair sink: points another tool wrote have no entity \
              key to publish a delete for"
         );
@@ -147,7 +149,7 @@ pub async fn repair(
     confirmed: &HashSet<Uuid>,
     budget: &mut Budget,
     options: &RepairOptions,
-) -> anyhow::Result<RepairOutcome> {
+) -> crate::error::Result<RepairOutcome> {
     let Context {
         config,
         sink,
@@ -308,7 +310,7 @@ async fn write_to_sink(
     mapper: &Mapper,
     embeddings: &Embeddings,
     events: &[(String, ChangeEvent)],
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let mut by_collection: BTreeMap<&str, Vec<PointWrite>> = BTreeMap::new();
     for (collection, event) in events {
         let writes = mapper.map(event)?;

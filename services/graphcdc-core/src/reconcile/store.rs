@@ -15,14 +15,34 @@
 //! empty when the reconciler starts: after a restart the state is read from the topic
 //! again. What it costs is in `docs/benchmarks.md` ("Expected state on disk").
 
-use super::expected::{DeletedAt, ExpectedPoint};
+use crate::error::Context;
 use crate::mapping::{bucket_of, BUCKETS};
-use anyhow::Context;
 use redb::{ReadableDatabase, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+/// What one point should look like, and where its state record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedPoint {
+    pub collection: u16,
+    pub key: Box<str>,
+    pub version: i64,
+    pub hash: u128,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka timestamp of the state record (ms), for the grace period.
+    pub timestamp_ms: i64,
+}
+
+/// Where a key was deleted on the state topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedAt {
+    pub version: i64,
+    /// Kafka timestamp of the tombstone (ms), for the grace period.
+    pub timestamp_ms: i64,
+}
 
 /// Pending writes that make the disk store write them out.
 pub const FLUSH_EVERY: usize = 200_000;
@@ -92,7 +112,7 @@ impl StateStore {
     ///
     /// # Errors
     /// When the directory or the file cannot be created.
-    pub fn on_disk(dir: &Path, collections: usize) -> anyhow::Result<Self> {
+    pub fn on_disk(dir: &Path, collections: usize) -> crate::error::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
         let path = dir.join(FILE_NAME);
@@ -152,7 +172,7 @@ impl StateStore {
     ///
     /// # Errors
     /// When the state file cannot be read.
-    pub fn get(&self, id: &Uuid) -> anyhow::Result<Option<Slot>> {
+    pub fn get(&self, id: &Uuid) -> crate::error::Result<Option<Slot>> {
         let key = id.as_u128();
         match &self.slots {
             Slots::Memory(m) => Ok(m.get(&key).cloned()),
@@ -167,7 +187,7 @@ impl StateStore {
     ///
     /// # Errors
     /// When the state file cannot be read.
-    pub fn held(&self, id: &Uuid) -> anyhow::Result<Option<Held>> {
+    pub fn held(&self, id: &Uuid) -> crate::error::Result<Option<Held>> {
         let key = id.as_u128();
         match &self.slots {
             Slots::Memory(m) => Ok(m.get(&key).map(held_of)),
@@ -182,7 +202,7 @@ impl StateStore {
     ///
     /// # Errors
     /// When the state file cannot be read or written.
-    pub fn set(&mut self, id: Uuid, slot: Slot) -> anyhow::Result<()> {
+    pub fn set(&mut self, id: Uuid, slot: Slot) -> crate::error::Result<()> {
         let old = self.held(&id)?;
         let bucket = bucket_of(&id) as usize;
         if let Some(Held::Live { collection, .. }) = old {
@@ -211,7 +231,7 @@ impl StateStore {
     ///
     /// # Errors
     /// When the state file cannot be written.
-    pub fn flush(&mut self) -> anyhow::Result<()> {
+    pub fn flush(&mut self) -> crate::error::Result<()> {
         match &mut self.slots {
             Slots::Memory(_) => Ok(()),
             Slots::Disk(d) => d.flush(),
@@ -229,7 +249,7 @@ impl StateStore {
         c: u16,
         buckets: RangeInclusive<u16>,
         mut f: impl FnMut(Uuid, &ExpectedPoint),
-    ) -> anyhow::Result<()> {
+    ) -> crate::error::Result<()> {
         let ids = bucket_ids(&buckets);
         match &self.slots {
             Slots::Memory(m) => {
@@ -263,7 +283,7 @@ impl StateStore {
         &self,
         c: u16,
         buckets: RangeInclusive<u16>,
-    ) -> anyhow::Result<Vec<(Uuid, ExpectedPoint)>> {
+    ) -> crate::error::Result<Vec<(Uuid, ExpectedPoint)>> {
         let mut live = Vec::new();
         self.each_live(c, buckets, |id, p| live.push((id, p.clone())))?;
         Ok(live)
@@ -278,7 +298,11 @@ fn bucket_ids(buckets: &RangeInclusive<u16>) -> RangeInclusive<u128> {
 }
 
 impl DiskSlots {
-    fn read<T>(&self, key: u128, f: fn(&[u8]) -> anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+    fn read<T>(
+        &self,
+        key: u128,
+        f: fn(&[u8]) -> crate::error::Result<T>,
+    ) -> crate::error::Result<Option<T>> {
         let value = self
             .reader
             .get(key)
@@ -286,7 +310,7 @@ impl DiskSlots {
         value.map(|v| f(v.value())).transpose()
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn flush(&mut self) -> crate::error::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -348,15 +372,15 @@ fn encode(slot: &Slot, out: &mut Vec<u8>) {
 struct Fields<'a>(&'a [u8]);
 
 impl Fields<'_> {
-    fn take<const N: usize>(&mut self) -> anyhow::Result<[u8; N]> {
-        anyhow::ensure!(self.0.len() >= N, "state file slot too short");
+    fn take<const N: usize>(&mut self) -> crate::error::Result<[u8; N]> {
+        crate::error::ensure!(self.0.len() >= N, "state file slot too short");
         let (head, rest) = self.0.split_at(N);
         self.0 = rest;
         Ok(head.try_into().expect("split at N"))
     }
 }
 
-fn decode(bytes: &[u8]) -> anyhow::Result<Slot> {
+fn decode(bytes: &[u8]) -> crate::error::Result<Slot> {
     let mut f = Fields(bytes);
     match f.take::<1>()?[0] {
         LIVE => {
@@ -381,11 +405,11 @@ fn decode(bytes: &[u8]) -> anyhow::Result<Slot> {
             version: i64::from_le_bytes(f.take()?),
             timestamp_ms: i64::from_le_bytes(f.take()?),
         })),
-        tag => anyhow::bail!("state file slot with unknown tag {tag}"),
+        tag => crate::error::bail!("state file slot with unknown tag {tag}"),
     }
 }
 
-fn decode_held(bytes: &[u8]) -> anyhow::Result<Held> {
+fn decode_held(bytes: &[u8]) -> crate::error::Result<Held> {
     match bytes.first() {
         Some(&LIVE) if bytes.len() >= LIVE_HEADER => {
             let mut f = Fields(&bytes[1..]);
@@ -398,7 +422,7 @@ fn decode_held(bytes: &[u8]) -> anyhow::Result<Held> {
         }
         _ => match decode(bytes)? {
             Slot::Deleted(d) => Ok(Held::Deleted { version: d.version }),
-            Slot::Live(_) => anyhow::bail!("state file slot too short"),
+            Slot::Live(_) => crate::error::bail!("state file slot too short"),
         },
     }
 }

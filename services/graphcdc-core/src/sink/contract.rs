@@ -175,7 +175,7 @@ async fn run_contract(sink: &dyn VectorSink, c: &str) {
 #[tokio::test]
 async fn embedded_sink_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
     run_contract(&sink, "contract").await;
 }
 
@@ -185,7 +185,7 @@ async fn embedded_sink_keeps_the_contract() {
 #[tokio::test]
 async fn embedded_scan_pages_over_numeric_ids_and_reports_foreign_points() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
     let c = "legacy";
     sink.ensure_collection(&spec(c)).await.unwrap();
     let title = |n: u64| Map::from_iter([("title".to_owned(), json!(format!("legacy {n}")))]);
@@ -232,14 +232,14 @@ async fn embedded_scan_pages_over_numeric_ids_and_reports_foreign_points() {
 async fn embedded_sink_opens_a_shard_once_under_concurrent_first_use() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let sink = edge::EdgeSink::open(dir.path()).unwrap();
+        let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
         sink.ensure_collection(&spec("busy")).await.unwrap();
         sink.write("busy", &[write("busy", "k0", 1, "t")], Fence::Newer)
             .await
             .unwrap();
     }
     for _ in 0..5 {
-        let sink = std::sync::Arc::new(edge::EdgeSink::open(dir.path()).unwrap());
+        let sink = std::sync::Arc::new(embedded::EmbeddedSink::open(dir.path()).unwrap());
         let counts = futures::future::join_all((0..8).map(|_| {
             let sink = sink.clone();
             tokio::spawn(async move { sink.count_live("busy").await })
@@ -311,13 +311,13 @@ async fn jsonl_sink_rebuilds_its_index_from_the_files() {
 async fn embedded_sink_keeps_acknowledged_writes_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let sink = edge::EdgeSink::open(dir.path()).unwrap();
+        let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
         sink.ensure_collection(&spec("c")).await.unwrap();
         sink.write("c", &[write("c", "a", 7, "kept")], Fence::Newer)
             .await
             .unwrap();
     }
-    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
     sink.ensure_collection(&spec("c")).await.unwrap();
     assert_eq!(
         text_of(&sink, "c", "a").await,
@@ -328,7 +328,7 @@ async fn embedded_sink_keeps_acknowledged_writes_after_reopen() {
 #[tokio::test]
 async fn embedded_sink_rejects_wrong_dimension_without_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
     sink.ensure_collection(&spec("c")).await.unwrap();
     let mut bad = write("c", "a", 1, "x");
     bad.vector = Some(vec![1.0; DIM + 1]);
@@ -406,7 +406,7 @@ async fn tombstones_on_optimized_segments_have_no_vector<F, Fut>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_tombstones_on_optimized_segments_have_no_vector() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
     tombstones_on_optimized_segments_have_no_vector(&sink, "opt", || async {
         assert!(
             sink.optimize("opt", 1).await.unwrap(),
@@ -421,7 +421,7 @@ async fn embedded_tombstones_on_optimized_segments_have_no_vector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_sink_rejects_a_mismatched_collection_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = edge::EdgeSink::open(dir.path()).unwrap();
+    let sink = embedded::EmbeddedSink::open(dir.path()).unwrap();
     sink.ensure_collection(&spec("c")).await.unwrap();
     let mut wider = spec("c");
     wider.dimension = DIM * 2;

@@ -16,15 +16,19 @@
 //!   revival; the embedded sink, the only writer of its shard, decides under the shard's
 //!   write lock which tombstones the fence lets through and strips exactly those by id.
 
+pub mod config;
 #[cfg(feature = "embedded")]
-pub mod edge;
+pub mod embedded;
+pub mod error;
 pub mod jsonl;
 pub mod qdrant;
 
-use crate::config::{Distance, MappingConfig, SinkConfig};
-use crate::error::SinkError;
+pub use config::SinkConfig;
+pub use error::SinkError;
+
+use crate::error::Context;
 use crate::mapping::PointWrite;
-use anyhow::Context;
+use crate::mapping::{Distance, MappingConfig};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -133,7 +137,7 @@ pub async fn check_collection(
 pub async fn ensure_collections(
     sink: &dyn VectorSink,
     mappings: &[MappingConfig],
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     for m in mappings {
         let spec = CollectionSpec::from(m);
         sink.ensure_collection(&spec).await.with_context(|| {
@@ -297,7 +301,7 @@ pub struct BucketCounts {
 /// A vector store that applies version-fenced point writes.
 #[async_trait]
 pub trait VectorSink: Send + Sync {
-    /// Short name for logs, e.g. `qdrant-edge`.
+    /// Short name for logs, e.g. `embedded`.
     fn name(&self) -> &'static str;
 
     /// Create the collection with a payload index on the version field when missing.
@@ -456,12 +460,13 @@ pub trait VectorSink: Send + Sync {
 ///
 /// # Errors
 /// When the embedded directory cannot be created or the server URL is invalid.
-pub fn open(config: &SinkConfig) -> anyhow::Result<Arc<dyn VectorSink>> {
+pub fn open(config: &SinkConfig) -> crate::error::Result<Arc<dyn VectorSink>> {
     Ok(match config {
         #[cfg(feature = "embedded")]
-        SinkConfig::Embedded { path } => Arc::new(edge::EdgeSink::open(path)?),
+        SinkConfig::Embedded { path } => Arc::new(embedded::EmbeddedSink::open(path)?),
         #[cfg(not(feature = "embedded"))]
-        SinkConfig::Embedded { .. } => anyhow::bail!(
+        SinkConfig::Embedded { .. } => crate::error::bail!(
+            Invalid,
             "sink.kind: \"embedded\" needs the embedded Qdrant engine, which this build \
              left out (built without the `embedded` feature); use kind = \"qdrant\""
         ),

@@ -3,12 +3,12 @@
 
 use super::*;
 use crate::codec::{Codec, Format};
+use crate::dlq::DeadLetterQueue;
 use crate::event::{ChangeEvent, Op};
 use crate::kafka::Record;
 use crate::mapping::Mapper;
 use crate::processor::batch::BatchApplier;
-use crate::processor::dlq::DeadLetterQueue;
-use crate::sink::edge::EdgeSink;
+use crate::sink::embedded::EmbeddedSink;
 use crate::sink::{CollectionSpec, VectorSink};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::InMemorySpanExporter;
@@ -18,6 +18,7 @@ const TRACE_A: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN_A: &str = "00f067aa0ba902b7";
 const TRACE_B: &str = "0af7651916cd43dd8448eb211c80319c";
 const SPAN_B: &str = "b7ad6b7169203331";
+const DIMENSION: usize = 8;
 
 async fn record(
     codec: &Codec,
@@ -26,7 +27,7 @@ async fn record(
     field: Option<String>,
 ) -> Record {
     let mut event = ChangeEvent::node(&format!("c{offset}"), &["Chunk"], Op::Upsert, 1, 1_000);
-    event.vector = Some(vec![0.5; crate::demo::stream::DIMENSION]);
+    event.vector = Some(vec![0.5; DIMENSION]);
     event.traceparent = field;
     Record {
         topic: "graph.changes".into(),
@@ -52,8 +53,11 @@ async fn a_batch_continues_the_producer_trace_links_every_event_and_traces_sink_
     let _default = tracing::subscriber::set_default(subscriber);
 
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::demo::demo_config("127.0.0.1:9", dir.path()).unwrap();
-    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let config = crate::config::Config::from_toml(&format!(
+        "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\n\n[[mappings]]\nlabel = \"Chunk\"\ncollection = \"chunks\"\ndimension = {DIMENSION}\n"
+    ))
+    .unwrap();
+    let sink = Arc::new(EmbeddedSink::open(dir.path()).unwrap());
     let spec = CollectionSpec::from(&config.mappings[0]);
     sink.ensure_collection(&spec).await.unwrap();
     let codec = Arc::new(Codec::local());
@@ -67,7 +71,7 @@ async fn a_batch_continues_the_producer_trace_links_every_event_and_traces_sink_
         crate::kafka::producer(&config.kafka).unwrap(),
         "dlq".into(),
         "group".into(),
-        crate::processor::dlq::DEFAULT_MAX_RECORD_BYTES,
+        crate::dlq::DEFAULT_MAX_RECORD_BYTES,
     ));
     // Trace A in the header, trace B only in the event field, one without context.
     let records = vec![
@@ -136,7 +140,7 @@ fn produced_records_carry_the_current_span_and_nothing_without_a_trace() {
             )],
             timestamp_ms: None,
         };
-        let span = batch_span(std::slice::from_ref(&incoming), &[]);
+        let span = batch_span(std::iter::once(incoming.headers.as_slice()), &[]);
         let _entered = span.enter();
         let tp = current_traceparent().expect("a traceparent inside a traced span");
         assert!(tp.starts_with(&format!("00-{TRACE_A}-")), "{tp}");

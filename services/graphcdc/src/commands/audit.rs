@@ -3,6 +3,7 @@
 //! entries in time), 4 the repair was refused by the delete guard
 //! (the refused plan is printed; nothing was published).
 
+use super::EXIT_DRIFT;
 use crate::cli::{AuditArgs, OutputFormat};
 use graphcdc_core::audit::repair::AuditRepairOptions;
 use graphcdc_core::audit::{report, AuditOptions, Auditor};
@@ -10,8 +11,6 @@ use graphcdc_core::config::Config;
 use graphcdc_core::sink;
 use std::process::ExitCode;
 
-/// Exit code when drift remains (as `reconcile --once`).
-const EXIT_DRIFT: u8 = 3;
 /// Exit code when the delete guard refused the repair.
 const EXIT_REFUSED: u8 = 4;
 

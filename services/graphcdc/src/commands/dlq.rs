@@ -1,19 +1,24 @@
 //! `graphcdc dlq list|show|redrive`.
 
+use super::refuse;
 use super::{rfc3339, short};
-use crate::cli::{OutputFormat, RedriveSelection};
+use crate::cli::{DlqAction, DlqArgs, OutputFormat, RedriveSelection};
 use graphcdc_core::codec::{Codec, SchemaRegistry};
 use graphcdc_core::config::Config;
-use graphcdc_core::inspect::dlq::{self, ListEntry, Position, Selection, ShownValue};
-use graphcdc_core::processor::dlq::headers;
+use graphcdc_core::dlq::{self, headers, ListEntry, Position, Selection, ShownValue};
 use std::fmt::Write as _;
 
+/// `graphcdc dlq list|show|redrive`.
+pub(crate) async fn run(config: &Config, args: DlqArgs) -> anyhow::Result<()> {
+    match args.action {
+        DlqAction::List { limit, format } => list(config, limit, format).await,
+        DlqAction::Show { position, format } => show(config, &position, format).await,
+        DlqAction::Redrive { selection, execute } => redrive(config, selection, execute).await,
+    }
+}
+
 /// `graphcdc dlq list`.
-pub(crate) async fn list(
-    config: &Config,
-    limit: Option<usize>,
-    format: OutputFormat,
-) -> anyhow::Result<()> {
+async fn list(config: &Config, limit: Option<usize>, format: OutputFormat) -> anyhow::Result<()> {
     let topic = &config.kafka.dlq_topic;
     let records = dlq::list(&config.kafka, topic, limit).await?;
     let entries: Vec<ListEntry> = records.iter().map(ListEntry::of).collect();
@@ -57,11 +62,7 @@ pub(crate) async fn list(
 }
 
 /// `graphcdc dlq show PARTITION:OFFSET`.
-pub(crate) async fn show(
-    config: &Config,
-    position: &str,
-    format: OutputFormat,
-) -> anyhow::Result<()> {
+async fn show(config: &Config, position: &str, format: OutputFormat) -> anyhow::Result<()> {
     let at = Position::parse("PARTITION:OFFSET", position)?;
     let topic = &config.kafka.dlq_topic;
     let record = dlq::read(&config.kafka, topic, "PARTITION:OFFSET", &[at])
@@ -120,7 +121,7 @@ pub(crate) async fn show(
 }
 
 /// `graphcdc dlq redrive`: preview, or publish with `execute`.
-pub(crate) async fn redrive(
+async fn redrive(
     config: &Config,
     selection: RedriveSelection,
     execute: bool,
@@ -132,7 +133,7 @@ pub(crate) async fn redrive(
         } => Selection::Positions(Position::parse_list("--partition-offsets", &text)?),
         RedriveSelection { all: true, .. } => Selection::All,
         // clap requires exactly one.
-        _ => anyhow::bail!("dlq redrive: give --partition-offsets or --all"),
+        _ => refuse!("dlq redrive: give --partition-offsets or --all"),
     };
     let plan = dlq::plan_redrive(&config.kafka, &selection).await?;
     println!(

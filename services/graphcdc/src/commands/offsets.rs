@@ -1,21 +1,37 @@
 //! `graphcdc offsets show|reset`.
 
+use super::refuse;
 use super::rfc3339;
-use crate::cli::{ResetTargetArgs, When};
+use crate::cli::{OffsetsAction, OffsetsArgs, ResetTargetArgs, When};
 use graphcdc_core::config::Config;
-use graphcdc_core::inspect::offsets::{self, Membership, ResetPlan, ResetTarget};
-use graphcdc_core::inspect::replay::OffsetSpec;
+use graphcdc_core::kafka;
+use graphcdc_core::timetravel::offsets::{self, Membership, ResetPlan, ResetTarget};
+use graphcdc_core::timetravel::replay::OffsetSpec;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+/// `graphcdc offsets show|reset`.
+pub(crate) fn run(config: &Config, args: OffsetsArgs) -> anyhow::Result<()> {
+    match args.action {
+        OffsetsAction::Show { group } => show(config, group),
+        OffsetsAction::Reset {
+            group,
+            target,
+            partitions,
+            execute,
+            force,
+        } => reset(config, group, target, partitions, execute, force),
+    }
+}
+
 /// `graphcdc offsets show`.
-pub(crate) fn show(config: &Config, group: Option<String>) -> anyhow::Result<()> {
+fn show(config: &Config, group: Option<String>) -> anyhow::Result<()> {
     let group = group.unwrap_or_else(|| config.kafka.group_id.clone());
     println!(
         "{:>9} {:>10} {:>10} {:>10} {:>8}",
         "partition", "committed", "low", "high", "lag"
     );
-    for p in offsets::show(&config.kafka, &group, &config.kafka.changes_topic)? {
+    for p in kafka::group_offsets(&config.kafka, &group, &config.kafka.changes_topic)? {
         let committed = p.committed.map_or("-".to_owned(), |c| c.to_string());
         println!(
             "{:>9} {committed:>10} {:>10} {:>10} {:>8}",
@@ -73,7 +89,7 @@ fn target(args: ResetTargetArgs) -> anyhow::Result<(ResetTarget, String)> {
             format!("the committed offsets shifted by {by:+}"),
         ),
         // clap requires exactly one target.
-        _ => anyhow::bail!(
+        _ => refuse!(
             "offsets reset: give one of --to-earliest, --to-latest, --to-datetime, \
              --by-duration, --to-offset, --shift-by"
         ),
@@ -122,7 +138,7 @@ fn render(plan: &ResetPlan, described: &str) -> String {
 }
 
 /// `graphcdc offsets reset`: preview, or commit with `execute`.
-pub(crate) fn reset(
+fn reset(
     config: &Config,
     group: Option<String>,
     args: ResetTargetArgs,

@@ -1,25 +1,27 @@
 //! `graphcdc search "…"`: the nearest points of a collection to a query, embedded by the
 //! collection's own model.
 
+use super::refuse;
 use super::short;
-use crate::cli::OutputFormat;
+use crate::cli::{OutputFormat, SearchArgs};
 use graphcdc_core::config::Config;
 use graphcdc_core::embed::{search, Embeddings};
 
 /// `graphcdc search QUERY`.
-pub(crate) async fn run(
-    config: &Config,
-    query: &str,
-    collection: Option<String>,
-    limit: usize,
-    format: OutputFormat,
-) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
+    let SearchArgs {
+        query,
+        collection,
+        limit,
+        format,
+    } = args;
+    let query = query.as_str();
     let mapping = match &collection {
         Some(name) => config.mappings.iter().find(|m| &m.collection == name),
         None => config.mappings.iter().find(|m| m.embedding.is_some()),
     };
     let Some(mapping) = mapping.filter(|m| m.embedding.is_some()) else {
-        anyhow::bail!(
+        refuse!(
             "search: {} has no [mappings.embedding] (the query is embedded with the \
              collection's own model)",
             collection.map_or("no mapping".to_owned(), |c| format!("collection {c:?}"))

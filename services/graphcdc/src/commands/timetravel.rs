@@ -1,27 +1,22 @@
 //! `graphcdc history` and `graphcdc replay`.
 
-use crate::cli::{OutputFormat, ReplayArgs, When};
+use super::refuse;
+use crate::cli::{HistoryArgs, OutputFormat, ReplayArgs, When};
 use graphcdc_core::codec::{Codec, SchemaRegistry};
 use graphcdc_core::config::Config;
-use graphcdc_core::inspect::history::{self, Start};
-use graphcdc_core::inspect::replay::{self, OffsetSpec, ReplayEnd, ReplayStart, ShadowTarget};
+use graphcdc_core::timetravel::history::{self, Start};
+use graphcdc_core::timetravel::replay::{self, OffsetSpec, ReplayEnd, ReplayStart, ShadowTarget};
 
 /// `graphcdc history KEY`.
-pub(crate) async fn history(
-    config: &Config,
-    key: &str,
-    from_offset: Option<i64>,
-    from_datetime: Option<When>,
-    format: OutputFormat,
-) -> anyhow::Result<()> {
-    let start = match (from_offset, from_datetime) {
+pub(crate) async fn history(config: &Config, args: HistoryArgs) -> anyhow::Result<()> {
+    let start = match (args.from_offset, args.from_datetime) {
         (Some(o), _) => Start::Offset(o),
         (None, Some(When(ms))) => Start::Time(ms),
         (None, None) => Start::Beginning,
     };
     let codec = Codec::new(SchemaRegistry::from_config(&config.registry)?);
-    let entries = history::history(&config.kafka, &codec, key, start).await?;
-    match format {
+    let entries = history::history(&config.kafka, &codec, &args.key, start).await?;
+    match args.format {
         OutputFormat::Table => print!("{}", history::table(&entries)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
     }
@@ -33,7 +28,7 @@ pub(crate) async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<
     let target = match (args.target_path, args.target_suffix) {
         (Some(path), _) => ShadowTarget::Directory(path),
         (None, Some(suffix)) => ShadowTarget::Suffix(suffix),
-        (None, None) => anyhow::bail!(
+        (None, None) => refuse!(
             "replay: give --target-path (embedded, jsonl) or --target-suffix (Qdrant server)"
         ),
     };

@@ -4,9 +4,10 @@
 //! them as outbox entries that the relay publishes ([`super::super::outbox`]).
 
 use super::super::{canonical, outbox, parse_properties};
-use crate::config::{CaptureConfig, MappingConfig};
+use crate::capture::config::CaptureConfig;
+use crate::error::Context;
 use crate::event::{CaptureMode, ChangeEvent, EntityKind, Op, RelationshipEnds, Source};
-use anyhow::Context;
+use crate::mapping::MappingConfig;
 use neo4rs::{query, BoltMap, BoltType, Graph, Query, Row};
 use std::collections::{BTreeMap, HashMap};
 
@@ -79,11 +80,14 @@ pub fn key_param(key: &serde_json::Value) -> BoltType {
 }
 
 /// The key column of a page row.
-pub fn key_of(row: &Row) -> anyhow::Result<serde_json::Value> {
+pub fn key_of(row: &Row) -> crate::error::Result<serde_json::Value> {
     match row.get::<BoltType>("key").context("page row without key")? {
         BoltType::String(s) => Ok(s.value.into()),
         BoltType::Integer(n) => Ok(n.value.into()),
-        other => anyhow::bail!("unsupported key {other:?}: use string or integer keys"),
+        other => crate::error::bail!(
+            Invalid,
+            "unsupported key {other:?}: use string or integer keys"
+        ),
     }
 }
 
@@ -134,7 +138,7 @@ pub async fn select(
     capture: &CaptureConfig,
     after: Option<&serde_json::Value>,
     limit: usize,
-) -> anyhow::Result<Vec<Selected>> {
+) -> crate::error::Result<Vec<Selected>> {
     let mut rows = graph
         .execute(page_query(target, capture, after, limit))
         .await
@@ -185,7 +189,7 @@ pub async fn write_locked(
     keys: &[serde_json::Value],
     db: &str,
     mode: CaptureMode,
-) -> anyhow::Result<Written> {
+) -> crate::error::Result<Written> {
     let mut txn = graph
         .start_txn()
         .await
@@ -232,7 +236,7 @@ pub async fn write_locked(
         drop(rows);
         written.entries = outbox::write(&mut txn, &events).await?;
         written.ids = events.into_iter().map(|e| e.event_id).collect();
-        anyhow::Ok(written)
+        Ok::<_, crate::error::Error>(written)
     };
     crate::capture::commit_or_roll_back(work.await, txn, "committing a page transaction").await
 }
@@ -248,7 +252,7 @@ pub fn event(
     key: &str,
     version: i64,
     db: &str,
-) -> anyhow::Result<ChangeEvent> {
+) -> crate::error::Result<ChangeEvent> {
     let props: BoltMap = row.get("props")?;
     let mut exclude = capture.exclude_properties.clone();
     if matches!(target, Target::Type { .. }) {
@@ -301,7 +305,7 @@ pub async fn observe(
     after: Option<&serde_json::Value>,
     limit: usize,
     db: &str,
-) -> anyhow::Result<Observed> {
+) -> crate::error::Result<Observed> {
     let mut observed = Observed::default();
     let rows = match target {
         Target::Label { .. } => {

@@ -6,7 +6,7 @@ use super::*;
 use crate::codec::Format;
 use crate::config::Config;
 use crate::event::{ChangeEvent, Op};
-use crate::sink::edge::EdgeSink;
+use crate::sink::embedded::EmbeddedSink;
 use crate::sink::{CollectionSpec, ScanCursor, ScanPage, StoredPoint};
 use async_trait::async_trait;
 
@@ -66,7 +66,7 @@ async fn applier(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_acknowledged_when_visible_and_durable_only_after_a_sync_that_flushed() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let sink = Arc::new(EmbeddedSink::open(dir.path()).unwrap());
     let applier = applier(sink.clone(), 4, 4).await;
     let batch = records(&Codec::local(), 4, &["a", "b", "c"]).await;
 
@@ -91,7 +91,7 @@ async fn a_batch_is_acknowledged_when_visible_and_durable_only_after_a_sync_that
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_that_no_longer_matches_stops_the_stream_instead_of_the_dlq() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let sink = Arc::new(EmbeddedSink::open(dir.path()).unwrap());
     // The collection has 4 dimensions, the mapping (changed by a deploy) 8.
     let applier = applier(sink.clone(), 8, 4).await;
     let batch = records(&Codec::local(), 8, &["a", "b", "c"]).await;
@@ -110,7 +110,7 @@ async fn a_collection_that_no_longer_matches_stops_the_stream_instead_of_the_dlq
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_the_sink_refuses_in_a_matching_collection_go_to_the_dlq() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let sink = Arc::new(EmbeddedSink::open(dir.path()).unwrap());
     let applier = applier(sink.clone(), 4, 4).await;
     let codec = Codec::local();
     // A write the engine refuses (a 5-d vector past the mapper), alone and among others.
@@ -131,7 +131,7 @@ async fn points_the_sink_refuses_in_a_matching_collection_go_to_the_dlq() {
 /// The embedded sink, with its version pre-read refused as a sink refuses a bad request
 /// (`refuse_versions`), or every write failing with an internal error (`fail_writes`).
 struct Faulty {
-    inner: Arc<EdgeSink>,
+    inner: Arc<EmbeddedSink>,
     refuse_versions: bool,
     fail_writes: bool,
 }
@@ -184,7 +184,7 @@ impl VectorSink for Faulty {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_version_pre_read_falls_back_to_the_fenced_write() {
     let dir = tempfile::tempdir().unwrap();
-    let edge = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let edge = Arc::new(EmbeddedSink::open(dir.path()).unwrap());
     let faulty = Faulty {
         inner: edge.clone(),
         refuse_versions: true,
@@ -202,7 +202,7 @@ async fn a_refused_version_pre_read_falls_back_to_the_fenced_write() {
 async fn an_internal_error_of_every_point_is_the_sinks_not_the_events() {
     let dir = tempfile::tempdir().unwrap();
     let faulty = Faulty {
-        inner: Arc::new(EdgeSink::open(dir.path()).unwrap()),
+        inner: Arc::new(EmbeddedSink::open(dir.path()).unwrap()),
         refuse_versions: false,
         fail_writes: true,
     };
@@ -223,7 +223,7 @@ async fn an_internal_error_of_every_point_is_the_sinks_not_the_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mismatch_found_by_one_refused_point_stops_a_mixed_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = Arc::new(EdgeSink::open(dir.path()).unwrap());
+    let sink = Arc::new(EmbeddedSink::open(dir.path()).unwrap());
     // 4-d collection, 8-d mapping: the tombstone is written, the upserts are refused.
     let applier = applier(sink.clone(), 8, 4).await;
     let codec = Codec::local();
