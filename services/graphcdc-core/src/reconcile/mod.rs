@@ -16,6 +16,7 @@
 pub mod buckets;
 pub mod classify;
 pub mod expected;
+pub mod fold;
 pub mod guard;
 pub mod recheck;
 pub mod repair;
