@@ -7,7 +7,7 @@ use crate::Args;
 use graphcdc_core::config::Config;
 use graphcdc_core::config::Secret;
 use graphcdc_core::event::{ChangeEvent, Op, PropertyValue};
-use graphcdc_core::kafka::{self, Cleanup};
+use graphcdc_core::kafka;
 use graphcdc_core::sink::SinkConfig;
 use graphcdc_core::sink::VectorSink;
 use graphcdc_core::stats::Stats;
@@ -106,22 +106,14 @@ impl Broker {
         k.changes_topic = format!("bench.{suffix}.changes");
         k.state_topic = format!("bench.{suffix}.state");
         k.dlq_topic = format!("bench.{suffix}.dlq");
-        let topics = [
-            (k.changes_topic.clone(), Cleanup::Delete),
-            (k.state_topic.clone(), Cleanup::Compact),
-            (k.dlq_topic.clone(), Cleanup::Delete),
-        ];
         match &self.mock {
+            // The mock cluster knows no cleanup policies.
             Some(mock) => {
-                for (topic, _) in &topics {
+                for topic in [&k.changes_topic, &k.state_topic, &k.dlq_topic] {
                     mock.create_topic(topic, PARTITIONS, 1)?;
                 }
             }
-            None => {
-                let refs: Vec<(&str, Cleanup)> =
-                    topics.iter().map(|(t, c)| (t.as_str(), *c)).collect();
-                kafka::ensure_topics(&config.kafka, &refs, PARTITIONS).await?;
-            }
+            None => kafka::ensure_pipeline_topics(&config.kafka, PARTITIONS).await?,
         }
         Ok(config)
     }

@@ -40,17 +40,6 @@ pub(crate) struct InFlightBatches {
     keys: HashMap<Vec<u8>, usize>,
 }
 
-/// The distinct record keys of `records` (a record without a key counts as the empty key).
-pub(crate) fn keys_of(records: &[Record]) -> Vec<Vec<u8>> {
-    let mut keys: Vec<Vec<u8>> = records
-        .iter()
-        .map(|r| r.key.clone().unwrap_or_default())
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 impl InFlightBatches {
     pub fn new(max: usize) -> Self {
         InFlightBatches {
@@ -62,6 +51,21 @@ impl InFlightBatches {
 
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// The distinct record keys of `records` (a record without a key counts as the empty
+    /// key); none with one batch at a time, where keys cannot decide anything.
+    pub fn keys_of(&self, records: &[Record]) -> Vec<Vec<u8>> {
+        if self.max == 1 {
+            return Vec::new();
+        }
+        let mut keys: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| r.key.clone().unwrap_or_default())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// Whether a batch holding `keys` has to wait for batches in flight: too many are,
@@ -144,13 +148,13 @@ mod tests {
     #[tokio::test]
     async fn a_batch_waits_for_a_shared_key_or_a_full_set() {
         let mut batches = InFlightBatches::new(2);
-        let first = keys_of(&[record("a", 1), record("b", 2), record("a", 3)]);
+        let first = batches.keys_of(&[record("a", 1), record("b", 2), record("a", 3)]);
         assert_eq!(first.len(), 2, "keys are distinct");
         assert!(!batches.must_wait(&first), "nothing in flight");
         let (open_first, gate) = tokio::sync::oneshot::channel();
         batches.push(task(gate), first, 0);
-        assert!(batches.must_wait(&keys_of(&[record("c", 4), record("b", 5)])));
-        let second = keys_of(&[record("c", 4), record("d", 5)]);
+        assert!(batches.must_wait(&batches.keys_of(&[record("c", 4), record("b", 5)])));
+        let second = batches.keys_of(&[record("c", 4), record("d", 5)]);
         assert!(
             !batches.must_wait(&second),
             "disjoint and room for one more"
@@ -158,18 +162,18 @@ mod tests {
         let (open_second, gate) = tokio::sync::oneshot::channel();
         batches.push(task(gate), second, 0);
         assert!(
-            batches.must_wait(&keys_of(&[record("e", 6)])),
+            batches.must_wait(&batches.keys_of(&[record("e", 6)])),
             "two in flight is the limit"
         );
         open_second.send(()).unwrap();
         let done = batches.next_finished().await.expect("one finishes");
         assert!(done.succeeded());
         assert!(
-            !batches.must_wait(&keys_of(&[record("c", 7)])),
+            !batches.must_wait(&batches.keys_of(&[record("c", 7)])),
             "c released"
         );
         assert!(
-            batches.must_wait(&keys_of(&[record("a", 8)])),
+            batches.must_wait(&batches.keys_of(&[record("a", 8)])),
             "a still held"
         );
         open_first.send(()).unwrap();
@@ -180,6 +184,6 @@ mod tests {
         }
         assert_eq!(rest.len(), 1);
         assert!(batches.is_empty());
-        assert!(!batches.must_wait(&keys_of(&[record("a", 8)])));
+        assert!(!batches.must_wait(&batches.keys_of(&[record("a", 8)])));
     }
 }

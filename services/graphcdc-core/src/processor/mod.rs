@@ -211,7 +211,7 @@ impl Processor {
             };
             // The next batch goes out once no batch in flight holds one of its keys and
             // there is room; with nothing to write, wait for a batch to settle it.
-            let keys = in_flight::keys_of(&next);
+            let mut keys = in_flight.keys_of(&next);
             while (next.is_empty() && finished.is_empty()) || in_flight.must_wait(&keys) {
                 match in_flight.next_finished().await {
                     Some(done) => finished.push(done),
@@ -221,13 +221,12 @@ impl Processor {
             finished.extend(in_flight.take_ready());
             if !finished.is_empty() {
                 // A failed batch is retried alone: settle every other batch first.
-                if !finished.iter().all(Finished::succeeded) {
+                let retried = !finished.iter().all(Finished::succeeded);
+                if retried {
                     while let Some(done) = in_flight.next_finished().await {
                         finished.push(done);
                     }
                 }
-                // Records received during retries join `next`: prepare it again then.
-                let retried = !finished.iter().all(Finished::succeeded);
                 if let Some(settled) = self
                     .settle(
                         &consumer,
@@ -242,8 +241,11 @@ impl Processor {
                     stop = Some(settled);
                     break;
                 }
+                // Records received during retries join `next`, revoked ones leave it:
+                // prepare it again then, and take its keys anew.
                 if drop_revoked(&consumer, &mut tracker, &mut [&mut next]) || retried {
                     prepared = None;
+                    keys = in_flight.keys_of(&next);
                 }
                 acknowledge(&consumer, &mut tracker);
             }
@@ -254,10 +256,6 @@ impl Processor {
                         revoked.clear();
                     }
                     revoked.len()
-                };
-                let keys = match prepared.is_some() {
-                    true => keys,
-                    false => in_flight::keys_of(&next),
                 };
                 let task = self.spawn_batch(std::mem::take(&mut next), prepared);
                 in_flight.push(task, keys, revoked_from);
